@@ -1,0 +1,409 @@
+//! The GPU forward: every op of a token recorded into one compute pass, one submission per token.
+//! The token id lives on the GPU: the embedding reads `tokens[pos]`, greedy sampling writes
+//! `tokens[pos + 1]`, so the CPU never has to wait for a token before submitting the next step.
+
+mod weights;
+
+pub use weights::{file_bytes, FeedForward, ModelWeights};
+
+use crate::gpu::{map_read, read_f32, Dispatch, GpuContext, KernelCache};
+use crate::kernels::{
+    argmax::argmax, capture::capture, embed::embed, kv_store::kv_store, kv_store::KvStoreArgs, matvec,
+    mla_attention::mla_attention, mla_attention::AttentionArgs, rms_norm::rms_norm, router::router, MatrixOf,
+    MatvecArgs, Output, Step,
+};
+use crate::model::{Model, ModelConfig};
+use anyhow::{ensure, Result};
+use std::collections::VecDeque;
+use std::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Positions the KV cache holds.
+    pub ctx_len: usize,
+    /// Latent cache in f16 (default) or f32.
+    pub kv_f16: bool,
+    /// Record every layer's output (for the parity tests).
+    pub capture_hidden: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false }
+    }
+}
+
+/// What a step produces beyond filling the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutput {
+    /// Prompt tokens whose successor is known: no LM head.
+    CacheOnly,
+    /// Logits left in the logits buffer for the CPU to read.
+    Logits,
+    /// Logits and the greedy token written to `tokens[pos + 1]` on the GPU.
+    Greedy,
+}
+
+struct Activations {
+    step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    x: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    qa: wgpu::Buffer,
+    qa_n: wgpu::Buffer,
+    q: wgpu::Buffer,
+    ckv: wgpu::Buffer,
+    q_lat: wgpu::Buffer,
+    ctx_lat: wgpu::Buffer,
+    attn_out: wgpu::Buffer,
+    act: wgpu::Buffer,
+    act_shared: wgpu::Buffer,
+    route: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    rope: wgpu::Buffer,
+    kv_cache: Vec<wgpu::Buffer>,
+    hidden: Option<wgpu::Buffer>,
+}
+
+/// (cos, sin) of every position and rope pair, computed as transformers does: the angle
+/// `pos * inv_freq` rounded to f32, its cosine and sine taken exactly.
+fn rope_table(c: &ModelConfig, ctx_len: usize) -> Vec<f32> {
+    let half = c.qk_rope / 2;
+    let inv_freq: Vec<f32> =
+        (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.qk_rope as f32)).collect();
+    let mut t = Vec::with_capacity(ctx_len * half * 2);
+    for pos in 0..ctx_len {
+        for f in &inv_freq {
+            let a = (pos as f32 * f) as f64;
+            t.push(a.cos() as f32);
+            t.push(a.sin() as f32);
+        }
+    }
+    t
+}
+
+impl Activations {
+    fn new(ctx: &GpuContext, c: &ModelConfig, o: &EngineOptions) -> Result<Self> {
+        let f = |n: usize| (n * 4) as u64;
+        let kv_bytes = (o.ctx_len * c.kv_width()) as u64 * if o.kv_f16 { 2 } else { 4 };
+        let act = c.dense_ffn.max(c.n_experts_used * c.moe_ffn);
+        Ok(Self {
+            step: ctx.uniform("step", bytemuck::bytes_of(&Step { pos: 0, pad: [0; 3] })),
+            tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
+            x: ctx.storage("x", f(c.hidden))?,
+            xn: ctx.storage("xn", f(c.hidden))?,
+            qa: ctx.storage("qa", f(c.q_lora_rank))?,
+            qa_n: ctx.storage("qa_n", f(c.q_lora_rank))?,
+            q: ctx.storage("q", f(c.n_heads * c.qk_head()))?,
+            ckv: ctx.storage("ckv", f(c.kv_width()))?,
+            q_lat: ctx.storage("q_lat", f(c.n_heads * c.kv_lora_rank))?,
+            ctx_lat: ctx.storage("ctx_lat", f(c.n_heads * c.kv_lora_rank))?,
+            attn_out: ctx.storage("attn_out", f(c.n_heads * c.v_head))?,
+            act: ctx.storage("act", f(act))?,
+            act_shared: ctx.storage("act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
+            route: ctx.storage("route", f(16))?,
+            scores: ctx.storage("scores", f(c.n_heads * o.ctx_len))?,
+            logits: ctx.storage("logits", f(c.vocab))?,
+            rope: ctx.storage_init("rope", bytemuck::cast_slice(&rope_table(c, o.ctx_len)))?,
+            kv_cache: (0..c.n_layers).map(|i| ctx.storage(&format!("kv_cache.{i}"), kv_bytes)).collect::<Result<_>>()?,
+            hidden: if o.capture_hidden { Some(ctx.storage("hidden", f((c.n_layers + 1) * c.hidden))?) } else { None },
+        })
+    }
+}
+
+/// Token ids read back without stalling: each greedy step copies its token into a ring slot that
+/// is mapped once the GPU gets there.
+struct TokenRing {
+    slots: Vec<wgpu::Buffer>,
+    next: usize,
+    pending: VecDeque<(usize, mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>)>,
+}
+
+pub const MAX_IN_FLIGHT: usize = 4;
+
+pub struct Engine {
+    pub ctx: GpuContext,
+    pub config: ModelConfig,
+    pub options: EngineOptions,
+    pub weights: ModelWeights,
+    bufs: Activations,
+    body: Vec<Dispatch>,
+    head: Vec<Dispatch>,
+    sample: Dispatch,
+    ring: TokenRing,
+    pos: usize,
+    pub kernels_compiled: usize,
+}
+
+impl Engine {
+    pub fn load(ctx: GpuContext, model: &Model, options: EngineOptions) -> Result<Self> {
+        let c = model.config.clone();
+        ensure!(options.ctx_len >= 1, "context length must be at least 1");
+        ensure!(
+            options.ctx_len <= c.max_ctx,
+            "context length {} exceeds the model's maximum of {}",
+            options.ctx_len,
+            c.max_ctx
+        );
+        let weights = ModelWeights::upload(&ctx, model)?;
+        let bufs = Activations::new(&ctx, &c, &options)?;
+        let mut kc = KernelCache::default();
+        let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
+        let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
+        Ok(Self {
+            kernels_compiled: kc.len(),
+            ctx,
+            config: c,
+            options,
+            weights,
+            bufs,
+            body,
+            head,
+            sample,
+            ring: TokenRing { slots, next: 0, pending: VecDeque::new() },
+            pos: 0,
+        })
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn ctx_len(&self) -> usize {
+        self.options.ctx_len
+    }
+
+    /// Dispatches of one decode step (embedding to sampled token).
+    pub fn dispatches_per_token(&self) -> usize {
+        self.body.len() + self.head.len() + 1
+    }
+
+    /// Forgets the cache: the next step is position 0.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Puts token ids at positions `start..`, e.g. a prompt before its steps.
+    pub fn write_tokens(&self, start: usize, ids: &[u32]) -> Result<()> {
+        ensure!(start + ids.len() <= self.ctx_len(), "{} tokens exceed the context of {}", start + ids.len(), self.ctx_len());
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab) {
+            anyhow::bail!("token id {bad} is outside the vocabulary of {}", self.config.vocab);
+        }
+        self.ctx.queue.write_buffer(&self.bufs.tokens, (start * 4) as u64, bytemuck::cast_slice(ids));
+        Ok(())
+    }
+
+    /// Runs the token at the current position through the model, as one compute pass in one
+    /// submission, and advances the position. With `Greedy` the chosen token is also queued for
+    /// read-back: collect it with [`Engine::next_token`].
+    pub fn step(&mut self, out: StepOutput) -> Result<()> {
+        ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
+        let ctx = &self.ctx;
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step { pos: self.pos as u32, pad: [0; 3] }));
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.body.iter().for_each(|d| d.record(&mut pass));
+            if out != StepOutput::CacheOnly {
+                self.head.iter().for_each(|d| d.record(&mut pass));
+            }
+            if out == StepOutput::Greedy {
+                self.sample.record(&mut pass);
+            }
+        }
+        let mut slot = None;
+        if out == StepOutput::Greedy {
+            ensure!(self.ring.pending.len() < MAX_IN_FLIGHT, "more than {MAX_IN_FLIGHT} greedy steps in flight");
+            ensure!(self.pos + 1 < self.ctx_len() + 1, "no room for the next token");
+            let s = self.ring.next;
+            self.ring.next = (s + 1) % self.ring.slots.len();
+            enc.copy_buffer_to_buffer(&self.bufs.tokens, (self.pos as u64 + 1) * 4, &self.ring.slots[s], 0, 4);
+            slot = Some(s);
+        }
+        ctx.queue.submit([enc.finish()]);
+        if let Some(s) = slot {
+            let (tx, rx) = mpsc::channel();
+            self.ring.slots[s].slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            self.ring.pending.push_back((s, rx));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Greedy steps submitted whose token has not been collected yet.
+    pub fn tokens_in_flight(&self) -> usize {
+        self.ring.pending.len()
+    }
+
+    /// The token of the oldest greedy step in flight, waiting for the GPU if needed.
+    pub fn next_token(&mut self) -> Result<u32> {
+        let (s, rx) = self.ring.pending.pop_front().ok_or_else(|| anyhow::anyhow!("no greedy step in flight"))?;
+        let r = loop {
+            if let Ok(r) = rx.try_recv() {
+                break r;
+            }
+            self.ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
+        };
+        r?;
+        let buf = &self.ring.slots[s];
+        let id = bytemuck::pod_read_unaligned::<u32>(&buf.slice(..).get_mapped_range()?[..4]);
+        buf.unmap();
+        Ok(id)
+    }
+
+    /// The logits of the last step that produced them (blocks until it is done).
+    pub fn logits(&self) -> Result<Vec<f32>> {
+        read_f32(&self.ctx, &self.bufs.logits, 0, self.config.vocab as u64)
+    }
+
+    /// With `capture_hidden`: the embedding output, every layer's output but the last, and the final
+    /// norm's output, of the last step that ran the LM head.
+    pub fn hidden_states(&self) -> Result<Vec<Vec<f32>>> {
+        let buf = self.bufs.hidden.as_ref().ok_or_else(|| anyhow::anyhow!("engine was built without capture_hidden"))?;
+        let h = self.config.hidden;
+        let all = read_f32(&self.ctx, buf, 0, ((self.config.n_layers + 1) * h) as u64)?;
+        Ok(all.chunks(h).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The token id stored at `pos` (blocking).
+    pub fn token_at(&self, pos: usize) -> Result<u32> {
+        let staging = self.ctx.readback("token_at", 4);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.bufs.tokens, pos as u64 * 4, &staging, 0, 4);
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(bytemuck::pod_read_unaligned(&map_read(&self.ctx, &staging, 4)?))
+    }
+}
+
+/// Records the dispatches of one token: the body (embedding and layers), the head (final norm and
+/// LM head) and greedy sampling.
+fn record(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    o: &EngineOptions,
+    w: &ModelWeights,
+    b: &Activations,
+) -> Result<(Vec<Dispatch>, Vec<Dispatch>, Dispatch)> {
+    let mv = |kc: &mut KernelCache, w: &crate::gpu::GpuWeight, x: &wgpu::Buffer, y: &wgpu::Buffer, out: Output| {
+        matvec(
+            ctx,
+            kc,
+            MatvecArgs { w, up: None, matrix: MatrixOf::Single, out, slots: 1, x_stride: 0, y_stride: 0, x, y, route: &b.route },
+        )
+    };
+    let mut body = vec![embed(ctx, kc, &w.embed, &b.step, &b.tokens, &b.x)?];
+    if let Some(hidden) = &b.hidden {
+        body.push(capture(ctx, kc, c.hidden, 0, &b.x, hidden)?);
+    }
+    let heads = c.n_heads as u32;
+    for (i, l) in w.layers.iter().enumerate() {
+        // Attention.
+        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.attn_norm, &b.xn)?);
+        body.push(mv(kc, &l.q_a, &b.xn, &b.qa, Output::Store)?);
+        body.push(rms_norm(ctx, kc, c.q_lora_rank, c.rms_eps, &b.qa, &l.q_a_norm, &b.qa_n)?);
+        body.push(mv(kc, &l.q_b, &b.qa_n, &b.q, Output::Store)?);
+        body.push(mv(kc, &l.kv_a, &b.xn, &b.ckv, Output::Store)?);
+        let kv = KvStoreArgs { step: &b.step, ckv: &b.ckv, norm: &l.kv_a_norm, rope: &b.rope, cache: &b.kv_cache[i] };
+        body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?);
+        // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
+        body.push(matvec(
+            ctx,
+            kc,
+            MatvecArgs {
+                w: &l.k_b,
+                up: None,
+                matrix: MatrixOf::Slot,
+                out: Output::Store,
+                slots: heads,
+                x_stride: c.qk_head() as u32,
+                y_stride: c.kv_lora_rank as u32,
+                x: &b.q,
+                y: &b.q_lat,
+                route: &b.route,
+            },
+        )?);
+        let att = AttentionArgs {
+            step: &b.step,
+            q: &b.q,
+            q_lat: &b.q_lat,
+            rope: &b.rope,
+            cache: &b.kv_cache[i],
+            scores: &b.scores,
+            out: &b.ctx_lat,
+        };
+        body.push(mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?);
+        body.push(matvec(
+            ctx,
+            kc,
+            MatvecArgs {
+                w: &l.v_b,
+                up: None,
+                matrix: MatrixOf::Slot,
+                out: Output::Store,
+                slots: heads,
+                x_stride: c.kv_lora_rank as u32,
+                y_stride: c.v_head as u32,
+                x: &b.ctx_lat,
+                y: &b.attn_out,
+                route: &b.route,
+            },
+        )?);
+        body.push(mv(kc, &l.o, &b.attn_out, &b.x, Output::Add)?);
+
+        // Feed-forward.
+        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.ffn_norm, &b.xn)?);
+        let glu = |kc: &mut KernelCache, f: &weights::Ffn, matrix: MatrixOf, slots: u32, act: &wgpu::Buffer| {
+            let width = f.gate.rows() as u32;
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs { w: &f.gate, up: Some(&f.up), matrix, out: Output::Store, slots, x_stride: 0, y_stride: width, x: &b.xn, y: act, route: &b.route },
+            )
+        };
+        match &l.ffn {
+            FeedForward::Dense(f) => {
+                body.push(glu(kc, f, MatrixOf::Single, 1, &b.act)?);
+                body.push(mv(kc, &f.down, &b.act, &b.x, Output::Add)?);
+            }
+            FeedForward::Moe(m) => {
+                let k = c.n_experts_used as u32;
+                body.push(router(ctx, kc, c, &m.router, &m.bias, &b.xn, &b.route)?);
+                body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?);
+                body.push(matvec(
+                    ctx,
+                    kc,
+                    MatvecArgs {
+                        w: &m.experts.down,
+                        up: None,
+                        matrix: MatrixOf::Routed,
+                        out: Output::AddRoutedSum,
+                        slots: k,
+                        x_stride: c.moe_ffn as u32,
+                        y_stride: 0,
+                        x: &b.act,
+                        y: &b.x,
+                        route: &b.route,
+                    },
+                )?);
+                if let Some(s) = &m.shared {
+                    body.push(glu(kc, s, MatrixOf::Single, 1, &b.act_shared)?);
+                    body.push(mv(kc, &s.down, &b.act_shared, &b.x, Output::Add)?);
+                }
+            }
+        }
+        if let (Some(hidden), true) = (&b.hidden, i + 1 < c.n_layers) {
+            body.push(capture(ctx, kc, c.hidden, (i + 1) * c.hidden, &b.x, hidden)?);
+        }
+    }
+    let mut head = vec![rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &w.output_norm, &b.xn)?];
+    if let Some(hidden) = &b.hidden {
+        head.push(capture(ctx, kc, c.hidden, c.n_layers * c.hidden, &b.xn, hidden)?);
+    }
+    head.push(mv(kc, &w.output, &b.xn, &b.logits, Output::Store)?);
+    let sample = argmax(ctx, kc, c.vocab, &b.step, &b.logits, &b.tokens)?;
+    Ok((body, head, sample))
+}

@@ -1,0 +1,159 @@
+//! Compute kernels: WGSL composed from one source plus host constants, an explicit bind group
+//! layout, and a cache so each variant is compiled once.
+
+use super::GpuContext;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::rc::Rc;
+
+/// How a kernel sees one binding, in binding-index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A compile-time constant injected ahead of a kernel's source.
+#[derive(Debug, Clone, Copy)]
+pub enum Const {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+}
+
+pub struct Kernel {
+    pub name: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    bindings: Vec<Binding>,
+}
+
+/// Prepends `const NAME: T = value;` lines to `body`.
+pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
+    let mut s = String::new();
+    for (name, c) in consts {
+        match c {
+            Const::U32(v) => writeln!(s, "const {name}: u32 = {v}u;"),
+            Const::F32(v) => writeln!(s, "const {name}: f32 = {v:e};"),
+            Const::Bool(v) => writeln!(s, "const {name}: bool = {v};"),
+        }
+        .unwrap();
+    }
+    s.push_str(body);
+    s
+}
+
+impl Kernel {
+    pub fn new(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding]) -> Result<Self> {
+        let device = &ctx.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let entries: Vec<_> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match b {
+                    Binding::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: *b == Binding::Read },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(anyhow!("kernel {name} failed to build: {e}"));
+        }
+        Ok(Self { name: name.to_string(), pipeline, layout, bindings: bindings.to_vec() })
+    }
+
+    /// A bind group over `buffers`, one per binding, in binding order.
+    pub fn bind(&self, ctx: &GpuContext, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        assert_eq!(buffers.len(), self.bindings.len(), "kernel {}: wrong number of buffers", self.name);
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&self.name), layout: &self.layout, entries: &entries })
+    }
+}
+
+/// Compiled kernels by variant key.
+#[derive(Default)]
+pub struct KernelCache {
+    kernels: HashMap<String, Rc<Kernel>>,
+}
+
+impl KernelCache {
+    pub fn get(
+        &mut self,
+        ctx: &GpuContext,
+        key: &str,
+        build: impl FnOnce() -> (String, Vec<Binding>),
+    ) -> Result<Rc<Kernel>> {
+        if let Some(k) = self.kernels.get(key) {
+            return Ok(k.clone());
+        }
+        let (source, bindings) = build();
+        let k = Rc::new(Kernel::new(ctx, key, &source, &bindings)?);
+        self.kernels.insert(key.to_string(), k.clone());
+        Ok(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.kernels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kernels.is_empty()
+    }
+}
+
+/// One recorded kernel launch.
+pub struct Dispatch {
+    pub kernel: Rc<Kernel>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// Workgroup grid for `n` workgroups, spilling into y past the 65535 per-dimension limit.
+pub fn grid(n: u32) -> [u32; 2] {
+    let x = n.clamp(1, 65535);
+    [x, n.div_ceil(x).max(1)]
+}

@@ -1,0 +1,25 @@
+//! `wgsl/argmax.wgsl`.
+
+use super::STEP;
+use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
+use anyhow::Result;
+
+const WG: u32 = 256;
+
+pub fn argmax(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    n: usize,
+    step: &wgpu::Buffer,
+    logits: &wgpu::Buffer,
+    tokens: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let key = format!("argmax_{n}");
+    let kernel = kc.get(ctx, &key, || {
+        let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32))];
+        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/argmax.wgsl")));
+        (src, vec![Binding::Uniform, Binding::Read, Binding::ReadWrite])
+    })?;
+    let bind_group = kernel.bind(ctx, &[step, logits, tokens]);
+    Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
+}

@@ -1,0 +1,31 @@
+//! `wgsl/embed.wgsl`.
+
+use super::{format, STEP};
+use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
+use anyhow::Result;
+
+const WG: u32 = 64;
+
+pub fn embed(
+    ctx: &GpuContext,
+    cache: &mut KernelCache,
+    table: &GpuWeight,
+    step: &wgpu::Buffer,
+    tokens: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let chunks = table.chunks_per_row() as u32;
+    let key = format!("embed_{}_{chunks}", crate::quant::wgsl_format(table.ggml_type));
+    let kernel = cache.get(ctx, &key, || {
+        let consts = [
+            ("WG", Const::U32(WG)),
+            ("CHUNKS", Const::U32(chunks)),
+            ("CHUNK_V4", Const::U32(format::chunk_vec4s(table.ggml_type))),
+        ];
+        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/embed.wgsl")))
+            + &format::instantiate(table.ggml_type, "0");
+        (src, vec![Binding::Uniform, Binding::Read, Binding::ReadWrite, Binding::Read, Binding::Read])
+    })?;
+    let bind_group = kernel.bind(ctx, &[step, tokens, x, &table.words, &table.scales]);
+    Ok(Dispatch { kernel, bind_group, groups: [chunks.div_ceil(WG), 1, 1] })
+}

@@ -1,0 +1,97 @@
+//! `wgsl/matvec.wgsl`: matrix-vector products for dense layers, attention heads and routed experts.
+
+use super::format;
+use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
+use anyhow::{ensure, Result};
+
+const WG: u32 = 64;
+const ROWS: u32 = 4;
+
+/// Which matrix of a 3-D weight a slot uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixOf {
+    /// A 2-D weight: one matrix.
+    Single,
+    /// Slot i uses matrix i (attention heads).
+    Slot,
+    /// Slot i uses the expert the router chose for it.
+    Routed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Store,
+    /// Accumulate into y (residual connections).
+    Add,
+    /// Add the route-weighted sum over the slots into y (the routed experts' down projection).
+    AddRoutedSum,
+}
+
+pub struct MatvecArgs<'a> {
+    pub w: &'a GpuWeight,
+    /// The up projection of a gate/up pair: y = silu(w x) * (up x).
+    pub up: Option<&'a GpuWeight>,
+    pub matrix: MatrixOf,
+    pub out: Output,
+    pub slots: u32,
+    /// Floats between consecutive slots' inputs and outputs.
+    pub x_stride: u32,
+    pub y_stride: u32,
+    pub x: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+    pub route: &'a wgpu::Buffer,
+}
+
+fn source(a: &MatvecArgs) -> String {
+    let consts = [
+        ("WG", Const::U32(WG)),
+        ("ROWS", Const::U32(ROWS)),
+        ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
+        ("MATRIX", Const::U32(a.matrix as u32)),
+        ("GLU", Const::Bool(a.up.is_some())),
+        ("OUT", Const::U32(a.out as u32)),
+    ];
+    let body = include_str!("../../wgsl/matvec.wgsl");
+    let up_type = a.up.map_or(a.w.ggml_type, |u| u.ggml_type);
+    compose(&consts, body) + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")
+}
+
+pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
+    if let Some(up) = a.up {
+        ensure!(
+            up.ggml_type == a.w.ggml_type && up.shape == a.w.shape,
+            "gate and up projections differ in type or shape ({} {:?} vs {} {:?})",
+            a.w.ggml_type.name(),
+            a.w.shape,
+            up.ggml_type.name(),
+            up.shape
+        );
+    }
+    ensure!(a.x_stride % 4 == 0, "matvec input stride {} is not a multiple of 4", a.x_stride);
+    let key = format!(
+        "matvec_{}_{:?}_{:?}{}",
+        crate::quant::wgsl_format(a.w.ggml_type),
+        a.matrix,
+        a.out,
+        if a.up.is_some() { "_glu" } else { "" }
+    );
+    let bindings = [
+        Binding::Uniform,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+    ];
+    let kernel = cache.get(ctx, &key, || (source(&a), bindings.to_vec()))?;
+    let rows = a.w.rows() as u32;
+    let [gx, gy] = grid(rows.div_ceil(ROWS));
+    let params = [rows, a.w.chunks_per_row() as u32, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
+    let uniform = ctx.uniform(&key, bytemuck::cast_slice(&params));
+    let up = a.up.unwrap_or(a.w);
+    let bind_group = kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales]);
+    let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
+    Ok(Dispatch { kernel, bind_group, groups: [gx, gy, gz] })
+}

@@ -1,0 +1,55 @@
+//! `wgsl/mla_attention.wgsl`.
+
+use super::{KV_CACHE, STEP};
+use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
+use crate::model::ModelConfig;
+use anyhow::Result;
+
+const WG: u32 = 64;
+
+pub struct AttentionArgs<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub q: &'a wgpu::Buffer,
+    pub q_lat: &'a wgpu::Buffer,
+    pub rope: &'a wgpu::Buffer,
+    pub cache: &'a wgpu::Buffer,
+    pub scores: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+}
+
+pub fn mla_attention(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    max_ctx: usize,
+    kv_f16: bool,
+    a: AttentionArgs,
+) -> Result<Dispatch> {
+    let key = format!("mla_attention_{max_ctx}_{}", if kv_f16 { "f16" } else { "f32" });
+    let kernel = kc.get(ctx, &key, || {
+        let consts = [
+            ("WG", Const::U32(WG)),
+            ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+            ("ROPE", Const::U32(c.qk_rope as u32)),
+            ("KV_W", Const::U32(c.kv_width() as u32)),
+            ("NOPE", Const::U32(c.qk_nope as u32)),
+            ("QK", Const::U32(c.qk_head() as u32)),
+            ("MAX_CTX", Const::U32(max_ctx as u32)),
+            ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
+            ("KV_F16", Const::Bool(kv_f16)),
+        ];
+        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/mla_attention.wgsl") + KV_CACHE));
+        let b = vec![
+            Binding::Uniform,
+            Binding::Read,
+            Binding::Read,
+            Binding::Read,
+            Binding::Read,
+            Binding::ReadWrite,
+            Binding::ReadWrite,
+        ];
+        (src, b)
+    })?;
+    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.scores, a.out]);
+    Ok(Dispatch { kernel, bind_group, groups: [c.n_heads as u32, 1, 1] })
+}

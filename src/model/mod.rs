@@ -1,0 +1,9 @@
+//! The model: its configuration, the tensors it needs and the files they come from.
+
+mod checkpoint;
+mod config;
+mod tensors;
+
+pub use checkpoint::{Checkpoint, HfCheckpoint, Model, TensorData};
+pub use config::{Gating, ModelConfig};
+pub use tensors::expected_tensors;

@@ -1,0 +1,4 @@
+// The per-token uniform every position-dependent kernel reads.
+struct Step {
+    pos: u32,
+}
