@@ -157,3 +157,16 @@ pub fn grid(n: u32) -> [u32; 2] {
     let x = n.clamp(1, 65535);
     [x, n.div_ceil(x).max(1)]
 }
+
+impl GpuContext {
+    /// Records `dispatches` into one compute pass, submits it and waits: for tests and one-off work.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            dispatches.iter().for_each(|d| d.record(&mut pass));
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+}

@@ -1,0 +1,53 @@
+//! The `glm-wgpu` command line.
+
+mod info;
+mod run;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "glm-wgpu", version, about = "GLM-4.7-Flash inference on the GPU through wgpu/WGSL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt.
+    Run(run::RunArgs),
+    /// Print a model's shape, tensor types, memory needs and the GPU adapter.
+    Info(info::InfoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvCacheType {
+    F16,
+    F32,
+}
+
+/// Options shared by the commands that load a model onto the GPU.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// GPU adapter: an index or part of its name (default: $GLM_WGPU_DEVICE, else the best one).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// KV cache positions [default: the model's maximum, capped at 4096].
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Element type of the latent KV cache.
+    #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
+    pub kv_cache: KvCacheType,
+}
+
+pub fn main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Info(a) => info::info(a),
+    }
+}
