@@ -61,6 +61,16 @@ pub struct GenerateRequest<'a> {
     pub stop_ids: &'a [u32],
 }
 
+/// A prompt must leave room for at least one generated token.
+pub fn check_prompt_fits(n: usize, ctx_len: usize, max_ctx: usize) -> Result<()> {
+    ensure!(n > 0, "the prompt is empty");
+    ensure!(
+        n < ctx_len,
+        "the prompt is {n} tokens but the context holds {ctx_len} (raise --ctx, up to the model's {max_ctx})"
+    );
+    Ok(())
+}
+
 /// Runs the prompt from position 0 and generates up to `max_new` tokens, calling `on_token` for each
 /// as soon as it is known; `on_token` returns false to stop.
 pub fn generate(
@@ -69,13 +79,7 @@ pub fn generate(
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<GenerationStats> {
     let n = req.prompt.len();
-    ensure!(n > 0, "the prompt is empty");
-    ensure!(
-        n < engine.ctx_len(),
-        "the prompt is {n} tokens but the context holds {} (raise --ctx, up to the model's {})",
-        engine.ctx_len(),
-        engine.config.max_ctx
-    );
+    check_prompt_fits(n, engine.ctx_len(), engine.config.max_ctx)?;
     req.sampling.validate()?;
     engine.reset();
     engine.write_tokens(0, req.prompt)?;

@@ -24,7 +24,11 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.temperature >= 0.0 && self.temperature.is_finite(), "temperature must be ≥ 0, got {}", self.temperature);
+        ensure!(
+            self.temperature >= 0.0 && self.temperature.is_finite(),
+            "temperature must be ≥ 0, got {}",
+            self.temperature
+        );
         ensure!(self.top_p > 0.0 && self.top_p <= 1.0, "top-p must be in (0, 1], got {}", self.top_p);
         Ok(())
     }

@@ -59,13 +59,17 @@ pub fn info(a: InfoArgs) -> Result<()> {
     }
     let weights = file_bytes(&model)?;
     let kv = (a.ctx * c.kv_width() * c.n_layers * 2) as u64;
-    println!("memory: weights {}, f16 KV cache for {} positions {}, total {}", gib(weights), a.ctx, gib(kv), gib(weights + kv));
+    println!(
+        "memory: weights {}, f16 KV cache for {} positions {}, total {}",
+        gib(weights),
+        a.ctx,
+        gib(kv),
+        gib(weights + kv)
+    );
     match GpuContext::new(a.device.as_deref()) {
-        Ok(ctx) => println!(
-            "gpu: {} (max buffer binding {})",
-            ctx.describe(),
-            gib(ctx.limits.max_storage_buffer_binding_size)
-        ),
+        Ok(ctx) => {
+            println!("gpu: {} (max buffer binding {})", ctx.describe(), gib(ctx.limits.max_storage_buffer_binding_size))
+        }
         Err(e) => println!("gpu: none ({e:#})"),
     }
     Ok(())

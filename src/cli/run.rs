@@ -2,7 +2,7 @@
 
 use super::{KvCacheType, ModelArgs};
 use crate::engine::{Engine, EngineOptions};
-use crate::generate::{generate, GenerateRequest};
+use crate::generate::{check_prompt_fits, generate, GenerateRequest};
 use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, Model};
 use crate::sampling::SamplingParams;
@@ -49,30 +49,40 @@ pub struct RunArgs {
     pub format: OutputFormat,
 }
 
-/// Opens the model, its tokenizer and the GPU, and uploads the weights.
-pub fn load(args: &ModelArgs) -> Result<(Model, Tokenizer, Engine)> {
+/// Opens the model and its tokenizer (no GPU yet, so file errors come first).
+pub fn open(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
     let model = Model::open(&args.model)?;
     let tokenizer = match &model.files {
         Checkpoint::Gguf(g) => Tokenizer::from_gguf(g),
         Checkpoint::Hf(_) => Tokenizer::from_hf_dir(&args.model),
     }
     .with_context(|| format!("cannot load the tokenizer of {}", args.model.display()))?;
-    let ctx = GpuContext::new(args.device.as_deref())?;
-    eprintln!("gpu: {}", ctx.describe());
-    let options = EngineOptions {
+    Ok((model, tokenizer))
+}
+
+pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
+    EngineOptions {
         ctx_len: args.ctx.unwrap_or(model.config.max_ctx.min(4096)),
         kv_f16: args.kv_cache == KvCacheType::F16,
         capture_hidden: false,
-    };
-    let engine = Engine::load(ctx, &model, options)?;
-    Ok((model, tokenizer, engine))
+    }
+}
+
+/// Opens the GPU and uploads the weights.
+pub fn load_engine(args: &ModelArgs, model: &Model, options: EngineOptions) -> Result<Engine> {
+    let ctx = GpuContext::new(args.device.as_deref())?;
+    eprintln!("gpu: {}", ctx.describe());
+    Engine::load(ctx, model, options)
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let sampling = SamplingParams { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     sampling.validate()?;
-    let (_model, tokenizer, mut engine) = load(&a.model)?;
+    let (model, tokenizer) = open(&a.model)?;
     let prompt = tokenizer.encode(&a.prompt)?;
+    let options = engine_options(&a.model, &model);
+    check_prompt_fits(prompt.len(), options.ctx_len, model.config.max_ctx)?;
+    let mut engine = load_engine(&a.model, &model, options)?;
     let stop_ids = if a.ignore_eos { Vec::new() } else { tokenizer.eos_ids().to_vec() };
     let req = GenerateRequest { prompt: &prompt, max_new: a.n_predict, sampling, stop_ids: &stop_ids };
     let mut out = std::io::stdout().lock();

@@ -70,8 +70,7 @@ struct Activations {
 /// `pos * inv_freq` rounded to f32, its cosine and sine taken exactly.
 fn rope_table(c: &ModelConfig, ctx_len: usize) -> Vec<f32> {
     let half = c.qk_rope / 2;
-    let inv_freq: Vec<f32> =
-        (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.qk_rope as f32)).collect();
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.qk_rope as f32)).collect();
     let mut t = Vec::with_capacity(ctx_len * half * 2);
     for pos in 0..ctx_len {
         for f in &inv_freq {
@@ -106,7 +105,9 @@ impl Activations {
             scores: ctx.storage("scores", f(c.n_heads * o.ctx_len))?,
             logits: ctx.storage("logits", f(c.vocab))?,
             rope: ctx.storage_init("rope", bytemuck::cast_slice(&rope_table(c, o.ctx_len)))?,
-            kv_cache: (0..c.n_layers).map(|i| ctx.storage(&format!("kv_cache.{i}"), kv_bytes)).collect::<Result<_>>()?,
+            kv_cache: (0..c.n_layers)
+                .map(|i| ctx.storage(&format!("kv_cache.{i}"), kv_bytes))
+                .collect::<Result<_>>()?,
             hidden: if o.capture_hidden { Some(ctx.storage("hidden", f((c.n_layers + 1) * c.hidden))?) } else { None },
         })
     }
@@ -186,7 +187,12 @@ impl Engine {
 
     /// Puts token ids at positions `start..`, e.g. a prompt before its steps.
     pub fn write_tokens(&self, start: usize, ids: &[u32]) -> Result<()> {
-        ensure!(start + ids.len() <= self.ctx_len(), "{} tokens exceed the context of {}", start + ids.len(), self.ctx_len());
+        ensure!(
+            start + ids.len() <= self.ctx_len(),
+            "{} tokens exceed the context of {}",
+            start + ids.len(),
+            self.ctx_len()
+        );
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab) {
             anyhow::bail!("token id {bad} is outside the vocabulary of {}", self.config.vocab);
         }
@@ -262,7 +268,8 @@ impl Engine {
     /// With `capture_hidden`: the embedding output, every layer's output but the last, and the final
     /// norm's output, of the last step that ran the LM head.
     pub fn hidden_states(&self) -> Result<Vec<Vec<f32>>> {
-        let buf = self.bufs.hidden.as_ref().ok_or_else(|| anyhow::anyhow!("engine was built without capture_hidden"))?;
+        let buf =
+            self.bufs.hidden.as_ref().ok_or_else(|| anyhow::anyhow!("engine was built without capture_hidden"))?;
         let h = self.config.hidden;
         let all = read_f32(&self.ctx, buf, 0, ((self.config.n_layers + 1) * h) as u64)?;
         Ok(all.chunks(h).map(<[f32]>::to_vec).collect())
@@ -292,7 +299,18 @@ fn record(
         matvec(
             ctx,
             kc,
-            MatvecArgs { w, up: None, matrix: MatrixOf::Single, out, slots: 1, x_stride: 0, y_stride: 0, x, y, route: &b.route },
+            MatvecArgs {
+                w,
+                up: None,
+                matrix: MatrixOf::Single,
+                out,
+                slots: 1,
+                x_stride: 0,
+                y_stride: 0,
+                x,
+                y,
+                route: &b.route,
+            },
         )
     };
     let mut body = vec![embed(ctx, kc, &w.embed, &b.step, &b.tokens, &b.x)?];
@@ -361,7 +379,18 @@ fn record(
             matvec(
                 ctx,
                 kc,
-                MatvecArgs { w: &f.gate, up: Some(&f.up), matrix, out: Output::Store, slots, x_stride: 0, y_stride: width, x: &b.xn, y: act, route: &b.route },
+                MatvecArgs {
+                    w: &f.gate,
+                    up: Some(&f.up),
+                    matrix,
+                    out: Output::Store,
+                    slots,
+                    x_stride: 0,
+                    y_stride: width,
+                    x: &b.xn,
+                    y: act,
+                    route: &b.route,
+                },
             )
         };
         match &l.ffn {

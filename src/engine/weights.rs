@@ -21,7 +21,7 @@ pub struct Moe {
 
 pub enum FeedForward {
     Dense(Ffn),
-    Moe(Moe),
+    Moe(Box<Moe>),
 }
 
 pub struct LayerWeights {
@@ -119,12 +119,12 @@ impl ModelWeights {
                 o: up.weight(&w("attn_output.weight"))?,
                 ffn_norm: up.vector(&w("ffn_norm.weight"))?,
                 ffn: if moe {
-                    FeedForward::Moe(Moe {
+                    FeedForward::Moe(Box::new(Moe {
                         router: up.weight(&w("ffn_gate_inp.weight"))?,
                         bias: up.vector(&w("exp_probs_b.bias"))?,
                         experts: up.ffn(&p, "_exps")?,
                         shared: if c.n_shared_experts > 0 { Some(up.ffn(&p, "_shexp")?) } else { None },
-                    })
+                    }))
                 } else {
                     FeedForward::Dense(up.ffn(&p, "")?)
                 },

@@ -46,11 +46,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
-            bail!(
-                "file is truncated: needed {n} bytes at offset {} but the file has {}",
-                self.pos,
-                self.buf.len()
-            )
+            bail!("file is truncated: needed {n} bytes at offset {} but the file has {}", self.pos, self.buf.len())
         };
         let s = &self.buf[self.pos..end];
         self.pos = end;

@@ -1,4 +1,4 @@
-use super::{MetaValue, DEFAULT_ALIGNMENT, MAGIC};
+use super::{GgufFile, MetaValue, DEFAULT_ALIGNMENT, MAGIC};
 use crate::quant::GgmlType;
 use anyhow::{ensure, Result};
 use std::io::Write;
@@ -43,6 +43,22 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
 impl GgufWriter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A writer holding everything `g` holds, to be modified and written again.
+    pub fn from_file(g: &GgufFile) -> Self {
+        let metadata = g.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let tensors = g
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone(), t.ggml_type, g.tensor_data(t).to_vec()))
+            .collect();
+        Self { metadata, tensors }
+    }
+
+    /// Drops a tensor by name.
+    pub fn remove_tensor(&mut self, name: &str) {
+        self.tensors.retain(|t| t.0 != name);
     }
 
     pub fn set(&mut self, key: &str, value: MetaValue) {

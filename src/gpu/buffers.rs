@@ -22,11 +22,19 @@ impl GpuContext {
         self.check_size(label, padded as u64)?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         if padded == data.len() {
-            return Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: data, usage }));
+            return Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage,
+            }));
         }
         let mut v = data.to_vec();
         v.resize(padded, 0);
-        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &v, usage }))
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &v,
+            usage,
+        }))
     }
 
     /// A zeroed storage buffer of `size` bytes (rounded up to 16).

@@ -52,9 +52,7 @@ impl GpuContext {
                         adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&s))
                     }
                 };
-                let Some(pos) = pos else {
-                    bail!("no GPU adapter matches {sel:?}; available: {}", names.join("; "))
-                };
+                let Some(pos) = pos else { bail!("no GPU adapter matches {sel:?}; available: {}", names.join("; ")) };
                 adapters.swap_remove(pos)
             }
         };

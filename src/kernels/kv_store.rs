@@ -15,7 +15,13 @@ pub struct KvStoreArgs<'a> {
     pub cache: &'a wgpu::Buffer,
 }
 
-pub fn kv_store(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, kv_f16: bool, a: KvStoreArgs) -> Result<Dispatch> {
+pub fn kv_store(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    kv_f16: bool,
+    a: KvStoreArgs,
+) -> Result<Dispatch> {
     let key = format!("kv_store_{}", if kv_f16 { "f16" } else { "f32" });
     let kernel = kc.get(ctx, &key, || {
         let consts = [

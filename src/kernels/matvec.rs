@@ -67,7 +67,7 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
             up.shape
         );
     }
-    ensure!(a.x_stride % 4 == 0, "matvec input stride {} is not a multiple of 4", a.x_stride);
+    ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
     let key = format!(
         "matvec_{}_{:?}_{:?}{}",
         crate::quant::wgsl_format(a.w.ggml_type),

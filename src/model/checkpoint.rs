@@ -78,7 +78,8 @@ impl Model {
     pub fn tensor_meta(&self, name: &str) -> Result<(GgmlType, Vec<usize>)> {
         match &self.files {
             Checkpoint::Gguf(g) => {
-                let t = g.tensor_info(name).with_context(|| format!("missing tensor {name} in {}", self.path.display()))?;
+                let t =
+                    g.tensor_info(name).with_context(|| format!("missing tensor {name} in {}", self.path.display()))?;
                 Ok((t.ggml_type, t.shape()))
             }
             Checkpoint::Hf(hf) => hf.meta(&self.config, name),
@@ -88,7 +89,8 @@ impl Model {
     pub fn tensor(&self, name: &str) -> Result<TensorData<'_>> {
         match &self.files {
             Checkpoint::Gguf(g) => {
-                let t = g.tensor_info(name).with_context(|| format!("missing tensor {name} in {}", self.path.display()))?;
+                let t =
+                    g.tensor_info(name).with_context(|| format!("missing tensor {name} in {}", self.path.display()))?;
                 Ok(TensorData { ggml_type: t.ggml_type, shape: t.shape(), bytes: Cow::Borrowed(g.tensor_data(t)) })
             }
             Checkpoint::Hf(hf) => hf.tensor(&self.config, name),
@@ -108,7 +110,9 @@ fn hf_dtype(d: safetensors::Dtype, name: &str) -> Result<GgmlType> {
         safetensors::Dtype::F32 => GgmlType::F32,
         safetensors::Dtype::F16 => GgmlType::F16,
         safetensors::Dtype::BF16 => GgmlType::BF16,
-        other => bail!("tensor {name} has dtype {other:?}, which this build does not support (supported: F32, F16, BF16)"),
+        other => {
+            bail!("tensor {name} has dtype {other:?}, which this build does not support (supported: F32, F16, BF16)")
+        }
     })
 }
 
@@ -141,7 +145,10 @@ enum HfSource {
     /// Routed experts stacked into one [E, rows, cols] tensor.
     Experts(String, usize),
     /// `kv_b_proj` split per head into k_b (transposed) or v_b, as llama.cpp's converter does.
-    KvB { name: String, value: bool },
+    KvB {
+        name: String,
+        value: bool,
+    },
 }
 
 fn hf_source(c: &ModelConfig, name: &str) -> Result<HfSource> {

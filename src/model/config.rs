@@ -178,10 +178,15 @@ impl ModelConfig {
     /// Rejects shapes the forward cannot run, with the offending values named.
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        ensure!(c.moe_layers.len() == c.n_layers, "config: {} layer types for {} layers", c.moe_layers.len(), c.n_layers);
+        ensure!(
+            c.moe_layers.len() == c.n_layers,
+            "config: {} layer types for {} layers",
+            c.moe_layers.len(),
+            c.n_layers
+        );
         ensure!(c.n_layers > 0 && c.hidden > 0 && c.vocab > 0 && c.n_heads > 0, "config: zero-sized model");
-        ensure!(c.hidden % 8 == 0, "config: hidden size {} is not a multiple of 8", c.hidden);
-        ensure!(c.qk_rope % 2 == 0, "config: rope dims {} must be even", c.qk_rope);
+        ensure!(c.hidden.is_multiple_of(8), "config: hidden size {} is not a multiple of 8", c.hidden);
+        ensure!(c.qk_rope.is_multiple_of(2), "config: rope dims {} must be even", c.qk_rope);
         ensure!(c.max_ctx > 0, "config: context length 0");
         if c.moe_layers.iter().any(|&m| m) {
             ensure!(
@@ -190,7 +195,11 @@ impl ModelConfig {
                 c.n_experts_used,
                 c.n_experts
             );
-            ensure!(c.n_experts_used <= 8, "config: at most 8 experts per token are supported, not {}", c.n_experts_used);
+            ensure!(
+                c.n_experts_used <= 8,
+                "config: at most 8 experts per token are supported, not {}",
+                c.n_experts_used
+            );
             ensure!(c.n_shared_experts <= 1, "config: {} shared experts (1 supported)", c.n_shared_experts);
         }
         for (name, v) in [
@@ -201,7 +210,7 @@ impl ModelConfig {
             ("intermediate_size", c.dense_ffn),
             ("moe_intermediate_size", c.moe_ffn),
         ] {
-            ensure!(v > 0 && v % 8 == 0, "config: {name} = {v} must be a positive multiple of 8");
+            ensure!(v > 0 && v.is_multiple_of(8), "config: {name} = {v} must be a positive multiple of 8");
         }
         Ok(())
     }

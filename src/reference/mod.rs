@@ -37,20 +37,13 @@ impl Matrix {
     /// `W x`, rows in parallel.
     fn matvec(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len(), self.cols);
-        self.data
-            .par_chunks(self.cols)
-            .with_min_len(16)
-            .map(|row| dot(row, x))
-            .collect()
+        self.data.par_chunks(self.cols).with_min_len(16).map(|row| dot(row, x)).collect()
     }
 
     /// `W x` on the calling thread (for use inside an already parallel loop).
     fn matvec_serial(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len(), self.cols);
-        self.data
-            .chunks_exact(self.cols)
-            .map(|row| dot(row, x))
-            .collect()
+        self.data.chunks_exact(self.cols).map(|row| dot(row, x)).collect()
     }
 
     fn transposed(&self) -> Matrix {
@@ -60,11 +53,7 @@ impl Matrix {
                 data[c * self.rows + r] = self.data[r * self.cols + c];
             }
         }
-        Matrix {
-            rows: self.cols,
-            cols: self.rows,
-            data,
-        }
+        Matrix { rows: self.cols, cols: self.rows, data }
     }
 }
 
@@ -73,12 +62,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight partial sums keep several additions in flight even without auto-vectorization.
     let mut acc = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in a8.zip(b8) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -187,11 +171,7 @@ impl Attention {
         let (nope, rope_d, kv_lora) = (c.qk_nope, c.qk_rope, c.kv_lora_rank);
         let pos = kv.latent.len() / kv_lora;
 
-        let q = self.q_b.matvec(&rms_norm(
-            &self.q_a.matvec(x),
-            &self.q_a_norm,
-            LORA_NORM_EPS,
-        ));
+        let q = self.q_b.matvec(&rms_norm(&self.q_a.matvec(x), &self.q_a_norm, LORA_NORM_EPS));
         let ckv = self.kv_a.matvec(x);
         let latent = rms_norm(&ckv[..kv_lora], &self.kv_a_norm, LORA_NORM_EPS);
         let mut k_rope = ckv[kv_lora..].to_vec();
@@ -270,15 +250,8 @@ impl Moe {
         order.sort_by(|&a, &b| (scores[b] + self.bias[b]).total_cmp(&(scores[a] + self.bias[a])));
         let chosen = &order[..c.n_experts_used];
         let sum: f32 = chosen.iter().map(|&e| scores[e]).sum();
-        let norm = if c.norm_topk {
-            1.0 / (sum + 1e-20)
-        } else {
-            1.0
-        };
-        chosen
-            .iter()
-            .map(|&e| (e, scores[e] * norm * c.routed_scale))
-            .collect()
+        let norm = if c.norm_topk { 1.0 / (sum + 1e-20) } else { 1.0 };
+        chosen.iter().map(|&e| (e, scores[e] * norm * c.routed_scale)).collect()
     }
 
     fn forward(&self, c: &ModelConfig, x: &[f32]) -> Vec<f32> {
@@ -321,57 +294,30 @@ pub struct CpuReference {
 /// Dequantized tensor and its shape.
 fn load_f32(model: &Model, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let t = model.tensor(name)?;
-    let data = t
-        .to_f32()
-        .with_context(|| format!("cannot dequantize {name}"))?;
+    let data = t.to_f32().with_context(|| format!("cannot dequantize {name}"))?;
     let n: usize = t.shape.iter().product();
-    ensure!(
-        data.len() == n,
-        "tensor {name}: {} values for shape {:?}",
-        data.len(),
-        t.shape
-    );
+    ensure!(data.len() == n, "tensor {name}: {} values for shape {:?}", data.len(), t.shape);
     Ok((t.shape.clone(), data))
 }
 
 fn vector(model: &Model, name: &str) -> Result<Vec<f32>> {
     let (shape, data) = load_f32(model, name)?;
-    ensure!(
-        shape.len() == 1,
-        "tensor {name}: expected 1-D, got shape {shape:?}"
-    );
+    ensure!(shape.len() == 1, "tensor {name}: expected 1-D, got shape {shape:?}");
     Ok(data)
 }
 
 fn matrix(model: &Model, name: &str) -> Result<Matrix> {
     let (shape, data) = load_f32(model, name)?;
-    ensure!(
-        shape.len() == 2,
-        "tensor {name}: expected 2-D, got shape {shape:?}"
-    );
-    Ok(Matrix {
-        rows: shape[0],
-        cols: shape[1],
-        data,
-    })
+    ensure!(shape.len() == 2, "tensor {name}: expected 2-D, got shape {shape:?}");
+    Ok(Matrix { rows: shape[0], cols: shape[1], data })
 }
 
 /// A 3-D `[n, rows, cols]` tensor as `n` matrices.
 fn matrices(model: &Model, name: &str) -> Result<Vec<Matrix>> {
     let (shape, data) = load_f32(model, name)?;
-    ensure!(
-        shape.len() == 3,
-        "tensor {name}: expected 3-D, got shape {shape:?}"
-    );
+    ensure!(shape.len() == 3, "tensor {name}: expected 3-D, got shape {shape:?}");
     let (rows, cols) = (shape[1], shape[2]);
-    Ok(data
-        .chunks_exact(rows * cols)
-        .map(|m| Matrix {
-            rows,
-            cols,
-            data: m.to_vec(),
-        })
-        .collect())
+    Ok(data.chunks_exact(rows * cols).map(|m| Matrix { rows, cols, data: m.to_vec() }).collect())
 }
 
 fn mlp(model: &Model, prefix: &str, suffix: &str) -> Result<Mlp> {
@@ -397,36 +343,22 @@ impl CpuReference {
                 kv_a: matrix(model, &t("attn_kv_a_mqa.weight"))?,
                 kv_a_norm: vector(model, &t("attn_kv_a_norm.weight"))?,
                 // k_b is [heads, kv_lora, qk_nope]: each head's W_k transposed.
-                w_k: matrices(model, &t("attn_k_b.weight"))?
-                    .iter()
-                    .map(Matrix::transposed)
-                    .collect(),
+                w_k: matrices(model, &t("attn_k_b.weight"))?.iter().map(Matrix::transposed).collect(),
                 w_v: matrices(model, &t("attn_v_b.weight"))?,
                 o: matrix(model, &t("attn_output.weight"))?,
             };
-            ensure!(
-                attn.w_k.len() == c.n_heads && attn.w_v.len() == c.n_heads,
-                "layer {i}: k_b/v_b head count"
-            );
+            ensure!(attn.w_k.len() == c.n_heads && attn.w_v.len() == c.n_heads, "layer {i}: k_b/v_b head count");
             let ffn = if is_moe {
                 let gates = matrices(model, &t("ffn_gate_exps.weight"))?;
                 let ups = matrices(model, &t("ffn_up_exps.weight"))?;
                 let downs = matrices(model, &t("ffn_down_exps.weight"))?;
-                let experts = gates
-                    .into_iter()
-                    .zip(ups)
-                    .zip(downs)
-                    .map(|((gate, up), down)| Mlp { gate, up, down })
-                    .collect();
+                let experts =
+                    gates.into_iter().zip(ups).zip(downs).map(|((gate, up), down)| Mlp { gate, up, down }).collect();
                 Ffn::Moe(Moe {
                     router: matrix(model, &t("ffn_gate_inp.weight"))?,
                     bias: vector(model, &t("exp_probs_b.bias"))?,
                     experts,
-                    shared: if c.n_shared_experts > 0 {
-                        Some(mlp(model, &p, "_shexp")?)
-                    } else {
-                        None
-                    },
+                    shared: if c.n_shared_experts > 0 { Some(mlp(model, &p, "_shexp")?) } else { None },
                 })
             } else {
                 Ffn::Dense(mlp(model, &p, "")?)
@@ -462,31 +394,16 @@ impl CpuReference {
     /// One token at position `cache.len()`; appends to the cache and returns the logits.
     /// With `hidden`, pushes the hidden states as HF's `output_hidden_states` does: the embedding
     /// output, the output of every layer but the last, then the final-norm output (n_layers + 1).
-    pub fn step(
-        &self,
-        cache: &mut KvCache,
-        token: u32,
-        mut hidden: Option<&mut Vec<Vec<f32>>>,
-    ) -> Vec<f32> {
+    pub fn step(&self, cache: &mut KvCache, token: u32, mut hidden: Option<&mut Vec<Vec<f32>>>) -> Vec<f32> {
         let c = &self.config;
-        assert!(
-            (token as usize) < c.vocab,
-            "token {token} is outside the vocabulary ({})",
-            c.vocab
-        );
-        assert_eq!(
-            cache.layers.len(),
-            c.n_layers,
-            "cache made for another model"
-        );
+        assert!((token as usize) < c.vocab, "token {token} is outside the vocabulary ({})", c.vocab);
+        assert_eq!(cache.layers.len(), c.n_layers, "cache made for another model");
         let mut x = self.embed.row(token as usize).to_vec();
         for (layer, kv) in self.layers.iter().zip(&mut cache.layers) {
             if let Some(hs) = hidden.as_deref_mut() {
                 hs.push(x.clone());
             }
-            let attn = layer
-                .attn
-                .forward(c, &rms_norm(&x, &layer.attn_norm, c.rms_eps), kv);
+            let attn = layer.attn.forward(c, &rms_norm(&x, &layer.attn_norm, c.rms_eps), kv);
             let h = add(&x, &attn);
             let normed = rms_norm(&h, &layer.ffn_norm, c.rms_eps);
             let ffn = match &layer.ffn {
