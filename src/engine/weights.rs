@@ -20,7 +20,7 @@ pub struct Moe {
 }
 
 pub enum FeedForward {
-    Dense(Ffn),
+    Dense(Box<Ffn>),
     Moe(Box<Moe>),
 }
 
@@ -126,7 +126,7 @@ impl ModelWeights {
                         shared: if c.n_shared_experts > 0 { Some(up.ffn(&p, "_shexp")?) } else { None },
                     }))
                 } else {
-                    FeedForward::Dense(up.ffn(&p, "")?)
+                    FeedForward::Dense(Box::new(up.ffn(&p, "")?))
                 },
             };
             layers.push(layer);

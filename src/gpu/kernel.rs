@@ -111,25 +111,19 @@ impl Kernel {
     }
 }
 
-/// Compiled kernels by variant key.
+/// Compiled kernels, keyed by their full composed source so two variants can never collide.
 #[derive(Default)]
 pub struct KernelCache {
     kernels: HashMap<String, Rc<Kernel>>,
 }
 
 impl KernelCache {
-    pub fn get(
-        &mut self,
-        ctx: &GpuContext,
-        key: &str,
-        build: impl FnOnce() -> (String, Vec<Binding>),
-    ) -> Result<Rc<Kernel>> {
-        if let Some(k) = self.kernels.get(key) {
+    pub fn get(&mut self, ctx: &GpuContext, name: &str, source: String, bindings: &[Binding]) -> Result<Rc<Kernel>> {
+        if let Some(k) = self.kernels.get(&source) {
             return Ok(k.clone());
         }
-        let (source, bindings) = build();
-        let k = Rc::new(Kernel::new(ctx, key, &source, &bindings)?);
-        self.kernels.insert(key.to_string(), k.clone());
+        let k = Rc::new(Kernel::new(ctx, name, &source, bindings)?);
+        self.kernels.insert(source, k.clone());
         Ok(k)
     }
 

@@ -14,12 +14,12 @@ pub fn argmax(
     logits: &wgpu::Buffer,
     tokens: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    let key = format!("argmax_{n}");
-    let kernel = kc.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32))];
         let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/argmax.wgsl")));
         (src, vec![Binding::Uniform, Binding::Read, Binding::ReadWrite])
-    })?;
+    };
+    let kernel = kc.get(ctx, "argmax", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[step, logits, tokens]);
     Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
 }

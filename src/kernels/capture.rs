@@ -13,11 +13,11 @@ pub fn capture(
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    let key = format!("capture_{n}_{offset}");
-    let kernel = kc.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32)), ("OFFSET", Const::U32(offset as u32))];
         (compose(&consts, include_str!("../../wgsl/capture.wgsl")), vec![Binding::Read, Binding::ReadWrite])
-    })?;
+    };
+    let kernel = kc.get(ctx, "capture", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[src, dst]);
     Ok(Dispatch { kernel, bind_group, groups: [(n as u32).div_ceil(WG), 1, 1] })
 }

@@ -15,8 +15,7 @@ pub fn embed(
     x: &wgpu::Buffer,
 ) -> Result<Dispatch> {
     let chunks = table.chunks_per_row() as u32;
-    let key = format!("embed_{}_{chunks}", crate::quant::wgsl_format(table.ggml_type));
-    let kernel = cache.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [
             ("WG", Const::U32(WG)),
             ("CHUNKS", Const::U32(chunks)),
@@ -25,7 +24,8 @@ pub fn embed(
         let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/embed.wgsl")))
             + &format::instantiate(table.ggml_type, "0");
         (src, vec![Binding::Uniform, Binding::Read, Binding::ReadWrite, Binding::Read, Binding::Read])
-    })?;
+    };
+    let kernel = cache.get(ctx, "embed", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[step, tokens, x, &table.words, &table.scales]);
     Ok(Dispatch { kernel, bind_group, groups: [chunks.div_ceil(WG), 1, 1] })
 }

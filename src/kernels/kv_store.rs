@@ -22,8 +22,7 @@ pub fn kv_store(
     kv_f16: bool,
     a: KvStoreArgs,
 ) -> Result<Dispatch> {
-    let key = format!("kv_store_{}", if kv_f16 { "f16" } else { "f32" });
-    let kernel = kc.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [
             ("WG", Const::U32(WG)),
             ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
@@ -34,7 +33,8 @@ pub fn kv_store(
         ];
         let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/kv_store.wgsl")));
         (src, vec![Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite])
-    })?;
+    };
+    let kernel = kc.get(ctx, "kv_store", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.ckv, a.norm, a.rope, a.cache]);
     Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
 }

@@ -67,14 +67,11 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
             up.shape
         );
     }
-    ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
-    let key = format!(
-        "matvec_{}_{:?}_{:?}{}",
-        crate::quant::wgsl_format(a.w.ggml_type),
-        a.matrix,
-        a.out,
-        if a.up.is_some() { "_glu" } else { "" }
+    ensure!(
+        !(a.up.is_some() && a.out == Output::AddRoutedSum),
+        "a gate/up matvec cannot sum over routed slots (SiLU applies per expert)"
     );
+    ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
     let bindings = [
         Binding::Uniform,
         Binding::Read,
@@ -85,11 +82,11 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         Binding::Read,
         Binding::Read,
     ];
-    let kernel = cache.get(ctx, &key, || (source(&a), bindings.to_vec()))?;
+    let kernel = cache.get(ctx, "matvec", source(&a), &bindings)?;
     let rows = a.w.rows() as u32;
     let [gx, gy] = grid(rows.div_ceil(ROWS));
     let params = [rows, a.w.chunks_per_row() as u32, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
-    let uniform = ctx.uniform(&key, bytemuck::cast_slice(&params));
+    let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
     let up = a.up.unwrap_or(a.w);
     let bind_group = kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales]);
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };

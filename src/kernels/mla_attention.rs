@@ -25,8 +25,7 @@ pub fn mla_attention(
     kv_f16: bool,
     a: AttentionArgs,
 ) -> Result<Dispatch> {
-    let key = format!("mla_attention_{max_ctx}_{}", if kv_f16 { "f16" } else { "f32" });
-    let kernel = kc.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [
             ("WG", Const::U32(WG)),
             ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
@@ -49,7 +48,8 @@ pub fn mla_attention(
             Binding::ReadWrite,
         ];
         (src, b)
-    })?;
+    };
+    let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.scores, a.out]);
     Ok(Dispatch { kernel, bind_group, groups: [c.n_heads as u32, 1, 1] })
 }

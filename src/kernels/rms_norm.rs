@@ -14,14 +14,14 @@ pub fn rms_norm(
     w: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    let key = format!("rms_norm_{n}_{eps:e}");
-    let kernel = cache.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32)), ("EPS", Const::F32(eps))];
         (
             compose(&consts, include_str!("../../wgsl/rms_norm.wgsl")),
             vec![Binding::Read, Binding::Read, Binding::ReadWrite],
         )
-    })?;
+    };
+    let kernel = cache.get(ctx, "rms_norm", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[x, w, y]);
     Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
 }

@@ -16,8 +16,7 @@ pub fn router(
     x: &wgpu::Buffer,
     route: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    let key = format!("router_{}", crate::quant::wgsl_format(gate.ggml_type));
-    let kernel = kc.get(ctx, &key, || {
+    let (source, bindings) = {
         let consts = [
             ("WG", Const::U32(WG)),
             ("N_EXP", Const::U32(c.n_experts as u32)),
@@ -30,7 +29,8 @@ pub fn router(
         ];
         let src = compose(&consts, include_str!("../../wgsl/router.wgsl")) + &format::instantiate(gate.ggml_type, "0");
         (src, vec![Binding::Read, Binding::Read, Binding::ReadWrite, Binding::Read, Binding::Read])
-    })?;
+    };
+    let kernel = kc.get(ctx, "router", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[x, bias, route, &gate.words, &gate.scales]);
     Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
 }

@@ -1,0 +1,146 @@
+//! The GPU forward against transformers' reference outputs (tiny fixture) and, for quantized files,
+//! against the CPU reference forward on the same dequantized weights.
+
+mod common;
+
+use common::{assert_close, fixture_dir, load_reference, Reference, REL_TOL};
+use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
+use glm_wgpu::generate::{generate, GenerateRequest};
+use glm_wgpu::gpu::GpuContext;
+use glm_wgpu::model::Model;
+use glm_wgpu::reference::CpuReference;
+use glm_wgpu::sampling::SamplingParams;
+use std::path::PathBuf;
+
+fn gguf(name: &str) -> PathBuf {
+    fixture_dir().parent().unwrap().join(name)
+}
+
+fn engine(model: &Model, kv_f16: bool, capture_hidden: bool) -> Engine {
+    let ctx = GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)");
+    Engine::load(ctx, model, EngineOptions { ctx_len: 320, kv_f16, capture_hidden }).unwrap()
+}
+
+/// Logits at every prompt position (and, with capture, every layer's output) against the reference.
+fn check_prompt(e: &mut Engine, r: &Reference, check_hidden: bool) -> f32 {
+    e.reset();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    let mut worst = 0f32;
+    for pos in 0..r.prompt_ids.len() {
+        e.step(StepOutput::Logits).unwrap();
+        let err =
+            assert_close(&format!("prompt logits at {pos}"), &e.logits().unwrap(), r.prompt_logits.row(pos), REL_TOL);
+        worst = worst.max(err);
+        if check_hidden {
+            for (i, h) in e.hidden_states().unwrap().iter().enumerate() {
+                assert_close(&format!("hidden state {i} at {pos}"), h, r.hidden(i, pos), REL_TOL);
+            }
+        }
+    }
+    worst
+}
+
+/// Greedy decoding one synchronous step at a time, checking each step's logits and token.
+fn check_greedy(e: &mut Engine, r: &Reference) {
+    e.reset();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    for _ in 0..r.prompt_ids.len() - 1 {
+        e.step(StepOutput::CacheOnly).unwrap();
+    }
+    for (i, &want) in r.greedy_tokens.iter().enumerate() {
+        e.step(StepOutput::Greedy).unwrap();
+        let tok = e.next_token().unwrap();
+        assert_close(&format!("greedy logits {i}"), &e.logits().unwrap(), r.greedy_logits.row(i), REL_TOL);
+        assert_eq!(tok, want, "greedy token {i}");
+    }
+}
+
+/// The pipelined token loop (GPU running ahead) produces the same tokens.
+fn pipelined_greedy(e: &mut Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    let req = GenerateRequest { prompt, max_new: n, sampling: SamplingParams::default(), stop_ids: &[] };
+    let stats = generate(e, &req, |t| {
+        out.push(t);
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(stats.generated, n);
+    out
+}
+
+fn check_long(e: &mut Engine, r: &Reference) {
+    e.reset();
+    e.write_tokens(0, &r.long_ids).unwrap();
+    let n = r.long_ids.len();
+    for pos in 0..n {
+        let last16 = pos + 16 >= n;
+        e.step(if last16 { StepOutput::Logits } else { StepOutput::CacheOnly }).unwrap();
+        if last16 {
+            let row = r.long_logits_last16.row(pos + 16 - n);
+            assert_close(&format!("long logits at {pos}"), &e.logits().unwrap(), row, REL_TOL);
+        }
+    }
+}
+
+#[test]
+fn hf_checkpoint_matches_transformers() {
+    let r = load_reference();
+    let model = Model::open(&fixture_dir()).unwrap();
+    let mut e = engine(&model, true, true);
+    let worst = check_prompt(&mut e, &r, true);
+    eprintln!("f16 cache: worst prompt logit error {worst:.2e} of max |logit|");
+    check_greedy(&mut e, &r);
+    assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, r.greedy_tokens.len()), r.greedy_tokens);
+    check_long(&mut e, &r);
+}
+
+#[test]
+fn f32_kv_cache_matches_transformers() {
+    let r = load_reference();
+    let model = Model::open(&fixture_dir()).unwrap();
+    let mut e = engine(&model, false, false);
+    let worst = check_prompt(&mut e, &r, false);
+    eprintln!("f32 cache: worst prompt logit error {worst:.2e} of max |logit|");
+    check_greedy(&mut e, &r);
+    check_long(&mut e, &r);
+}
+
+#[test]
+fn bf16_gguf_matches_transformers() {
+    let r = load_reference();
+    let model = Model::open(&gguf("glm-tiny-bf16.gguf")).unwrap();
+    let mut e = engine(&model, true, true);
+    check_prompt(&mut e, &r, true);
+    check_greedy(&mut e, &r);
+}
+
+#[test]
+fn q8_0_gguf_matches_the_cpu_reference() {
+    let r = load_reference();
+    let model = Model::open(&gguf("glm-tiny-q8_0.gguf")).unwrap();
+    let cpu = CpuReference::load(&model).unwrap();
+    let mut e = engine(&model, true, false);
+
+    let mut cache = cpu.new_cache();
+    e.reset();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    for (pos, &t) in r.prompt_ids.iter().enumerate() {
+        let want = cpu.step(&mut cache, t, None);
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(&format!("q8_0 prompt logits at {pos}"), &e.logits().unwrap(), &want, REL_TOL);
+    }
+
+    let n = 32;
+    let mut cpu_tokens = Vec::new();
+    let mut cache = cpu.new_cache();
+    let mut logits = Vec::new();
+    for &t in &r.prompt_ids {
+        logits = cpu.step(&mut cache, t, None);
+    }
+    for _ in 0..n {
+        let t = common::argmax(&logits) as u32;
+        cpu_tokens.push(t);
+        logits = cpu.step(&mut cache, t, None);
+    }
+    assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, n), cpu_tokens);
+}

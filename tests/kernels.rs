@@ -1,0 +1,1075 @@
+//! Every WGSL kernel against a plain CPU reference (f64 accumulation) on seeded random inputs.
+//!
+//! Weights go through `quant::quantize`, and the reference uses `quant::dequantize` of the very
+//! same bytes, so a mismatch is the kernel's (or the repacking's), never the quantizer's.
+//! Store outputs start as NaN bit patterns, accumulated outputs as known random values, and the
+//! words around every output must come back untouched.
+//!
+//! A missing GPU adapter fails every test: there is no silent skip.
+//! Run `cargo test --test kernels -- --nocapture` to see the worst relative error per kernel.
+
+use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
+use glm_wgpu::kernels::argmax::argmax;
+use glm_wgpu::kernels::capture::capture;
+use glm_wgpu::kernels::embed::embed;
+use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
+use glm_wgpu::kernels::mla_attention::{mla_attention, AttentionArgs};
+use glm_wgpu::kernels::rms_norm::rms_norm;
+use glm_wgpu::kernels::router::router;
+use glm_wgpu::kernels::{matvec, MatrixOf, MatvecArgs, Output, Step};
+use glm_wgpu::model::{Gating, ModelConfig, TensorData};
+use glm_wgpu::quant::{self, GgmlType};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// Max |gpu - cpu| allowed, relative to the largest |cpu| of the compared output.
+const REL_TOL: f64 = 1e-4;
+/// Tolerance of values that went through an f16 store (11-bit significand), relative per element.
+const F16_TOL: f64 = 1.0 / 1024.0;
+/// A quiet NaN: what Store outputs hold before the kernel runs.
+const NAN_BITS: u32 = 0x7fc0_0000;
+/// Two f16 quiet NaNs in one word (the f16 KV cache's poison).
+const NAN_F16X2: u32 = 0x7e00_7e00;
+
+const ROWS: [usize; 5] = [1, 3, 37, 130, 1000];
+
+/// Each supported weight format with row lengths that are multiples of its chunk.
+fn formats() -> [(GgmlType, &'static [usize]); 4] {
+    [
+        (GgmlType::F32, &[4, 12, 100]),
+        (GgmlType::F16, &[8, 24, 200]),
+        (GgmlType::BF16, &[8, 24, 200]),
+        (GgmlType::Q8_0, &[32, 96, 160, 544, 2080]),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing
+// ---------------------------------------------------------------------------------------------
+
+/// One device for the whole binary (`GpuContext` is `Sync`); each test keeps its own kernel cache.
+fn gpu() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let ctx = GpuContext::new(None)
+            .unwrap_or_else(|e| panic!("the kernel tests need a GPU adapter, and none could be opened: {e:#}"));
+        eprintln!("kernel tests on {}", ctx.describe());
+        ctx
+    })
+}
+
+fn seeded(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in ±`amp`, never exactly zero.
+fn uniform(rng: &mut StdRng, n: usize, amp: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| loop {
+            let v = rng.random_range(-amp..amp);
+            if v != 0.0 {
+                break v;
+            }
+        })
+        .collect()
+}
+
+fn buf_f32(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    ctx.storage_init(label, bytemuck::cast_slice(data)).unwrap()
+}
+
+fn buf_u32(ctx: &GpuContext, label: &str, data: &[u32]) -> wgpu::Buffer {
+    ctx.storage_init(label, bytemuck::cast_slice(data)).unwrap()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+fn floats(b: &[u32]) -> Vec<f32> {
+    b.iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+fn read_u32(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
+    bytemuck::pod_collect_to_vec(&ctx.read_buffer(buf, 0, n as u64 * 4).unwrap())
+}
+
+fn step(ctx: &GpuContext, pos: u32) -> wgpu::Buffer {
+    ctx.uniform("step", bytemuck::bytes_of(&Step { pos, pad: [0; 3] }))
+}
+
+fn run(ctx: &GpuContext, d: &[&Dispatch]) {
+    ctx.run(d).unwrap();
+}
+
+/// max|got - want| / max|want|; panics, naming the worst element, above `tol` or on a non-finite value.
+fn check(name: &str, got: &[f32], want: &[f64], tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let (mut err, mut at) = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w).abs();
+        assert!(e.is_finite(), "{name}: element {i} is {g} (bits {:#010x}), want {w}", g.to_bits());
+        if e > err {
+            (err, at) = (e, i);
+        }
+    }
+    let rel = err / scale;
+    assert!(
+        rel <= tol,
+        "{name}: max |Δ| {err:.3e} at element {at} (got {}, want {}) is {rel:.3e} of the output scale {scale:.3e} \
+         (tolerance {tol:.0e})",
+        got[at],
+        want[at]
+    );
+    rel
+}
+
+/// Words the kernel must not have written.
+fn check_untouched(name: &str, got: &[u32], want: &[u32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!("{name}: word {i} outside the output was overwritten: {:#010x}, was {:#010x}", got[i], want[i]);
+    }
+}
+
+fn report(kernel: &str, worst: f64) {
+    println!("[kernels] {kernel:<34} worst relative error {worst:.3e}");
+}
+
+/// A weight on the GPU and its dequantized values.
+struct Weight {
+    gpu: GpuWeight,
+    deq: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Weight {
+    fn new(ctx: &GpuContext, rng: &mut StdRng, t: GgmlType, shape: &[usize], amp: f32) -> Self {
+        let n: usize = shape.iter().product();
+        let bytes = quant::quantize(t, &uniform(rng, n, amp)).unwrap();
+        let deq = quant::dequantize(t, &bytes).unwrap();
+        assert_eq!(deq.len(), n);
+        let td = TensorData { ggml_type: t, shape: shape.to_vec(), bytes: Cow::Owned(bytes) };
+        let gpu = GpuWeight::upload(ctx, "test weight", &td).unwrap();
+        let cols = shape[shape.len() - 1];
+        let rows = if shape.len() >= 2 { shape[shape.len() - 2] } else { 1 };
+        Self { gpu, deq, rows, cols }
+    }
+
+    /// Row `r` of matrix `m`.
+    fn row(&self, m: usize, r: usize) -> &[f32] {
+        let start = (m * self.rows + r) * self.cols;
+        &self.deq[start..start + self.cols]
+    }
+}
+
+fn dot(w: &[f32], x: &[f32]) -> f64 {
+    assert_eq!(w.len(), x.len());
+    w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+fn silu_glu(g: f64, u: f64) -> f64 {
+    g / (1.0 + (-g).exp()) * u
+}
+
+/// The route buffer: `ids` in u32[0..8], `weights` as f32 bits in u32[8..16], the rest poisoned.
+fn route_words(ids: &[u32], weights: &[f32]) -> Vec<u32> {
+    let mut r = vec![u32::MAX; 8];
+    r[..ids.len()].copy_from_slice(ids);
+    let mut w = vec![NAN_BITS; 8];
+    w[..weights.len()].copy_from_slice(&bits(weights));
+    r.extend(w);
+    r
+}
+
+struct MatvecCase<'a> {
+    w: &'a Weight,
+    up: Option<&'a Weight>,
+    matrix: MatrixOf,
+    out: Output,
+    slots: usize,
+    x_stride: usize,
+    y_stride: usize,
+    x: &'a [f32],
+    /// The y buffer before the kernel runs (poison or accumulation base).
+    y0: &'a [u32],
+    route: &'a [u32],
+}
+
+/// Runs one matvec and returns the whole y buffer's words.
+fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<u32> {
+    let xb = buf_f32(ctx, "x", c.x);
+    let yb = buf_u32(ctx, "y", c.y0);
+    let rb = buf_u32(ctx, "route", c.route);
+    let args = MatvecArgs {
+        w: &c.w.gpu,
+        up: c.up.map(|u| &u.gpu),
+        matrix: c.matrix,
+        out: c.out,
+        slots: c.slots as u32,
+        x_stride: c.x_stride as u32,
+        y_stride: c.y_stride as u32,
+        x: &xb,
+        y: &yb,
+        route: &rb,
+    };
+    let d = matvec(ctx, kc, args).unwrap();
+    run(ctx, &[&d]);
+    read_u32(ctx, &yb, c.y0.len())
+}
+
+/// The model shape the attention, KV and router kernels read; only the fields they use matter.
+fn config() -> ModelConfig {
+    ModelConfig {
+        hidden: 2048,
+        n_layers: 1,
+        moe_layers: vec![true],
+        dense_ffn: 10240,
+        moe_ffn: 1536,
+        n_experts: 64,
+        n_experts_used: 4,
+        n_shared_experts: 1,
+        routed_scale: 1.8,
+        norm_topk: true,
+        gating: Gating::Sigmoid,
+        n_heads: 4,
+        q_lora_rank: 768,
+        kv_lora_rank: 512,
+        qk_nope: 192,
+        qk_rope: 64,
+        v_head: 256,
+        rope_theta: 1e6,
+        rms_eps: 1e-5,
+        max_ctx: 4096,
+        vocab: 154880,
+    }
+}
+
+/// Attention shapes: the real one and a small odd one (kv_lora 72, 3 rope pairs).
+fn attention_configs() -> Vec<ModelConfig> {
+    let real = config();
+    let small = ModelConfig { n_heads: 3, kv_lora_rank: 72, qk_nope: 16, qk_rope: 6, rms_eps: 1e-6, ..config() };
+    real.validate().unwrap();
+    small.validate().unwrap();
+    vec![real, small]
+}
+
+/// A (cos, sin) table for `positions` × `pairs` with random angles (so cos and sin never coincide).
+fn rope_table(rng: &mut StdRng, positions: usize, pairs: usize) -> Vec<f32> {
+    (0..positions * pairs)
+        .flat_map(|_| {
+            let a: f64 = rng.random_range(-3.1..3.1);
+            [a.cos() as f32, a.sin() as f32]
+        })
+        .collect()
+}
+
+/// Interleaved-pair RoPE of `v` with the table row of `pos`.
+fn rope_ref(v: &[f32], table: &[f32], pos: usize) -> Vec<f64> {
+    let pairs = v.len() / 2;
+    let mut out = Vec::with_capacity(v.len());
+    for j in 0..pairs {
+        let (a, b) = (v[2 * j] as f64, v[2 * j + 1] as f64);
+        let (c, s) = (table[2 * (pos * pairs + j)] as f64, table[2 * (pos * pairs + j) + 1] as f64);
+        out.extend([a * c - b * s, a * s + b * c]);
+    }
+    out
+}
+
+/// Cache words of values (f16 pairs, low half first, or f32 bits).
+fn cache_encode(v: &[f32], kv_f16: bool) -> Vec<u32> {
+    if kv_f16 {
+        v.chunks_exact(2)
+            .map(|p| f16::from_f32(p[0]).to_bits() as u32 | (f16::from_f32(p[1]).to_bits() as u32) << 16)
+            .collect()
+    } else {
+        bits(v)
+    }
+}
+
+fn cache_decode(w: &[u32], kv_f16: bool) -> Vec<f32> {
+    if kv_f16 {
+        w.iter().flat_map(|&w| [f16::from_bits(w as u16).to_f32(), f16::from_bits((w >> 16) as u16).to_f32()]).collect()
+    } else {
+        floats(w)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// matvec
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn matvec_single_store() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(1);
+    let mut worst = 0f64;
+    let mut cases: Vec<(GgmlType, usize, usize)> = Vec::new();
+    for (t, cols) in formats() {
+        for &c in cols {
+            for r in ROWS {
+                cases.push((t, r, c));
+            }
+        }
+    }
+    // More than 65535 workgroups of 4 rows: the grid spills into y.
+    cases.push((GgmlType::F32, 262_147, 4));
+    for (t, rows, cols) in cases {
+        let w = Weight::new(ctx, &mut rng, t, &[rows, cols], 1.0);
+        let x = uniform(&mut rng, cols, 1.0);
+        let pad = 7;
+        let y0 = vec![NAN_BITS; rows + pad];
+        let route = route_words(&[], &[]);
+        let c = MatvecCase {
+            w: &w,
+            up: None,
+            matrix: MatrixOf::Single,
+            out: Output::Store,
+            slots: 1,
+            x_stride: 0,
+            y_stride: 0,
+            x: &x,
+            y0: &y0,
+            route: &route,
+        };
+        let y = run_matvec(ctx, &mut kc, &c);
+        let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &x)).collect();
+        let name = format!("matvec {} Single/Store {rows}x{cols}", t.name());
+        worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+        check_untouched(&name, &y[rows..], &y0[rows..]);
+    }
+    report("matvec Single/Store", worst);
+}
+
+#[test]
+fn matvec_single_add() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(2);
+    let mut worst = 0f64;
+    for (t, cols) in formats() {
+        for &cols in cols {
+            for rows in ROWS {
+                let w = Weight::new(ctx, &mut rng, t, &[rows, cols], 1.0);
+                let x = uniform(&mut rng, cols, 1.0);
+                let pad = 5;
+                let base = uniform(&mut rng, rows + pad, 4.0);
+                let y0 = bits(&base);
+                let route = route_words(&[], &[]);
+                let c = MatvecCase {
+                    w: &w,
+                    up: None,
+                    matrix: MatrixOf::Single,
+                    out: Output::Add,
+                    slots: 1,
+                    x_stride: 0,
+                    y_stride: 0,
+                    x: &x,
+                    y0: &y0,
+                    route: &route,
+                };
+                let y = run_matvec(ctx, &mut kc, &c);
+                let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &x)).collect();
+                let name = format!("matvec {} Single/Add {rows}x{cols}", t.name());
+                worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+                check_untouched(&name, &y[rows..], &y0[rows..]);
+            }
+        }
+    }
+    report("matvec Single/Add", worst);
+}
+
+/// Per-head matrices (attention's k_b / v_b): slot h reads x[h * x_stride ..] and writes y[h * y_stride ..].
+#[test]
+fn matvec_slot() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(3);
+    let mut worst = [0f64; 2];
+    for (t, cols) in formats() {
+        // (heads, rows, cols, extra x floats between slots, extra y floats between slots)
+        let shapes = [
+            (3, 37, cols[1], 4, 3),
+            (5, 130, cols[cols.len() - 1], 8, 0),
+            (2, 1, cols[0], 0, 1),
+            (4, 3, cols[2], 12, 5),
+        ];
+        for (heads, rows, cols, x_gap, y_gap) in shapes {
+            for (oi, out) in [Output::Store, Output::Add].into_iter().enumerate() {
+                let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], 1.0);
+                let (x_stride, y_stride) = (cols + x_gap, rows + y_gap);
+                // The gaps between slots' inputs hold values too: reading them would show.
+                let x = uniform(&mut rng, heads * x_stride, 1.0);
+                let len = heads * y_stride + 6;
+                let base = uniform(&mut rng, len, 3.0);
+                let y0 = if out == Output::Store { vec![NAN_BITS; len] } else { bits(&base) };
+                let route = route_words(&[], &[]);
+                let c = MatvecCase {
+                    w: &w,
+                    up: None,
+                    matrix: MatrixOf::Slot,
+                    out,
+                    slots: heads,
+                    x_stride,
+                    y_stride,
+                    x: &x,
+                    y0: &y0,
+                    route: &route,
+                };
+                let y = run_matvec(ctx, &mut kc, &c);
+                let name = format!(
+                    "matvec {} Slot/{out:?} {heads}x{rows}x{cols} x_stride {x_stride} y_stride {y_stride}",
+                    t.name()
+                );
+                let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
+                for h in 0..heads {
+                    let xh = &x[h * x_stride..h * x_stride + cols];
+                    for r in 0..rows {
+                        let o = h * y_stride + r;
+                        let acc = if out == Output::Add { base[o] as f64 } else { 0.0 };
+                        want.push(acc + dot(w.row(h, r), xh));
+                        got.push(f32::from_bits(y[o]));
+                        written[o] = true;
+                    }
+                }
+                worst[oi] = worst[oi].max(check(&name, &got, &want, REL_TOL));
+                let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
+                    (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
+                check_untouched(&name, &rest_got, &rest_want);
+            }
+        }
+    }
+    report("matvec Slot/Store", worst[0]);
+    report("matvec Slot/Add", worst[1]);
+}
+
+/// Gate/up pairs: the dense FFN (Single + GLU) and the routed experts (Routed + GLU), plus Routed
+/// without GLU.
+#[test]
+fn matvec_glu_and_routed() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(4);
+    let (mut worst_dense, mut worst_routed_glu, mut worst_routed) = (0f64, 0f64, 0f64);
+    let n_exp = 7;
+    for (t, cols) in formats() {
+        let shapes = [(37, cols[1]), (130, cols[cols.len() - 1]), (1, cols[0]), (1000, cols[2])];
+        for (rows, cols) in shapes {
+            // Dense: y = silu(gate x) * (up x).
+            let gate = Weight::new(ctx, &mut rng, t, &[rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[rows, cols], 1.0);
+            let x = uniform(&mut rng, cols, 1.0);
+            let y0 = vec![NAN_BITS; rows + 5];
+            let route = route_words(&[], &[]);
+            let c = MatvecCase {
+                w: &gate,
+                up: Some(&up),
+                matrix: MatrixOf::Single,
+                out: Output::Store,
+                slots: 1,
+                x_stride: 0,
+                y_stride: rows,
+                x: &x,
+                y0: &y0,
+                route: &route,
+            };
+            let y = run_matvec(ctx, &mut kc, &c);
+            let want: Vec<f64> = (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &x), dot(up.row(0, r), &x))).collect();
+            let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
+            worst_dense = worst_dense.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+            check_untouched(&name, &y[rows..], &y0[rows..]);
+
+            // Routed experts: slot s uses expert ids[s]; shared input (x_stride 0, as the engine)
+            // or one input per slot; with and without GLU.
+            let gate = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
+            let ids: [u32; 4] = [6, 0, 3, 5];
+            let route = route_words(&ids, &[0.5, 0.25, 0.125, 0.0625]);
+            for (x_stride, y_gap) in [(0, 0), (cols + 4, 2)] {
+                let slots = ids.len();
+                let y_stride = rows + y_gap;
+                let x = uniform(&mut rng, cols + (slots - 1) * x_stride, 1.0);
+                let len = slots * y_stride + 3;
+                let y0 = vec![NAN_BITS; len];
+                for glu in [true, false] {
+                    let c = MatvecCase {
+                        w: &gate,
+                        up: glu.then_some(&up),
+                        matrix: MatrixOf::Routed,
+                        out: Output::Store,
+                        slots,
+                        x_stride,
+                        y_stride,
+                        x: &x,
+                        y0: &y0,
+                        route: &route,
+                    };
+                    let y = run_matvec(ctx, &mut kc, &c);
+                    let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
+                    for (s, &e) in ids.iter().enumerate() {
+                        let xs = &x[s * x_stride..s * x_stride + cols];
+                        for r in 0..rows {
+                            let g = dot(gate.row(e as usize, r), xs);
+                            want.push(if glu { silu_glu(g, dot(up.row(e as usize, r), xs)) } else { g });
+                            got.push(f32::from_bits(y[s * y_stride + r]));
+                            written[s * y_stride + r] = true;
+                        }
+                    }
+                    let name = format!(
+                        "matvec {} Routed/Store{} {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride} y_stride {y_stride}",
+                        t.name(),
+                        if glu { " GLU" } else { "" }
+                    );
+                    let e = check(&name, &got, &want, REL_TOL);
+                    if glu {
+                        worst_routed_glu = worst_routed_glu.max(e);
+                    } else {
+                        worst_routed = worst_routed.max(e);
+                    }
+                    let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
+                        (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
+                    check_untouched(&name, &rest_got, &rest_want);
+                }
+            }
+        }
+    }
+    report("matvec Single/Store GLU", worst_dense);
+    report("matvec Routed/Store GLU", worst_routed_glu);
+    report("matvec Routed/Store", worst_routed);
+}
+
+/// The routed experts' down projection: y += Σ_s weight_s · W[ids[s]] x_s.
+#[test]
+fn matvec_add_routed_sum() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(5);
+    let mut worst = 0f64;
+    let n_exp = 9;
+    for (t, cols) in formats() {
+        let shapes =
+            [(37, cols[1], 4, 0), (130, cols[cols.len() - 1], 8, 4), (1, cols[0], 1, 0), (1000, cols[2], 3, 8)];
+        for (rows, cols, k, x_gap) in shapes {
+            let w = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
+            let mut experts: Vec<u32> = (0..n_exp as u32).collect();
+            experts.shuffle(&mut rng);
+            let ids = &experts[..k];
+            let weights: Vec<f32> = (0..k).map(|_| rng.random_range(0.05..1.5)).collect();
+            let route = route_words(ids, &weights);
+            let x_stride = cols + x_gap;
+            let x = uniform(&mut rng, k * x_stride, 1.0);
+            let pad = 6;
+            let base = uniform(&mut rng, rows + pad, 4.0);
+            let y0 = bits(&base);
+            let c = MatvecCase {
+                w: &w,
+                up: None,
+                matrix: MatrixOf::Routed,
+                out: Output::AddRoutedSum,
+                slots: k,
+                x_stride,
+                y_stride: 0,
+                x: &x,
+                y0: &y0,
+                route: &route,
+            };
+            let y = run_matvec(ctx, &mut kc, &c);
+            let want: Vec<f64> = (0..rows)
+                .map(|r| {
+                    let sum: f64 = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(s, &e)| {
+                            weights[s] as f64 * dot(w.row(e as usize, r), &x[s * x_stride..s * x_stride + cols])
+                        })
+                        .sum();
+                    base[r] as f64 + sum
+                })
+                .collect();
+            let name = format!(
+                "matvec {} Routed/AddRoutedSum {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride}",
+                t.name()
+            );
+            worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+            check_untouched(&name, &y[rows..], &y0[rows..]);
+        }
+    }
+    report("matvec Routed/AddRoutedSum", worst);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rms_norm, embed, capture
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rms_norm_matches_cpu() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(6);
+    let mut worst = 0f64;
+    for (n, eps, amp) in [
+        (1, 1e-6, 2.0),
+        (8, 1e-5, 0.01),
+        (37, 1e-6, 3.0),
+        (256, 1e-5, 1.0),
+        (1000, 1e-6, 50.0),
+        (2048, 1e-5, 1.0),
+        (6144, 1e-6, 0.5),
+    ] {
+        let x = uniform(&mut rng, n, amp);
+        let w = uniform(&mut rng, n, 2.0);
+        let pad = 9;
+        let y0 = vec![NAN_BITS; n + pad];
+        let (xb, wb, yb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "w", &w), buf_u32(ctx, "y", &y0));
+        let d = rms_norm(ctx, &mut kc, n, eps, &xb, &wb, &yb).unwrap();
+        run(ctx, &[&d]);
+        let y = read_u32(ctx, &yb, n + pad);
+        let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        let want: Vec<f64> = x.iter().zip(&w).map(|(&a, &b)| a as f64 * inv * b as f64).collect();
+        let name = format!("rms_norm n {n} eps {eps:e}");
+        worst = worst.max(check(&name, &floats(&y[..n]), &want, REL_TOL));
+        check_untouched(&name, &y[n..], &y0[n..]);
+    }
+    report("rms_norm", worst);
+}
+
+/// x = dequantized row tokens[pos]: bit-exact (one multiply per weight at most).
+#[test]
+fn embed_matches_dequantized_row() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(7);
+    let vocab = 37;
+    let cases: [(GgmlType, &[usize]); 4] = [
+        (GgmlType::F32, &[4, 100, 260]),
+        (GgmlType::F16, &[8, 24, 520]),
+        (GgmlType::BF16, &[8, 200, 520]),
+        (GgmlType::Q8_0, &[32, 544, 2080]),
+    ];
+    for (t, cols) in cases {
+        for &cols in cols {
+            let table = Weight::new(ctx, &mut rng, t, &[vocab, cols], 1.0);
+            let tokens: Vec<u32> = (0..12).map(|_| rng.random_range(0..vocab as u32)).collect();
+            let tb = buf_u32(ctx, "tokens", &tokens);
+            for pos in [0u32, 5, 11] {
+                let pad = 8;
+                let x0 = vec![NAN_BITS; cols + pad];
+                let xb = buf_u32(ctx, "x", &x0);
+                let sb = step(ctx, pos);
+                let d = embed(ctx, &mut kc, &table.gpu, &sb, &tb, &xb).unwrap();
+                run(ctx, &[&d]);
+                let x = read_u32(ctx, &xb, cols + pad);
+                let tok = tokens[pos as usize] as usize;
+                let name = format!("embed {} {vocab}x{cols} pos {pos} token {tok}", t.name());
+                let want = bits(table.row(0, tok));
+                if let Some(i) = (0..cols).find(|&i| x[i] != want[i]) {
+                    panic!("{name}: element {i} is {}, want {}", f32::from_bits(x[i]), f32::from_bits(want[i]));
+                }
+                check_untouched(&name, &x[cols..], &x0[cols..]);
+            }
+        }
+    }
+    report("embed (bit-exact)", 0.0);
+}
+
+#[test]
+fn capture_copies_into_slot() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(8);
+    for (n, offset) in [(1, 0), (37, 5), (2048, 3 * 2048), (100, 13), (64, 64), (65, 0)] {
+        let src = uniform(&mut rng, n, 10.0);
+        let len = offset + n + 11;
+        let dst0 = vec![NAN_BITS; len];
+        let (sb, db) = (buf_f32(ctx, "src", &src), buf_u32(ctx, "dst", &dst0));
+        let d = capture(ctx, &mut kc, n, offset, &sb, &db).unwrap();
+        run(ctx, &[&d]);
+        let dst = read_u32(ctx, &db, len);
+        let name = format!("capture n {n} offset {offset}");
+        check_untouched(&name, &dst[offset..offset + n], &bits(&src));
+        check_untouched(&name, &dst[..offset], &dst0[..offset]);
+        check_untouched(&name, &dst[offset + n..], &dst0[offset + n..]);
+    }
+    report("capture (bit-exact)", 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV cache and attention
+// ---------------------------------------------------------------------------------------------
+
+/// Two positions (> 0) written in one pass; every other cache word stays poisoned.
+#[test]
+fn kv_store_f32_and_f16() {
+    let ctx = gpu();
+    let mut rng = seeded(9);
+    let (mut worst32, mut worst16) = (0f64, 0f64);
+    for c in attention_configs() {
+        let mut kc = KernelCache::default();
+        let (lora, rope, kw) = (c.kv_lora_rank, c.qk_rope, c.kv_width());
+        let positions = 9;
+        for kv_f16 in [false, true] {
+            let table = rope_table(&mut rng, positions, rope / 2);
+            let rb = buf_f32(ctx, "rope", &table);
+            let norm = uniform(&mut rng, lora, 2.0);
+            let nb = buf_f32(ctx, "norm", &norm);
+            let words = if kv_f16 { kw / 2 } else { kw };
+            let cache0 = vec![if kv_f16 { NAN_F16X2 } else { NAN_BITS }; positions * words];
+            let cb = buf_u32(ctx, "cache", &cache0);
+            let writes: Vec<(usize, Vec<f32>)> =
+                [(3usize, 1.0f32), (8, 20.0)].into_iter().map(|(pos, amp)| (pos, uniform(&mut rng, kw, amp))).collect();
+            let bufs: Vec<_> =
+                writes.iter().map(|(pos, ckv)| (step(ctx, *pos as u32), buf_f32(ctx, "ckv", ckv))).collect();
+            let ds: Vec<Dispatch> = bufs
+                .iter()
+                .map(|(sb, kb)| {
+                    let a = KvStoreArgs { step: sb, ckv: kb, norm: &nb, rope: &rb, cache: &cb };
+                    kv_store(ctx, &mut kc, &c, kv_f16, a).unwrap()
+                })
+                .collect();
+            run(ctx, &ds.iter().collect::<Vec<_>>());
+            let cache = read_u32(ctx, &cb, positions * words);
+            for p in 0..positions {
+                let row = &cache[p * words..(p + 1) * words];
+                let name =
+                    format!("kv_store {} kv_lora {lora} rope {rope} pos {p}", if kv_f16 { "f16" } else { "f32" });
+                let Some((_, ckv)) = writes.iter().find(|(q, _)| *q == p) else {
+                    check_untouched(&name, row, &cache0[p * words..(p + 1) * words]);
+                    continue;
+                };
+                let ms = ckv[..lora].iter().map(|&v| v as f64 * v as f64).sum::<f64>() / lora as f64;
+                let inv = 1.0 / (ms + c.rms_eps as f64).sqrt();
+                let mut want: Vec<f64> = (0..lora).map(|i| ckv[i] as f64 * inv * norm[i] as f64).collect();
+                want.extend(rope_ref(&ckv[lora..], &table, p));
+                let got = cache_decode(row, kv_f16);
+                if kv_f16 {
+                    // Each value rounded to f16: compare per element.
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        let e = (g as f64 - w).abs();
+                        let tol = F16_TOL * w.abs() + 1e-7;
+                        assert!(e <= tol, "{name}: element {i} is {g}, want {w} (|Δ| {e:.3e} > {tol:.3e})");
+                        worst16 = worst16.max(e / w.abs().max(1e-7));
+                    }
+                } else {
+                    let (lat, key) = got.split_at(lora);
+                    worst32 = worst32.max(check(&format!("{name} latent"), lat, &want[..lora], REL_TOL));
+                    worst32 = worst32.max(check(&format!("{name} roped key"), key, &want[lora..], REL_TOL));
+                }
+            }
+        }
+    }
+    report("kv_store f32", worst32);
+    report("kv_store f16 (per element)", worst16);
+}
+
+/// ctx[h] = softmax_t(SCALE · (q_lat[h]·latent_t + rope(q_rope[h], pos)·key_t)) · latent_t, over a
+/// cache of n = pos + 1 random positions (later positions poisoned).
+#[test]
+fn mla_attention_matches_softmax() {
+    let ctx = gpu();
+    let mut rng = seeded(10);
+    let (mut worst32, mut worst16) = (0f64, 0f64);
+    let max_ctx = 301;
+    for c in attention_configs() {
+        let mut kc = KernelCache::default();
+        let (heads, lora, rope, kw, qk, nope) =
+            (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
+        let scale = (1.0 / (qk as f32).sqrt()) as f64;
+        for kv_f16 in [false, true] {
+            // (n, q_lat amplitude): the last one makes scores span hundreds, so only a max-subtracted
+            // softmax survives.
+            for (n, amp) in [(1usize, 1.0f32), (5, 1.0), (67, 1.0), (300, 1.0), (67, 100.0)] {
+                let pos = n - 1;
+                let table = rope_table(&mut rng, max_ctx, rope / 2);
+                let values = uniform(&mut rng, n * kw, 1.0);
+                let mut words = cache_encode(&values, kv_f16);
+                let per_pos = if kv_f16 { kw / 2 } else { kw };
+                words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
+                let stored = cache_decode(&words[..n * per_pos], kv_f16);
+                let q = uniform(&mut rng, heads * qk, 1.0);
+                let q_lat = uniform(&mut rng, heads * lora, amp);
+                let out_len = heads * lora + 5;
+                let out0 = vec![NAN_BITS; out_len];
+                let sb = step(ctx, pos as u32);
+                let (qb, qlb, rb) =
+                    (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
+                let cb = buf_u32(ctx, "cache", &words);
+                let scores = buf_u32(ctx, "scores", &vec![NAN_BITS; heads * max_ctx]);
+                let ob = buf_u32(ctx, "ctx", &out0);
+                let a =
+                    AttentionArgs { step: &sb, q: &qb, q_lat: &qlb, rope: &rb, cache: &cb, scores: &scores, out: &ob };
+                let d = mla_attention(ctx, &mut kc, &c, max_ctx, kv_f16, a).unwrap();
+                run(ctx, &[&d]);
+                let out = read_u32(ctx, &ob, out_len);
+                let mut want = Vec::with_capacity(heads * lora);
+                for h in 0..heads {
+                    let ql = &q_lat[h * lora..(h + 1) * lora];
+                    let qr = rope_ref(&q[h * qk + nope..(h + 1) * qk], &table, pos);
+                    let s: Vec<f64> = (0..n)
+                        .map(|t| {
+                            let row = &stored[t * kw..(t + 1) * kw];
+                            let lat: f64 = ql.iter().zip(&row[..lora]).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let key: f64 = qr.iter().zip(&row[lora..]).map(|(&a, &b)| a * b as f64).sum();
+                            scale * (lat + key)
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let p: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                    let sum: f64 = p.iter().sum();
+                    for d in 0..lora {
+                        want.push((0..n).map(|t| p[t] * stored[t * kw + d] as f64).sum::<f64>() / sum);
+                    }
+                }
+                let name = format!(
+                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp}",
+                    if kv_f16 { "f16" } else { "f32" }
+                );
+                let e = check(&name, &floats(&out[..heads * lora]), &want, REL_TOL);
+                if kv_f16 {
+                    worst16 = worst16.max(e);
+                } else {
+                    worst32 = worst32.max(e);
+                }
+                check_untouched(&name, &out[heads * lora..], &out0[heads * lora..]);
+            }
+        }
+    }
+    report("mla_attention f32 cache", worst32);
+    report("mla_attention f16 cache", worst16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// router, argmax
+// ---------------------------------------------------------------------------------------------
+
+struct RouterCase {
+    n_exp: usize,
+    topk: usize,
+    gating: Gating,
+    norm_topk: bool,
+    scale: f32,
+    hidden: usize,
+    /// Push an expert outside the unbiased top-k into the biased one.
+    bias_flips: bool,
+}
+
+/// Scores (sigmoid or softmax of the logits) in f64.
+fn gate_scores(logits: &[f64], gating: Gating) -> Vec<f64> {
+    match gating {
+        Gating::Sigmoid => logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect(),
+        Gating::Softmax => {
+            let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        }
+    }
+}
+
+/// Indices of the `k` largest values, largest first, and the gap between the k-th and the next.
+fn top_k(v: &[f64], k: usize) -> (Vec<usize>, f64) {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    let gap = if k < v.len() { v[order[k - 1]] - v[order[k]] } else { f64::INFINITY };
+    (order[..k].to_vec(), gap)
+}
+
+#[test]
+fn router_selects_and_weights() {
+    let ctx = gpu();
+    let mut rng = seeded(11);
+    let mut worst = 0f64;
+    let cases = [
+        RouterCase {
+            n_exp: 64,
+            topk: 4,
+            gating: Gating::Sigmoid,
+            norm_topk: true,
+            scale: 1.8,
+            hidden: 2080,
+            bias_flips: true,
+        },
+        RouterCase {
+            n_exp: 64,
+            topk: 4,
+            gating: Gating::Sigmoid,
+            norm_topk: true,
+            scale: 1.8,
+            hidden: 96,
+            bias_flips: false,
+        },
+        RouterCase {
+            n_exp: 37,
+            topk: 8,
+            gating: Gating::Sigmoid,
+            norm_topk: false,
+            scale: 1.0,
+            hidden: 160,
+            bias_flips: true,
+        },
+        RouterCase {
+            n_exp: 130,
+            topk: 6,
+            gating: Gating::Softmax,
+            norm_topk: true,
+            scale: 2.5,
+            hidden: 544,
+            bias_flips: false,
+        },
+        RouterCase {
+            n_exp: 16,
+            topk: 1,
+            gating: Gating::Softmax,
+            norm_topk: false,
+            scale: 1.0,
+            hidden: 96,
+            bias_flips: false,
+        },
+        RouterCase {
+            n_exp: 20,
+            topk: 3,
+            gating: Gating::Softmax,
+            norm_topk: false,
+            scale: 0.7,
+            hidden: 32,
+            bias_flips: true,
+        },
+    ];
+    for rc in &cases {
+        let c = ModelConfig {
+            n_experts: rc.n_exp,
+            n_experts_used: rc.topk,
+            gating: rc.gating,
+            norm_topk: rc.norm_topk,
+            routed_scale: rc.scale,
+            hidden: rc.hidden,
+            ..config()
+        };
+        c.validate().unwrap();
+        // The kernel cache key names only the format: one cache per shape.
+        let mut kc = KernelCache::default();
+        for (t, _) in formats() {
+            let amp = (18.0 / rc.hidden as f32).sqrt();
+            let gate = Weight::new(ctx, &mut rng, t, &[rc.n_exp, rc.hidden], amp);
+            // Draw inputs until the choice is clear-cut (no near-ties at the top-k boundary).
+            let (x, bias, scores, ids) = (0..200)
+                .find_map(|_| {
+                    let x = uniform(&mut rng, rc.hidden, 1.0);
+                    let logits: Vec<f64> = (0..rc.n_exp).map(|e| dot(gate.row(0, e), &x)).collect();
+                    let scores = gate_scores(&logits, rc.gating);
+                    let top = scores.iter().cloned().fold(0.0, f64::max);
+                    let mut bias = uniform(&mut rng, rc.n_exp, 0.02 * top as f32);
+                    let (plain, _) = top_k(&scores, rc.topk);
+                    if rc.bias_flips {
+                        // Lift the (k+2)-th expert by the spread of the scores: it must enter the top-k.
+                        let (order, _) = top_k(&scores, (rc.topk + 2).min(rc.n_exp));
+                        let e = order[order.len() - 1];
+                        bias[e] += (top - scores[e]) as f32 * 1.5 + 0.05 * top as f32;
+                    }
+                    let choice: Vec<f64> = scores.iter().zip(&bias).map(|(&s, &b)| s + b as f64).collect();
+                    let (ids, gap) = top_k(&choice, rc.topk);
+                    let spread = choice.iter().cloned().fold(0.0, |m: f64, v| m.max(v.abs()));
+                    let mut a = ids.clone();
+                    let mut b = plain.clone();
+                    a.sort();
+                    b.sort();
+                    let flipped = a != b;
+                    (gap > 2e-3 * spread && flipped == rc.bias_flips).then_some((x, bias, scores, ids))
+                })
+                .expect("no well-separated router input in 200 draws");
+            let (xb, bb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "bias", &bias));
+            let route0 = route_words(&[], &[]);
+            let rb = buf_u32(ctx, "route", &route0);
+            let d = router(ctx, &mut kc, &c, &gate.gpu, &bb, &xb, &rb).unwrap();
+            run(ctx, &[&d]);
+            let route = read_u32(ctx, &rb, 16);
+            let name = format!(
+                "router {} {:?} {} experts top-{} norm_topk {} scale {} hidden {}{}",
+                t.name(),
+                rc.gating,
+                rc.n_exp,
+                rc.topk,
+                rc.norm_topk,
+                rc.scale,
+                rc.hidden,
+                if rc.bias_flips { " (bias changes the choice)" } else { "" }
+            );
+            let got_ids: Vec<usize> = route[..rc.topk].iter().map(|&i| i as usize).collect();
+            let (mut gs, mut ws) = (got_ids.clone(), ids.clone());
+            gs.sort();
+            ws.sort();
+            assert_eq!(gs, ws, "{name}: chosen experts (GPU order {got_ids:?}, expected order {ids:?})");
+            // Weights follow the unbiased scores of the chosen experts, matched by id.
+            let total: f64 = ids.iter().map(|&e| scores[e]).sum();
+            let norm = if rc.norm_topk { 1.0 / total } else { 1.0 };
+            let want: Vec<f64> = got_ids.iter().map(|&e| scores[e] * norm * rc.scale as f64).collect();
+            let got = floats(&route[8..8 + rc.topk]);
+            worst = worst.max(check(&format!("{name} weights"), &got, &want, REL_TOL));
+            check_untouched(&format!("{name} unused id slots"), &route[rc.topk..8], &route0[rc.topk..8]);
+            check_untouched(&format!("{name} unused weight slots"), &route[8 + rc.topk..], &route0[8 + rc.topk..]);
+        }
+    }
+    report("router weights", worst);
+}
+
+#[test]
+fn argmax_lowest_index_wins() {
+    let ctx = gpu();
+    let mut rng = seeded(12);
+    for n in [1usize, 37, 1536, 154_880] {
+        let mut kc = KernelCache::default();
+        // (description, logits)
+        let mut cases: Vec<(String, Vec<f32>, usize)> = Vec::new();
+        let base = |rng: &mut StdRng| uniform(rng, n, 10.0);
+        for _ in 0..2 {
+            let mut v = base(&mut rng);
+            let i = rng.random_range(0..n);
+            v[i] = 11.0 + rng.random_range(0.0..1.0);
+            cases.push((format!("unique max at {i}"), v, i));
+        }
+        let mut v = base(&mut rng);
+        v[n - 1] = 12.0;
+        cases.push(("max at the last index".into(), v, n - 1));
+        let mut v = base(&mut rng);
+        v[0] = 12.0;
+        cases.push(("max at index 0".into(), v, 0));
+        cases.push(("all equal".into(), vec![0.5; n], 0));
+        let v: Vec<f32> = uniform(&mut rng, n, 1.0).iter().map(|x| -1e30 - 1e29 * x.abs()).collect();
+        let want = (0..n).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+        cases.push(("all hugely negative".into(), v, want));
+        // Ties: within one thread's stride, across threads with the later index on a lower thread,
+        // and far apart.
+        for (a, b) in [(3, 3 + 256), (255, 256), (1000, 1200), (5, n - 1), (300, 20_000), (100_000, 154_879)] {
+            if b >= n || a >= b {
+                continue;
+            }
+            let mut v = base(&mut rng);
+            v[a] = 11.5;
+            v[b] = 11.5;
+            cases.push((format!("tie at {a} and {b}"), v, a));
+        }
+        for (what, logits, want) in cases {
+            let pos = rng.random_range(0..20u32);
+            let len = pos as usize + 5;
+            let tokens0: Vec<u32> = (0..len as u32).map(|i| 0xdead_0000 + i).collect();
+            let (lb, tb) = (buf_f32(ctx, "logits", &logits), buf_u32(ctx, "tokens", &tokens0));
+            let sb = step(ctx, pos);
+            let d = argmax(ctx, &mut kc, n, &sb, &lb, &tb).unwrap();
+            run(ctx, &[&d]);
+            let tokens = read_u32(ctx, &tb, len);
+            let name = format!("argmax n {n} pos {pos} {what}");
+            let slot = pos as usize + 1;
+            assert_eq!(tokens[slot], want as u32, "{name}: picked {} (logit {})", tokens[slot], logits[want]);
+            check_untouched(&name, &tokens[..slot], &tokens0[..slot]);
+            check_untouched(&name, &tokens[slot + 1..], &tokens0[slot + 1..]);
+        }
+    }
+    report("argmax (exact)", 0.0);
+}
