@@ -128,7 +128,14 @@ impl ModelConfig {
             let key = format!("deepseek2.{k}");
             g.require(&key)?.as_f64().with_context(|| key.clone())
         };
-        let n_layers = u("block_count")?;
+        // Newer converters count the MTP (next-token prediction) blocks in block_count; they follow
+        // the main layers and are not part of the forward.
+        let nextn = match g.get("deepseek2.nextn_predict_layers") {
+            Some(v) => v.as_u64()? as usize,
+            None => 0,
+        };
+        let n_layers =
+            u("block_count")?.checked_sub(nextn).context("deepseek2.nextn_predict_layers exceeds block_count")?;
         let n_dense = u("leading_dense_block_count")?;
         let n_heads = u("attention.head_count")?;
         let kv_lora_rank = u("attention.kv_lora_rank")?;
