@@ -5,7 +5,7 @@
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> weights0: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> scales0: array<f32>;
+@group(0) @binding(4) var<storage, read> scales0: array<u32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -20,9 +20,9 @@ struct Params {
 // Router output: expert ids in [0, 8), their weights (f32 bits) in [8, 16).
 @group(0) @binding(3) var<storage, read> route: array<u32>;
 @group(0) @binding(4) var<storage, read> weights0: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> scales0: array<f32>;
+@group(0) @binding(5) var<storage, read> scales0: array<u32>;
 @group(0) @binding(6) var<storage, read> weights1: array<vec4<u32>>;
-@group(0) @binding(7) var<storage, read> scales1: array<f32>;
+@group(0) @binding(7) var<storage, read> scales1: array<u32>;
 
 const LANES: u32 = WG / ROWS;
 

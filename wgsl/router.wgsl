@@ -7,7 +7,7 @@
 // Expert ids in [0, 8), weights (f32 bits) in [8, 16).
 @group(0) @binding(2) var<storage, read_write> route: array<u32>;
 @group(0) @binding(3) var<storage, read> weights0: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> scales0: array<f32>;
+@group(0) @binding(4) var<storage, read> scales0: array<u32>;
 
 var<workgroup> score: array<f32, N_EXP>;
 

@@ -145,11 +145,12 @@ pub fn dequantize(t: GgmlType, data: &[u8]) -> Result<Vec<f32>> {
     })
 }
 
-/// The GPU form of a tensor: 16-byte aligned words holding the element data, plus per-block scales
-/// where the format has them. Kernels read both through `wgsl/formats/<format>.wgsl`.
+/// The GPU form of a tensor: 16-byte aligned words holding the element data, plus per-block
+/// scale words (f32 bits or packed fields, as the format defines) where the format has them.
+/// Kernels read both through `wgsl/formats/<format>.wgsl`.
 pub struct Repacked {
     pub words: Vec<u32>,
-    pub scales: Vec<f32>,
+    pub scales: Vec<u32>,
 }
 
 /// Rows of every supported format are read in chunks of this many elements by the kernels.

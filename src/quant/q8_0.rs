@@ -1,6 +1,6 @@
 //! Q8_0: blocks of 32 weights, `{ d: f16, qs: [i8; 32] }` (34 bytes), weight = d * q.
 //!
-//! GPU layout: the 32 quants of block b in words `8b..8b+8` (two `vec4<u32>`), the scale `d` as f32 in
+//! GPU layout: the 32 quants of block b in words `8b..8b+8` (two `vec4<u32>`), the scale `d` as f32 bits in
 //! `scales[b]`. 34-byte blocks are not 4-byte aligned, so the repacking also makes the loads aligned.
 
 use super::Repacked;
@@ -37,7 +37,7 @@ pub fn repack(data: &[u8]) -> Repacked {
     let mut scales = Vec::with_capacity(n_blocks);
     let bytes = bytemuck::cast_slice_mut::<u32, u8>(&mut words);
     for (i, b) in data.chunks_exact(BLOCK_BYTES).enumerate() {
-        scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+        scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32().to_bits());
         bytes[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(&b[2..]);
     }
     Repacked { words, scales }

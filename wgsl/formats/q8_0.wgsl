@@ -1,11 +1,11 @@
 // Q8_0 (repacked, see src/quant/q8_0.rs): a chunk is one block of 32 weights: the int8 quants in
-// WEIGHTS[2c], WEIGHTS[2c + 1] (two vec4<u32>), the scale as f32 in SCALES[c].
+// WEIGHTS[2c], WEIGHTS[2c + 1] (two vec4<u32>), the scale as f32 bits in SCALES[c].
 fn i8x4(w: u32) -> vec4<f32> {
     return vec4<f32>(vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u), bitcast<i32>(w << 8u), bitcast<i32>(w)) >> vec4<u32>(24u));
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
-    let d = SCALES[c];
+    let d = bitcast<f32>(SCALES[c]);
     let a = WEIGHTS[2u * c];
     let b = WEIGHTS[2u * c + 1u];
     return array<vec4<f32>, 8>(
