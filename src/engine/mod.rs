@@ -118,7 +118,7 @@ impl Activations {
 struct TokenRing {
     slots: Vec<wgpu::Buffer>,
     next: usize,
-    pending: VecDeque<(usize, mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>)>,
+    pending: VecDeque<(usize, mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>, wgpu::SubmissionIndex)>,
 }
 
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -185,6 +185,17 @@ impl Engine {
         self.pos = 0;
     }
 
+    /// Keeps the cache of positions `0..pos` and forgets the rest: the next step is position `pos`.
+    /// Greedy steps still in flight are waited for and their tokens dropped.
+    pub fn truncate(&mut self, pos: usize) -> Result<()> {
+        ensure!(pos <= self.pos, "cannot truncate the cache to {pos} positions: it holds {}", self.pos);
+        while self.tokens_in_flight() > 0 {
+            self.next_token()?;
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
     /// Puts token ids at positions `start..`, e.g. a prompt before its steps.
     pub fn write_tokens(&self, start: usize, ids: &[u32]) -> Result<()> {
         ensure!(
@@ -227,13 +238,13 @@ impl Engine {
             enc.copy_buffer_to_buffer(&self.bufs.tokens, (self.pos as u64 + 1) * 4, &self.ring.slots[s], 0, 4);
             slot = Some(s);
         }
-        ctx.queue.submit([enc.finish()]);
+        let submission = ctx.queue.submit([enc.finish()]);
         if let Some(s) = slot {
             let (tx, rx) = mpsc::channel();
             self.ring.slots[s].slice(..).map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
             });
-            self.ring.pending.push_back((s, rx));
+            self.ring.pending.push_back((s, rx, submission));
         }
         self.pos += 1;
         Ok(())
@@ -244,16 +255,14 @@ impl Engine {
         self.ring.pending.len()
     }
 
-    /// The token of the oldest greedy step in flight, waiting for the GPU if needed.
+    /// The token of the oldest greedy step in flight, waiting for that step only (later steps keep
+    /// the GPU busy meanwhile).
     pub fn next_token(&mut self) -> Result<u32> {
-        let (s, rx) = self.ring.pending.pop_front().ok_or_else(|| anyhow::anyhow!("no greedy step in flight"))?;
-        let r = loop {
-            if let Ok(r) = rx.try_recv() {
-                break r;
-            }
-            self.ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
-        };
-        r?;
+        let (s, rx, submission) =
+            self.ring.pending.pop_front().ok_or_else(|| anyhow::anyhow!("no greedy step in flight"))?;
+        let wait = wgpu::PollType::Wait { submission_index: Some(submission), timeout: None };
+        self.ctx.device.poll(wait)?;
+        rx.try_recv().map_err(|_| anyhow::anyhow!("token read-back did not complete"))??;
         let buf = &self.ring.slots[s];
         let id = bytemuck::pod_read_unaligned::<u32>(&buf.slice(..).get_mapped_range()?[..4]);
         buf.unmap();
