@@ -31,6 +31,8 @@ impl StopReason {
 #[derive(Debug, Clone)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Leading prompt tokens that were already in the KV cache (not run again).
+    pub cached_tokens: usize,
     pub generated: usize,
     /// From the first prompt step to the first generated token.
     pub prompt_time: Duration,
@@ -40,8 +42,9 @@ pub struct GenerationStats {
 }
 
 impl GenerationStats {
+    /// Prompt tokens run (those not already cached) per second.
     pub fn prompt_tok_s(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prompt_time.as_secs_f64()
+        (self.prompt_tokens - self.cached_tokens) as f64 / self.prompt_time.as_secs_f64()
     }
 
     /// Tokens after the first, over the time after the first.
@@ -76,19 +79,34 @@ pub fn check_prompt_fits(n: usize, ctx_len: usize, max_ctx: usize) -> Result<()>
 pub fn generate(
     engine: &mut Engine,
     req: &GenerateRequest,
+    on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<GenerationStats> {
+    generate_from(engine, 0, req, on_token)
+}
+
+/// As [`generate`], but the first `cached` prompt tokens are already in the KV cache at positions
+/// `0..cached` (from an earlier generation over the same tokens): only the rest of the prompt is run.
+/// Whatever the cache holds past `cached` is forgotten. `cached` must be less than the prompt length.
+pub fn generate_from(
+    engine: &mut Engine,
+    cached: usize,
+    req: &GenerateRequest,
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<GenerationStats> {
     let n = req.prompt.len();
     check_prompt_fits(n, engine.ctx_len(), engine.config.max_ctx)?;
     req.sampling.validate()?;
-    engine.reset();
-    engine.write_tokens(0, req.prompt)?;
+    ensure!(cached < n, "{cached} cached tokens leave nothing of the {n}-token prompt to run");
+    ensure!(cached <= engine.pos(), "{cached} cached tokens but the cache holds {}", engine.pos());
+    engine.truncate(cached)?;
+    engine.write_tokens(cached, &req.prompt[cached..])?;
     let start = Instant::now();
-    for _ in 0..n - 1 {
+    for _ in cached..n - 1 {
         engine.step(StepOutput::CacheOnly)?;
     }
     let mut stats = GenerationStats {
         prompt_tokens: n,
+        cached_tokens: cached,
         generated: 0,
         prompt_time: Duration::ZERO,
         decode_time: Duration::ZERO,
@@ -122,7 +140,7 @@ pub fn generate(
         })
     };
     let ctx_len = engine.ctx_len();
-    if req.sampling.is_greedy() {
+    if req.sampling.runs_on_gpu() {
         // Each greedy step reads the token the previous one wrote on the GPU, so several steps are
         // submitted before the first token is read back.
         let mut submitted = 0;
@@ -144,7 +162,7 @@ pub fn generate(
         }
         stats.stop = stop;
     } else {
-        let mut sampler = Sampler::new(req.sampling.clone());
+        let mut sampler = Sampler::with_history(req.sampling.clone(), req.prompt);
         stats.stop = loop {
             if engine.pos() >= ctx_len {
                 break StopReason::Context;
@@ -160,4 +178,95 @@ pub fn generate(
         };
     }
     Ok(stats)
+}
+
+/// Finds stop strings in streamed text. Text is let through as soon as it cannot be the start of a
+/// stop string; the stop string itself and everything after it are never let through.
+#[derive(Debug, Clone, Default)]
+pub struct StopStrings {
+    stops: Vec<String>,
+    held: String,
+    hit: bool,
+}
+
+impl StopStrings {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new(), hit: false }
+    }
+
+    /// Adds `piece` and returns the text that is now safe to show; after a stop string was found
+    /// (see [`StopStrings::hit`]) nothing more is returned.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.hit {
+            return String::new();
+        }
+        if self.stops.is_empty() {
+            return piece.to_string();
+        }
+        self.held.push_str(piece);
+        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+            self.hit = true;
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return out;
+        }
+        // Hold back the longest tail that is a prefix of some stop string.
+        let keep = self
+            .held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
+            .unwrap_or(self.held.len());
+        let out = self.held[..keep].to_string();
+        self.held.drain(..keep);
+        out
+    }
+
+    /// Whether a stop string was found.
+    pub fn hit(&self) -> bool {
+        self.hit
+    }
+
+    /// The held-back text, at the end of the generation.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopStrings;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool, String) {
+        let mut s = StopStrings::new(stops.iter().map(|s| s.to_string()).collect());
+        let out = pieces.iter().map(|p| s.push(p)).collect();
+        let hit = s.hit();
+        (out, hit, s.finish())
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces() {
+        let (out, hit, rest) = run(&["STOP"], &["ab S", "TO", "P cd", "ef"]);
+        assert_eq!(out, ["ab ", "", "", ""]);
+        assert!(hit);
+        assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn false_start_is_released() {
+        let (out, hit, rest) = run(&["STOP"], &["a ST", "x", "ST"]);
+        assert_eq!(out, ["a ", "STx", ""]);
+        assert!(!hit);
+        assert_eq!(rest, "ST");
+    }
+
+    #[test]
+    fn earliest_of_several_and_unicode() {
+        let (out, hit, _) = run(&["«end»", "x"], &["héllo «en", "d» x"]);
+        assert_eq!(out.concat(), "héllo ");
+        assert!(hit);
+        let (out, hit, _) = run(&[], &["a", "b"]);
+        assert_eq!(out, ["a", "b"]);
+        assert!(!hit);
+    }
 }

@@ -1,5 +1,6 @@
 //! glm-wgpu: GLM-4.7-Flash inference on the GPU through wgpu/WGSL.
 
+pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod generate;

@@ -76,7 +76,8 @@ pub fn load_engine(args: &ModelArgs, model: &Model, options: EngineOptions) -> R
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let sampling = SamplingParams { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    let sampling =
+        SamplingParams { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed, ..Default::default() };
     sampling.validate()?;
     let (model, tokenizer) = open(&a.model)?;
     let prompt = tokenizer.encode(&a.prompt)?;
