@@ -1,5 +1,6 @@
 //! The `glm-wgpu` command line.
 
+mod bench;
 mod info;
 mod run;
 
@@ -20,6 +21,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print a model's shape, tensor types, memory needs and the GPU adapter.
     Info(info::InfoArgs),
+    /// Measure prompt and decode speed (and, with --profile, every kernel's GPU time).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,5 +52,6 @@ pub fn main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }

@@ -33,6 +33,14 @@ impl Default for EngineOptions {
     }
 }
 
+/// One launch's GPU time in a profiled step.
+#[derive(Debug, Clone)]
+pub struct LaunchTime {
+    pub label: String,
+    pub micros: f64,
+    pub weight_bytes: u64,
+}
+
 /// What a step produces beyond filling the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutput {
@@ -221,13 +229,7 @@ impl Engine {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.body.iter().for_each(|d| d.record(&mut pass));
-            if out != StepOutput::CacheOnly {
-                self.head.iter().for_each(|d| d.record(&mut pass));
-            }
-            if out == StepOutput::Greedy {
-                self.sample.record(&mut pass);
-            }
+            self.launches(out).for_each(|d| d.record(&mut pass));
         }
         let mut slot = None;
         if out == StepOutput::Greedy {
@@ -248,6 +250,74 @@ impl Engine {
         }
         self.pos += 1;
         Ok(())
+    }
+
+    /// The launches of one step producing `out`, in order.
+    fn launches(&self, out: StepOutput) -> impl Iterator<Item = &Dispatch> {
+        let head: &[Dispatch] = if out == StepOutput::CacheOnly { &[] } else { &self.head };
+        let sample = (out == StepOutput::Greedy).then_some(&self.sample);
+        self.body.iter().chain(head).chain(sample)
+    }
+
+    /// Bytes of weights one decode step reads.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.launches(StepOutput::Greedy).map(|d| d.weight_bytes).sum()
+    }
+
+    /// Runs one step with every launch in a compute pass of its own, timed by GPU timestamps. Slower
+    /// than [`Engine::step`] (one pass per launch): for profiles only. A greedy token is written on
+    /// the GPU but not queued for read-back.
+    pub fn step_profiled(&mut self, out: StepOutput) -> Result<Vec<LaunchTime>> {
+        ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
+        let ctx = &self.ctx;
+        ensure!(
+            ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            "{} has no timestamp queries: cannot profile",
+            ctx.describe()
+        );
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step { pos: self.pos as u32, pad: [0; 3] }));
+        let launches: Vec<&Dispatch> = self.launches(out).collect();
+        let n = launches.len() as u32 * 2;
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: n as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = ctx.readback("profile", n as u64 * 8);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        for (i, d) in launches.iter().enumerate() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            d.record(&mut pass);
+        }
+        enc.resolve_query_set(&queries, 0..n, &resolved, 0);
+        enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, n as u64 * 8);
+        ctx.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&map_read(ctx, &staging, n as u64 * 8)?);
+        let ns_per_tick = ctx.queue.get_timestamp_period() as f64;
+        let times = launches
+            .iter()
+            .zip(ticks.chunks(2))
+            .map(|(d, t)| LaunchTime {
+                label: d.label.clone(),
+                micros: t[1].saturating_sub(t[0]) as f64 * ns_per_tick / 1e3,
+                weight_bytes: d.weight_bytes,
+            })
+            .collect();
+        self.pos += 1;
+        Ok(times)
     }
 
     /// Greedy steps submitted whose token has not been collected yet.
@@ -322,37 +392,40 @@ fn record(
             },
         )
     };
-    let mut body = vec![embed(ctx, kc, &w.embed, &b.step, &b.tokens, &b.x)?];
+    let mut body = vec![embed(ctx, kc, &w.embed, &b.step, &b.tokens, &b.x)?.labeled("embed")];
     if let Some(hidden) = &b.hidden {
         body.push(capture(ctx, kc, c.hidden, 0, &b.x, hidden)?);
     }
     let heads = c.n_heads as u32;
     for (i, l) in w.layers.iter().enumerate() {
         // Attention.
-        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.attn_norm, &b.xn)?);
-        body.push(mv(kc, &l.q_a, &b.xn, &b.qa, Output::Store)?);
-        body.push(rms_norm(ctx, kc, c.q_lora_rank, c.rms_eps, &b.qa, &l.q_a_norm, &b.qa_n)?);
-        body.push(mv(kc, &l.q_b, &b.qa_n, &b.q, Output::Store)?);
-        body.push(mv(kc, &l.kv_a, &b.xn, &b.ckv, Output::Store)?);
+        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.attn_norm, &b.xn)?.labeled("attn_norm"));
+        body.push(mv(kc, &l.q_a, &b.xn, &b.qa, Output::Store)?.labeled("attn_q_a"));
+        body.push(rms_norm(ctx, kc, c.q_lora_rank, c.rms_eps, &b.qa, &l.q_a_norm, &b.qa_n)?.labeled("attn_q_a_norm"));
+        body.push(mv(kc, &l.q_b, &b.qa_n, &b.q, Output::Store)?.labeled("attn_q_b"));
+        body.push(mv(kc, &l.kv_a, &b.xn, &b.ckv, Output::Store)?.labeled("attn_kv_a"));
         let kv = KvStoreArgs { step: &b.step, ckv: &b.ckv, norm: &l.kv_a_norm, rope: &b.rope, cache: &b.kv_cache[i] };
-        body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?);
+        body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?.labeled("kv_store"));
         // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
-        body.push(matvec(
-            ctx,
-            kc,
-            MatvecArgs {
-                w: &l.k_b,
-                up: None,
-                matrix: MatrixOf::Slot,
-                out: Output::Store,
-                slots: heads,
-                x_stride: c.qk_head() as u32,
-                y_stride: c.kv_lora_rank as u32,
-                x: &b.q,
-                y: &b.q_lat,
-                route: &b.route,
-            },
-        )?);
+        body.push(
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs {
+                    w: &l.k_b,
+                    up: None,
+                    matrix: MatrixOf::Slot,
+                    out: Output::Store,
+                    slots: heads,
+                    x_stride: c.qk_head() as u32,
+                    y_stride: c.kv_lora_rank as u32,
+                    x: &b.q,
+                    y: &b.q_lat,
+                    route: &b.route,
+                },
+            )?
+            .labeled("attn_k_b"),
+        );
         let att = AttentionArgs {
             step: &b.step,
             q: &b.q,
@@ -362,27 +435,30 @@ fn record(
             scores: &b.scores,
             out: &b.ctx_lat,
         };
-        body.push(mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?);
-        body.push(matvec(
-            ctx,
-            kc,
-            MatvecArgs {
-                w: &l.v_b,
-                up: None,
-                matrix: MatrixOf::Slot,
-                out: Output::Store,
-                slots: heads,
-                x_stride: c.kv_lora_rank as u32,
-                y_stride: c.v_head as u32,
-                x: &b.ctx_lat,
-                y: &b.attn_out,
-                route: &b.route,
-            },
-        )?);
-        body.push(mv(kc, &l.o, &b.attn_out, &b.x, Output::Add)?);
+        body.push(mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?.labeled("mla_attention"));
+        body.push(
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs {
+                    w: &l.v_b,
+                    up: None,
+                    matrix: MatrixOf::Slot,
+                    out: Output::Store,
+                    slots: heads,
+                    x_stride: c.kv_lora_rank as u32,
+                    y_stride: c.v_head as u32,
+                    x: &b.ctx_lat,
+                    y: &b.attn_out,
+                    route: &b.route,
+                },
+            )?
+            .labeled("attn_v_b"),
+        );
+        body.push(mv(kc, &l.o, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
 
         // Feed-forward.
-        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.ffn_norm, &b.xn)?);
+        body.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &l.ffn_norm, &b.xn)?.labeled("ffn_norm"));
         let glu = |kc: &mut KernelCache, f: &weights::Ffn, matrix: MatrixOf, slots: u32, act: &wgpu::Buffer| {
             let width = f.gate.rows() as u32;
             matvec(
@@ -404,32 +480,35 @@ fn record(
         };
         match &l.ffn {
             FeedForward::Dense(f) => {
-                body.push(glu(kc, f, MatrixOf::Single, 1, &b.act)?);
-                body.push(mv(kc, &f.down, &b.act, &b.x, Output::Add)?);
+                body.push(glu(kc, f, MatrixOf::Single, 1, &b.act)?.labeled("ffn_gate_up"));
+                body.push(mv(kc, &f.down, &b.act, &b.x, Output::Add)?.labeled("ffn_down"));
             }
             FeedForward::Moe(m) => {
                 let k = c.n_experts_used as u32;
-                body.push(router(ctx, kc, c, &m.router, &m.bias, &b.xn, &b.route)?);
-                body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?);
-                body.push(matvec(
-                    ctx,
-                    kc,
-                    MatvecArgs {
-                        w: &m.experts.down,
-                        up: None,
-                        matrix: MatrixOf::Routed,
-                        out: Output::AddRoutedSum,
-                        slots: k,
-                        x_stride: c.moe_ffn as u32,
-                        y_stride: 0,
-                        x: &b.act,
-                        y: &b.x,
-                        route: &b.route,
-                    },
-                )?);
+                body.push(router(ctx, kc, c, &m.router, &m.bias, &b.xn, &b.route)?.labeled("moe_router"));
+                body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
+                body.push(
+                    matvec(
+                        ctx,
+                        kc,
+                        MatvecArgs {
+                            w: &m.experts.down,
+                            up: None,
+                            matrix: MatrixOf::Routed,
+                            out: Output::AddRoutedSum,
+                            slots: k,
+                            x_stride: c.moe_ffn as u32,
+                            y_stride: 0,
+                            x: &b.act,
+                            y: &b.x,
+                            route: &b.route,
+                        },
+                    )?
+                    .labeled("moe_down_exps"),
+                );
                 if let Some(s) = &m.shared {
-                    body.push(glu(kc, s, MatrixOf::Single, 1, &b.act_shared)?);
-                    body.push(mv(kc, &s.down, &b.act_shared, &b.x, Output::Add)?);
+                    body.push(glu(kc, s, MatrixOf::Single, 1, &b.act_shared)?.labeled("moe_gate_up_shexp"));
+                    body.push(mv(kc, &s.down, &b.act_shared, &b.x, Output::Add)?.labeled("moe_down_shexp"));
                 }
             }
         }
@@ -437,11 +516,11 @@ fn record(
             body.push(capture(ctx, kc, c.hidden, (i + 1) * c.hidden, &b.x, hidden)?);
         }
     }
-    let mut head = vec![rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &w.output_norm, &b.xn)?];
+    let mut head = vec![rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &w.output_norm, &b.xn)?.labeled("output_norm")];
     if let Some(hidden) = &b.hidden {
         head.push(capture(ctx, kc, c.hidden, c.n_layers * c.hidden, &b.xn, hidden)?);
     }
-    head.push(mv(kc, &w.output, &b.xn, &b.logits, Output::Store)?);
+    head.push(mv(kc, &w.output, &b.xn, &b.logits, Output::Store)?.labeled("lm_head"));
     let sample = argmax(ctx, kc, c.vocab, &b.step, &b.logits, &b.tokens)?;
     Ok((body, head, sample))
 }

@@ -141,9 +141,28 @@ pub struct Dispatch {
     pub kernel: Rc<Kernel>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// What the launch computes, for profiles (e.g. "attn_q_a").
+    pub label: String,
+    /// Bytes of weights the launch reads.
+    pub weight_bytes: u64,
 }
 
 impl Dispatch {
+    pub fn new(kernel: Rc<Kernel>, bind_group: wgpu::BindGroup, groups: [u32; 3]) -> Self {
+        let label = kernel.name.clone();
+        Self { kernel, bind_group, groups, label, weight_bytes: 0 }
+    }
+
+    pub fn labeled(mut self, label: &str) -> Self {
+        self.label = label.to_string();
+        self
+    }
+
+    pub fn reading(mut self, bytes: u64) -> Self {
+        self.weight_bytes = bytes;
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);

@@ -21,5 +21,5 @@ pub fn argmax(
     };
     let kernel = kc.get(ctx, "argmax", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[step, logits, tokens]);
-    Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))
 }

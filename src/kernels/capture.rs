@@ -19,5 +19,5 @@ pub fn capture(
     };
     let kernel = kc.get(ctx, "capture", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[src, dst]);
-    Ok(Dispatch { kernel, bind_group, groups: [(n as u32).div_ceil(WG), 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [(n as u32).div_ceil(WG), 1, 1]))
 }

@@ -27,5 +27,6 @@ pub fn embed(
     };
     let kernel = cache.get(ctx, "embed", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[step, tokens, x, &table.words, &table.scales]);
-    Ok(Dispatch { kernel, bind_group, groups: [chunks.div_ceil(WG), 1, 1] })
+    let row_bytes = table.bytes() / table.rows() as u64;
+    Ok(Dispatch::new(kernel, bind_group, [chunks.div_ceil(WG), 1, 1]).reading(row_bytes))
 }

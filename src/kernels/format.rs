@@ -1,29 +1,117 @@
 //! The WGSL side of each weight format: `wgsl/formats/<format>.wgsl` defines `load_chunk(c)` over
 //! `WEIGHTS`/`SCALES`; a kernel instantiates it once per weight binding with its own suffix.
+//! The quantized formats get `wgsl/formats/quant_common.wgsl` (f16 decoding, nibble/bit extraction) first.
 
 use crate::quant::{self, GgmlType};
 
-fn snippet(t: GgmlType) -> &'static str {
+const QUANT_COMMON: &str = include_str!("../../wgsl/formats/quant_common.wgsl");
+
+/// The format's own snippet, and whether it uses the quantized-format helpers.
+fn snippet(t: GgmlType) -> (&'static str, bool) {
     match quant::wgsl_format(t) {
-        "f32" => include_str!("../../wgsl/formats/f32.wgsl"),
-        "f16" => include_str!("../../wgsl/formats/f16.wgsl"),
-        "bf16" => include_str!("../../wgsl/formats/bf16.wgsl"),
-        "q8_0" => include_str!("../../wgsl/formats/q8_0.wgsl"),
+        "f32" => (include_str!("../../wgsl/formats/f32.wgsl"), false),
+        "f16" => (include_str!("../../wgsl/formats/f16.wgsl"), false),
+        "bf16" => (include_str!("../../wgsl/formats/bf16.wgsl"), false),
+        "q8_0" => (include_str!("../../wgsl/formats/q8_0.wgsl"), false),
+        "q4_0" => (include_str!("../../wgsl/formats/q4_0.wgsl"), true),
+        "q5_0" => (include_str!("../../wgsl/formats/q5_0.wgsl"), true),
+        "q2_k" => (include_str!("../../wgsl/formats/q2_k.wgsl"), true),
+        "q3_k" => (include_str!("../../wgsl/formats/q3_k.wgsl"), true),
+        "q4_k" => (include_str!("../../wgsl/formats/q4_k.wgsl"), true),
+        "q5_k" => (include_str!("../../wgsl/formats/q5_k.wgsl"), true),
+        "q6_k" => (include_str!("../../wgsl/formats/q6_k.wgsl"), true),
+        "iq4_xs" => (include_str!("../../wgsl/formats/iq4_xs.wgsl"), true),
         other => unreachable!("no WGSL for format {other}"),
     }
 }
 
-/// The format's functions with every function name, `WEIGHTS` and `SCALES` suffixed by `suffix`.
-pub fn instantiate(t: GgmlType, suffix: &str) -> String {
-    let src = snippet(t);
-    let mut out = src.replace("WEIGHTS", &format!("weights{suffix}")).replace("SCALES", &format!("scales{suffix}"));
-    for name in src.lines().filter_map(|l| l.strip_prefix("fn ")).filter_map(|l| l.split('(').next()) {
-        out = out.replace(&format!("{name}("), &format!("{name}{suffix}("));
+/// The full WGSL of a format, before suffixing.
+pub fn source(t: GgmlType) -> String {
+    let (src, common) = snippet(t);
+    if common {
+        format!("{QUANT_COMMON}\n{src}")
+    } else {
+        src.to_string()
     }
+}
+
+/// Names the snippet declares at line start (`fn name(`, `const NAME`), which each instance suffixes.
+fn declared_names(src: &str) -> Vec<&str> {
+    src.lines()
+        .filter_map(|l| l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")))
+        .map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The format's functions and constants with every declared name, `WEIGHTS` and `SCALES` suffixed by
+/// `suffix`. Renaming is by whole identifier, so one name may be a prefix or suffix of another (or of a
+/// builtin) without harm.
+pub fn instantiate(t: GgmlType, suffix: &str) -> String {
+    let src = source(t);
+    let mut names = declared_names(&src);
+    names.extend(["WEIGHTS", "SCALES"]);
+    let rename = |ident: &str| -> Option<String> {
+        match ident {
+            "WEIGHTS" => Some(format!("weights{suffix}")),
+            "SCALES" => Some(format!("scales{suffix}")),
+            n if names.contains(&n) => Some(format!("{n}{suffix}")),
+            _ => None,
+        }
+    };
+    let mut out = String::with_capacity(src.len() + 256);
+    let mut ident = String::new();
+    let flush = |ident: &mut String, out: &mut String| {
+        if !ident.is_empty() {
+            match rename(ident) {
+                Some(r) => out.push_str(&r),
+                None => out.push_str(ident),
+            }
+            ident.clear();
+        }
+    };
+    let mut in_number = false;
+    for ch in src.chars() {
+        let word = ch.is_ascii_alphanumeric() || ch == '_';
+        if word && (in_number || (ident.is_empty() && ch.is_ascii_digit())) {
+            // Digits and suffixes of numeric literals (`1u`, `2e-5`) are never identifiers.
+            in_number = true;
+            out.push(ch);
+            continue;
+        }
+        in_number = false;
+        if word {
+            ident.push(ch);
+        } else {
+            flush(&mut ident, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut ident, &mut out);
     out
 }
 
 /// vec4s in one chunk of the format.
 pub fn chunk_vec4s(t: GgmlType) -> u32 {
     (quant::gpu_chunk_elems(t) / 4) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_rename_whole_identifiers() {
+        let s = instantiate(GgmlType::Q4K, "1");
+        assert!(s.contains("fn load_chunk1(c: u32)"));
+        assert!(s.contains("fn half_to_f321(h: u32)"));
+        assert!(s.contains("weights1[c]"));
+        assert!(s.contains("scales1["));
+        assert!(!s.contains("WEIGHTS") && !s.contains("SCALES"));
+        // Literals and builtins are untouched.
+        assert!(s.contains("5.9604644775390625e-8") && s.contains("bitcast<f32>"));
+        let s = instantiate(GgmlType::Iq4Xs, "0");
+        assert!(s.contains("const KVALUES0 = array<f32, 16>"));
+        assert!(s.contains("KVALUES0[q.x]"));
+    }
 }

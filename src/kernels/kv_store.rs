@@ -36,5 +36,5 @@ pub fn kv_store(
     };
     let kernel = kc.get(ctx, "kv_store", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.ckv, a.norm, a.rope, a.cache]);
-    Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))
 }

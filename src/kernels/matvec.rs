@@ -90,5 +90,8 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
     let up = a.up.unwrap_or(a.w);
     let bind_group = kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales]);
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
-    Ok(Dispatch { kernel, bind_group, groups: [gx, gy, gz] })
+    let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
+    let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
+    let bytes = per_matrix * matrices * if a.up.is_some() { 2 } else { 1 };
+    Ok(Dispatch::new(kernel, bind_group, [gx, gy, gz]).reading(bytes))
 }

@@ -51,5 +51,5 @@ pub fn mla_attention(
     };
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.scores, a.out]);
-    Ok(Dispatch { kernel, bind_group, groups: [c.n_heads as u32, 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32, 1, 1]))
 }

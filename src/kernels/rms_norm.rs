@@ -23,5 +23,5 @@ pub fn rms_norm(
     };
     let kernel = cache.get(ctx, "rms_norm", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[x, w, y]);
-    Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))
 }

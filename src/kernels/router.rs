@@ -32,5 +32,5 @@ pub fn router(
     };
     let kernel = kc.get(ctx, "router", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[x, bias, route, &gate.words, &gate.scales]);
-    Ok(Dispatch { kernel, bind_group, groups: [1, 1, 1] })
+    Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]).reading(gate.bytes()))
 }
