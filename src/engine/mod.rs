@@ -126,7 +126,14 @@ impl Activations {
 struct TokenRing {
     slots: Vec<wgpu::Buffer>,
     next: usize,
-    pending: VecDeque<(usize, mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>, wgpu::SubmissionIndex)>,
+    pending: VecDeque<PendingToken>,
+}
+
+/// A greedy step's token on its way back: the ring slot, the map callback's result, the submission.
+struct PendingToken {
+    slot: usize,
+    mapped: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    submission: wgpu::SubmissionIndex,
 }
 
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -246,7 +253,7 @@ impl Engine {
             self.ring.slots[s].slice(..).map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
             });
-            self.ring.pending.push_back((s, rx, submission));
+            self.ring.pending.push_back(PendingToken { slot: s, mapped: rx, submission });
         }
         self.pos += 1;
         Ok(())
@@ -328,12 +335,11 @@ impl Engine {
     /// The token of the oldest greedy step in flight, waiting for that step only (later steps keep
     /// the GPU busy meanwhile).
     pub fn next_token(&mut self) -> Result<u32> {
-        let (s, rx, submission) =
-            self.ring.pending.pop_front().ok_or_else(|| anyhow::anyhow!("no greedy step in flight"))?;
-        let wait = wgpu::PollType::Wait { submission_index: Some(submission), timeout: None };
+        let p = self.ring.pending.pop_front().ok_or_else(|| anyhow::anyhow!("no greedy step in flight"))?;
+        let wait = wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None };
         self.ctx.device.poll(wait)?;
-        rx.try_recv().map_err(|_| anyhow::anyhow!("token read-back did not complete"))??;
-        let buf = &self.ring.slots[s];
+        p.mapped.try_recv().map_err(|_| anyhow::anyhow!("token read-back did not complete"))??;
+        let buf = &self.ring.slots[p.slot];
         let id = bytemuck::pod_read_unaligned::<u32>(&buf.slice(..).get_mapped_range()?[..4]);
         buf.unmap();
         Ok(id)
