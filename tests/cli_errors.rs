@@ -83,16 +83,16 @@ fn bad_magic_and_version() {
 fn unsupported_tensor_type_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let name = "blk.1.attn_q_b.weight";
-    let p = write_variant(dir.path(), "q4k.gguf", |w| {
+    let p = write_variant(dir.path(), "iq2_xxs.gguf", |w| {
         let g = GgufFile::open(&fixture("glm-tiny-bf16.gguf")).unwrap();
         let dims = g.tensor_info(name).unwrap().dims.clone();
         let n: u64 = dims.iter().product();
         w.remove_tensor(name);
-        w.add_tensor(name, dims, GgmlType::Q4K, vec![0x11; GgmlType::Q4K.bytes_for(n as usize)]).unwrap();
+        w.add_tensor(name, dims, GgmlType::Iq2Xxs, vec![0x11; GgmlType::Iq2Xxs.bytes_for(n as usize)]).unwrap();
     });
     let err = info_err(&p);
     assert_contains(&err, name);
-    assert_contains(&err, "Q4_K");
+    assert_contains(&err, "IQ2_XXS");
 }
 
 #[test]

@@ -37,13 +37,25 @@ const NAN_F16X2: u32 = 0x7e00_7e00;
 
 const ROWS: [usize; 5] = [1, 3, 37, 130, 1000];
 
-/// Each supported weight format with row lengths that are multiples of its chunk.
-fn formats() -> [(GgmlType, &'static [usize]); 4] {
-    [
+/// Row lengths of the 32-weight block formats and of the 256-weight super-block (K-quant) formats.
+const LEGACY_COLS: &[usize] = &[32, 96, 160, 544, 2080];
+const K_COLS: &[usize] = &[256, 768, 512, 2304];
+
+/// Each supported weight format with row lengths that are multiples of its block.
+fn formats() -> Vec<(GgmlType, &'static [usize])> {
+    vec![
         (GgmlType::F32, &[4, 12, 100]),
         (GgmlType::F16, &[8, 24, 200]),
         (GgmlType::BF16, &[8, 24, 200]),
-        (GgmlType::Q8_0, &[32, 96, 160, 544, 2080]),
+        (GgmlType::Q8_0, LEGACY_COLS),
+        (GgmlType::Q4_0, LEGACY_COLS),
+        (GgmlType::Q5_0, LEGACY_COLS),
+        (GgmlType::Q2K, K_COLS),
+        (GgmlType::Q3K, K_COLS),
+        (GgmlType::Q4K, K_COLS),
+        (GgmlType::Q5K, K_COLS),
+        (GgmlType::Q6K, K_COLS),
+        (GgmlType::Iq4Xs, K_COLS),
     ]
 }
 
@@ -648,11 +660,19 @@ fn embed_matches_dequantized_row() {
     let mut kc = KernelCache::default();
     let mut rng = seeded(7);
     let vocab = 37;
-    let cases: [(GgmlType, &[usize]); 4] = [
+    let cases: Vec<(GgmlType, &[usize])> = vec![
         (GgmlType::F32, &[4, 100, 260]),
         (GgmlType::F16, &[8, 24, 520]),
         (GgmlType::BF16, &[8, 200, 520]),
         (GgmlType::Q8_0, &[32, 544, 2080]),
+        (GgmlType::Q4_0, &[32, 544, 2080]),
+        (GgmlType::Q5_0, &[32, 544, 2080]),
+        (GgmlType::Q2K, &[256, 2304]),
+        (GgmlType::Q3K, &[256, 2304]),
+        (GgmlType::Q4K, &[256, 2304]),
+        (GgmlType::Q5K, &[256, 2304]),
+        (GgmlType::Q6K, &[256, 2304]),
+        (GgmlType::Iq4Xs, &[256, 2304]),
     ];
     for (t, cols) in cases {
         for &cols in cols {
@@ -896,6 +916,16 @@ fn router_selects_and_weights() {
             hidden: 2080,
             bias_flips: true,
         },
+        // A row length of whole 256-weight super-blocks, so the K-quant formats route too.
+        RouterCase {
+            n_exp: 64,
+            topk: 4,
+            gating: Gating::Sigmoid,
+            norm_topk: true,
+            scale: 1.8,
+            hidden: 768,
+            bias_flips: false,
+        },
         RouterCase {
             n_exp: 64,
             topk: 4,
@@ -955,7 +985,7 @@ fn router_selects_and_weights() {
         c.validate().unwrap();
         // The kernel cache key names only the format: one cache per shape.
         let mut kc = KernelCache::default();
-        for (t, _) in formats() {
+        for (t, _) in formats().into_iter().filter(|(t, _)| rc.hidden % t.block_elems() == 0) {
             let amp = (18.0 / rc.hidden as f32).sqrt();
             let gate = Weight::new(ctx, &mut rng, t, &[rc.n_exp, rc.hidden], amp);
             // Draw inputs until the choice is clear-cut (no near-ties at the top-k boundary).

@@ -1,10 +1,16 @@
 //! Tensor encodings: ggml's type ids, block sizes, CPU dequantization and the GPU repacking.
 //!
 //! Each supported format has one module that owns its block layout; the CPU reference, the load-time
-//! repacking and the WGSL kernels (`wgsl/formats/<name>.wgsl`) all follow it.
+//! repacking and the WGSL kernels (`wgsl/formats/<name>.wgsl`) all follow it: `float` (F32, F16, BF16),
+//! `q8_0`, `legacy` (Q4_0, Q5_0), `k_quants` (Q2_K … Q6_K) and `iq4_xs`. CPU dequantization equals the
+//! `gguf` Python package's bit for bit (tests/quant_cpu.rs); the quantizers are ggml's reference ones.
 
 mod float;
+pub mod iq4_xs;
+pub mod k_quants;
+pub mod legacy;
 mod q8_0;
+mod util;
 
 use anyhow::{bail, Result};
 
@@ -116,7 +122,20 @@ impl GgmlType {
     }
 
     /// Types this build can run on the GPU and dequantize on the CPU.
-    pub const SUPPORTED: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0];
+    pub const SUPPORTED: [GgmlType; 12] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::Iq4Xs,
+    ];
 
     pub fn is_supported(self) -> bool {
         Self::SUPPORTED.contains(&self)
@@ -141,6 +160,14 @@ pub fn dequantize(t: GgmlType, data: &[u8]) -> Result<Vec<f32>> {
     Ok(match t {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => float::to_f32(t, data),
         GgmlType::Q8_0 => q8_0::dequantize(data),
+        GgmlType::Q4_0 => legacy::dequantize_q4_0(data),
+        GgmlType::Q5_0 => legacy::dequantize_q5_0(data),
+        GgmlType::Q2K => k_quants::dequantize_q2k(data),
+        GgmlType::Q3K => k_quants::dequantize_q3k(data),
+        GgmlType::Q4K => k_quants::dequantize_q4k(data),
+        GgmlType::Q5K => k_quants::dequantize_q5k(data),
+        GgmlType::Q6K => k_quants::dequantize_q6k(data),
+        GgmlType::Iq4Xs => iq4_xs::dequantize(data),
         _ => unreachable!(),
     })
 }
@@ -153,12 +180,21 @@ pub struct Repacked {
     pub scales: Vec<u32>,
 }
 
-/// Rows of every supported format are read in chunks of this many elements by the kernels.
+/// Rows of every supported format are read in chunks of this many elements by the kernels. Every
+/// quantized format uses 32 (a K-quant super-block is 8 chunks) so `load_chunk` returns 8 `vec4<f32>`.
 pub fn gpu_chunk_elems(t: GgmlType) -> usize {
     match t {
         GgmlType::F32 => 4,
         GgmlType::F16 | GgmlType::BF16 => 8,
-        GgmlType::Q8_0 => q8_0::BLOCK,
+        GgmlType::Q8_0
+        | GgmlType::Q4_0
+        | GgmlType::Q5_0
+        | GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::Iq4Xs => 32,
         _ => unreachable!("unsupported type reached the GPU"),
     }
 }
@@ -167,15 +203,34 @@ pub fn repack(t: GgmlType, data: &[u8]) -> Repacked {
     match t {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => float::repack(data),
         GgmlType::Q8_0 => q8_0::repack(data),
+        GgmlType::Q4_0 => legacy::repack_q4_0(data),
+        GgmlType::Q5_0 => legacy::repack_q5_0(data),
+        GgmlType::Q2K => k_quants::repack_q2k(data),
+        GgmlType::Q3K => k_quants::repack_q3k(data),
+        GgmlType::Q4K => k_quants::repack_q4k(data),
+        GgmlType::Q5K => k_quants::repack_q5k(data),
+        GgmlType::Q6K => k_quants::repack_q6k(data),
+        GgmlType::Iq4Xs => iq4_xs::repack(data),
         _ => unreachable!("unsupported type reached the GPU"),
     }
 }
 
 /// Encodes f32 values (whole blocks) as `t`: used to write test models and GGUF files.
 pub fn quantize(t: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    if !values.len().is_multiple_of(t.block_elems()) {
+        bail!("cannot encode {} values as {}: not whole blocks of {}", values.len(), t.name(), t.block_elems());
+    }
     Ok(match t {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => float::from_f32(t, values),
         GgmlType::Q8_0 => q8_0::quantize(values),
+        GgmlType::Q4_0 => legacy::quantize_q4_0(values),
+        GgmlType::Q5_0 => legacy::quantize_q5_0(values),
+        GgmlType::Q2K => k_quants::quantize_q2k(values),
+        GgmlType::Q3K => k_quants::quantize_q3k(values),
+        GgmlType::Q4K => k_quants::quantize_q4k(values),
+        GgmlType::Q5K => k_quants::quantize_q5k(values),
+        GgmlType::Q6K => k_quants::quantize_q6k(values),
+        GgmlType::Iq4Xs => iq4_xs::quantize(values),
         _ => bail!("cannot encode {}", t.name()),
     })
 }
@@ -187,6 +242,14 @@ pub fn wgsl_format(t: GgmlType) -> &'static str {
         GgmlType::F16 => "f16",
         GgmlType::BF16 => "bf16",
         GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q2K => "q2_k",
+        GgmlType::Q3K => "q3_k",
+        GgmlType::Q4K => "q4_k",
+        GgmlType::Q5K => "q5_k",
+        GgmlType::Q6K => "q6_k",
+        GgmlType::Iq4Xs => "iq4_xs",
         _ => unreachable!("unsupported type reached the GPU"),
     }
 }

@@ -1,0 +1,36 @@
+// Helpers of the quantized formats, prepended to their snippets by src/kernels/format.rs.
+
+// The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the device does with
+// f16 denormals); the high bits are ignored.
+fn half_to_f32(h: u32) -> f32 {
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    var v = bitcast<f32>(((e + 112u) << 23u) | (m << 13u));
+    v = select(v, f32(m) * 5.9604644775390625e-8, e == 0u);
+    v = select(v, bitcast<f32>(0x7f800000u | (m << 13u)), e == 31u);
+    return bitcast<f32>(bitcast<u32>(v) | ((h & 0x8000u) << 16u));
+}
+
+// Split-nibble words (byte k: weight k low, weight k + 16 high): the low / high nibbles of w's 4 bytes.
+fn lo_nibbles(w: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
+}
+
+fn hi_nibbles(w: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
+}
+
+// Four 2-bit fields of w starting with field `first` (field i at bits 2i).
+fn crumbs4(w: u32, first: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> (vec4<u32>(0u, 2u, 4u, 6u) + vec4<u32>(2u * first))) & vec4<u32>(3u);
+}
+
+// Four 1-bit fields of w starting with bit `first`.
+fn bits4(w: u32, first: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> (vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(first))) & vec4<u32>(1u);
+}
+
+// Byte k of w, sign-extended.
+fn i8_of(w: u32, k: u32) -> i32 {
+    return bitcast<i32>(w << (24u - 8u * k)) >> 24u;
+}
