@@ -11,4 +11,5 @@ pub mod model;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+pub mod server;
 pub mod tokenizer;

@@ -1,8 +1,10 @@
 //! The `glm-wgpu` command line.
 
 mod bench;
+mod chat;
 mod info;
 mod run;
+mod serve;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -21,6 +23,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print a model's shape, tensor types, memory needs and the GPU adapter.
     Info(info::InfoArgs),
+    /// Chat with the model in the terminal.
+    Chat(chat::ChatArgs),
+    /// Serve an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Measure prompt and decode speed (and, with --profile, every kernel's GPU time).
     Bench(bench::BenchArgs),
 }
@@ -52,6 +58,8 @@ pub fn main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
+        Command::Chat(a) => chat::chat(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),
     }
 }
