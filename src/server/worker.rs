@@ -193,15 +193,13 @@ pub fn run(queue: Arc<Queue>, tokenizer: Arc<Tokenizer>, mut generator: Box<dyn 
             continue;
         }
         queue.stats.busy.store(true, Ordering::Relaxed);
-        let cancelled = run_job(generator.as_mut(), &tokenizer, job);
-        queue.stats.busy.store(false, Ordering::Relaxed);
-        let counter = if cancelled { &queue.stats.cancelled } else { &queue.stats.served };
-        counter.fetch_add(1, Ordering::Relaxed);
+        run_job(generator.as_mut(), &tokenizer, job, &queue.stats);
     }
 }
 
-/// Runs one job; returns whether its client went away before the end.
-fn run_job(generator: &mut dyn Generator, tokenizer: &Tokenizer, job: Job) -> bool {
+/// Runs one job. The counters are updated before the last event goes out, so a client that has its
+/// answer sees them include it.
+fn run_job(generator: &mut dyn Generator, tokenizer: &Tokenizer, job: Job, stats: &Stats) {
     let Job { prompt, params, parser, stop_strings, events } = job;
     let mut out = OutputStream::new(parser, stop_strings, &params.stop_ids);
     let mut gone = false;
@@ -212,25 +210,26 @@ fn run_job(generator: &mut dyn Generator, tokenizer: &Tokenizer, job: Job) -> bo
         gone |= events.is_closed();
         Ok(!gone && !out.stopped())
     });
-    match result {
-        Ok(stats) => {
+    let last = match result {
+        Ok(s) => {
             for e in out.finish() {
                 let _ = events.send(JobEvent::Delta(e));
             }
-            let finish = match stats.stop {
+            let finish = match s.stop {
                 StopReason::Length | StopReason::Context if !out.stopped() => Finish::Length,
                 _ => Finish::Stop,
             };
             let usage = Usage {
-                prompt_tokens: stats.prompt_tokens,
-                cached_tokens: stats.cached_tokens,
-                completion_tokens: stats.generated,
+                prompt_tokens: s.prompt_tokens,
+                cached_tokens: s.cached_tokens,
+                completion_tokens: s.generated,
             };
-            let _ = events.send(JobEvent::Done(finish, usage));
+            JobEvent::Done(finish, usage)
         }
-        Err(e) => {
-            let _ = events.send(JobEvent::Error(format!("{e:#}")));
-        }
-    }
-    gone
+        Err(e) => JobEvent::Error(format!("{e:#}")),
+    };
+    let counter = if gone { &stats.cancelled } else { &stats.served };
+    counter.fetch_add(1, Ordering::Relaxed);
+    stats.busy.store(false, Ordering::Relaxed);
+    let _ = events.send(last);
 }
