@@ -2,7 +2,6 @@
 
 use crate::engine::Engine;
 use crate::generate::{generate_from, GenerateRequest, GenerationStats};
-use crate::tokenizer::Tokenizer;
 use anyhow::Result;
 
 /// The tokens whose keys and values are in the engine's cache, at positions `0..len`.
@@ -24,24 +23,6 @@ impl Session {
     /// The tokens in the cache.
     pub fn cached(&self) -> &[u32] {
         &self.cached
-    }
-
-    /// The token ids of `text`. Where `text` continues the cached tokens' text exactly (a conversation
-    /// re-rendered with one more turn), the cached ids are kept as they are and only the rest is
-    /// tokenized, so the whole cache is reused even where the model's own tokens are not the ones
-    /// the tokenizer would have chosen.
-    pub fn tokens_for(&self, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-        if !self.cached.is_empty() {
-            let cached_text = tok.decode(&self.cached);
-            if let Some(rest) = text.strip_prefix(cached_text.as_str()) {
-                let mut ids = self.cached.clone();
-                if !rest.is_empty() {
-                    ids.extend(tok.encode(rest)?);
-                }
-                return Ok(ids);
-            }
-        }
-        tok.encode(text)
     }
 
     /// Generates from `req.prompt`, running only what follows the longest prefix the cache already

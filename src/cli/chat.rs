@@ -80,6 +80,9 @@ pub struct ChatArgs {
     /// Thinking off: the model answers directly (`enable_thinking=false`) and any reasoning is hidden.
     #[arg(long)]
     pub no_think: bool,
+    /// Keep generating past end-of-turn tokens (until --max-tokens or the context is full).
+    #[arg(long)]
+    pub ignore_eos: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -188,6 +191,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     let start: Vec<Value> = a.system.iter().map(|s| json!({"role": "system", "content": s})).collect();
     let mut messages = start.clone();
     let mut session = Session::new();
+    let mut conversation: Vec<u32> = Vec::new();
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     loop {
@@ -205,6 +209,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             }
             "/reset" => {
                 messages = start.clone();
+                conversation.clear();
                 session.reset();
                 writeln!(out, "{}", dim(color, "(new conversation)"))?;
                 continue;
@@ -220,16 +225,26 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             }
             _ => {}
         }
-        messages.push(json!({"role": "user", "content": line}));
-        // Earlier reasoning stays in the history (`clear_thinking: false`), so the history renders as
-        // the cache holds it and only the new turn has to run.
-        let opts = RenderOptions {
+        // Earlier reasoning stays in the history (`clear_thinking: false`), so the history renders the
+        // same every turn and the new turn's text is what follows it.
+        let opts = |gen: bool| RenderOptions {
             tools: None,
-            add_generation_prompt: true,
+            add_generation_prompt: gen,
             kwargs: json!({"enable_thinking": think, "clear_thinking": false}).as_object().cloned().unwrap_or_default(),
         };
-        let text = template.render(&messages, &opts)?;
-        let prompt = session.tokens_for(&tok, &text)?;
+        let before = template.render(&messages, &opts(false))?;
+        messages.push(json!({"role": "user", "content": line}));
+        let text = template.render(&messages, &opts(true))?;
+        // The conversation's tokens as the model saw and wrote them, then the new turn: the cache
+        // covers all of it but the last answer's last token.
+        let prompt = match text.strip_prefix(before.as_str()) {
+            Some(turn) if !conversation.is_empty() => {
+                let mut p = conversation.clone();
+                p.extend(tok.encode(turn)?);
+                p
+            }
+            _ => tok.encode(&text)?,
+        };
         let ctx = engine.ctx_len();
         if prompt.len() >= ctx {
             messages.pop();
@@ -248,15 +263,17 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             prompt: &prompt,
             max_new: a.sampling.max_tokens.map_or(room, |n| n.min(room)),
             sampling,
-            stop_ids: tok.eos_ids(),
+            stop_ids: if a.ignore_eos { &[] } else { tok.eos_ids() },
         };
         let parser = OutputParser::new(text.trim_end().ends_with("<think>"), None);
         let mut stream = OutputStream::new(Some(parser), a.sampling.stop.clone(), tok.eos_ids());
         let mut printer = Printer { color, show_reasoning: think, in_reasoning: false, wrote: false };
         let mut answer = Answer::default();
+        let mut generated = Vec::new();
         INTERRUPTED.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let result = session.generate(&mut engine, &req, |id| {
+            generated.push(id);
             for e in stream.push_token(&tok, id) {
                 printer.show(&mut out, &e)?;
                 answer.add(e);
@@ -271,6 +288,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
                 writeln!(out)?;
                 eprintln!("error: {e:#}");
                 messages.pop();
+                conversation.clear();
                 session.reset();
                 continue;
             }
@@ -300,6 +318,16 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             )
         );
         messages.push(answer.to_message());
+        if stream.stopped() {
+            // The model wrote past the stop string: the history no longer matches its tokens.
+            conversation.clear();
+        } else {
+            if generated.last().is_some_and(|t| tok.is_eos(*t)) {
+                generated.pop();
+            }
+            conversation = prompt.clone();
+            conversation.extend(generated);
+        }
     }
     Ok(())
 }
