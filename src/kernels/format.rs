@@ -111,7 +111,10 @@ mod tests {
         // Literals and builtins are untouched.
         assert!(s.contains("5.9604644775390625e-8") && s.contains("bitcast<f32>"));
         let s = instantiate(GgmlType::Iq4Xs, "0");
-        assert!(s.contains("const KVALUES0 = array<f32, 16>"));
-        assert!(s.contains("KVALUES0[q.x]"));
+        assert!(s.contains("fn grid0(q: vec4<u32>)") && s.contains("dl * grid0(lo_nibbles0(q.x))"));
+        // Declared constants are suffixed too.
+        let consts =
+            declared_names("const TABLE = array<f32, 2>(1.0, 2.0);\nfn f(i: u32) -> f32 { return TABLE[i]; }\n");
+        assert_eq!(consts, ["TABLE", "f"]);
     }
 }

@@ -1,11 +1,15 @@
 // IQ4_XS (see src/quant/iq4_xs.rs): chunk c is sub-block j = c % 8 of super-block s = c / 8. WEIGHTS[c]: its
 // 32 4-bit grid indices in split-nibble order. SCALES[2s]: d (f16 bits) | scales_h << 16; SCALES[2s + 1]:
 // scales_l. The scale of sub-block j is nibble j of scales_l | (bits 2j, 2j + 1 of scales_h) << 4.
-// Weight = d * (scale - 32) * KVALUES[q].
-const KVALUES = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-
+// Weight = d * (scale - 32) * grid[q].
+// The grid (ggml's kvalues_iq4nl) as int8 bytes, 4 per word: selected in registers rather than indexed
+// from an array, which would put a local copy of the table in memory.
 fn grid(q: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(KVALUES[q.x], KVALUES[q.y], KVALUES[q.z], KVALUES[q.w]);
+    let mid = (q & vec4<u32>(4u)) != vec4<u32>(0u);
+    let lo = select(vec4<u32>(0xbfad9881u), vec4<u32>(0xf6eaddcfu), mid);
+    let hi = select(vec4<u32>(0x26190d01u), vec4<u32>(0x71594535u), mid);
+    let w = select(lo, hi, q >= vec4<u32>(8u));
+    return vec4<f32>(bitcast<vec4<i32>>(w << (vec4<u32>(24u) - 8u * (q & vec4<u32>(3u)))) >> vec4<u32>(24u));
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {

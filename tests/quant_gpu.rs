@@ -1,0 +1,256 @@
+//! The quantized formats on the GPU: dequantization of gguf-py's test blocks (tests/fixtures/quant, extreme
+//! scales included) bit for bit through the embedding kernel, and the tiny model quantized to each type and
+//! to a Q4_K_M-style mix, GPU logits and greedy tokens against the CPU reference forward on the same file.
+//! (Every matvec path over every format on random shapes is in tests/kernels.rs.)
+
+mod common;
+
+use common::{assert_close, fixture_dir, load_reference, REL_TOL};
+use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
+use glm_wgpu::gguf::{GgufFile, GgufWriter};
+use glm_wgpu::gpu::{GpuContext, GpuWeight, KernelCache};
+use glm_wgpu::kernels::embed::embed;
+use glm_wgpu::kernels::Step;
+use glm_wgpu::model::{Model, TensorData};
+use glm_wgpu::quant::{self, GgmlType};
+use glm_wgpu::reference::CpuReference;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn gpu() -> GpuContext {
+    GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)")
+}
+
+fn quant_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant").join(name)
+}
+
+/// Every block of gguf-py's vectors, as rows of an embedding table, looked up on the GPU: each element's
+/// bits equal gguf-py's dequantization (NaN where it has NaN). This runs the format's WGSL `load_chunk` on
+/// 65504 and subnormal f16 scales, ±0, ±inf, NaN and all-0 / all-1 quants.
+#[test]
+fn gpu_dequantization_matches_gguf_py_bit_for_bit() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(quant_fixture("index.json")).unwrap()).unwrap();
+    for e in index["types"].as_array().unwrap() {
+        let t = GgmlType::from_name(e["type"].as_str().unwrap()).unwrap();
+        let mut data = std::fs::read(quant_fixture(e["data"].as_str().unwrap())).unwrap();
+        let want: Vec<f32> = std::fs::read(quant_fixture(e["values"].as_str().unwrap()))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        // Rows of 2048 weights; zero blocks pad the last row.
+        let cols = 2048;
+        let per_row = cols / t.block_elems();
+        let blocks = data.len() / t.block_bytes();
+        let rows = blocks.div_ceil(per_row);
+        data.resize(rows * per_row * t.block_bytes(), 0);
+        let td = TensorData { ggml_type: t, shape: vec![rows, cols], bytes: Cow::Owned(data) };
+        let table = GpuWeight::upload(&ctx, "table", &td).unwrap();
+        let tokens: Vec<u32> = (0..rows as u32).collect();
+        let tb = ctx.storage_init("tokens", bytemuck::cast_slice(&tokens)).unwrap();
+        let (mut nan, mut checked) = (0, 0);
+        for row in 0..rows {
+            let pad = 4;
+            let x0 = vec![0x7fc0_0000u32; cols + pad];
+            let xb = ctx.storage_init("x", bytemuck::cast_slice(&x0)).unwrap();
+            let sb = ctx.uniform("step", bytemuck::bytes_of(&Step { pos: row as u32, pad: [0; 3] }));
+            let d = embed(&ctx, &mut kc, &table, &sb, &tb, &xb).unwrap();
+            ctx.run(&[&d]).unwrap();
+            let x: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_buffer(&xb, 0, (cols + pad) as u64 * 4).unwrap());
+            for (i, &bits) in x[..cols].iter().enumerate() {
+                let k = row * cols + i;
+                if k >= want.len() {
+                    break;
+                }
+                let (g, w) = (f32::from_bits(bits), want[k]);
+                let ok = bits == w.to_bits() || (g.is_nan() && w.is_nan());
+                assert!(
+                    ok,
+                    "{}: element {k} (block {}, index {}) is {g:e} ({:#010x}) on the GPU, gguf-py gives {w:e} ({:#010x})",
+                    t.name(),
+                    k / t.block_elems(),
+                    k % t.block_elems(),
+                    bits,
+                    w.to_bits()
+                );
+                nan += w.is_nan() as usize;
+                checked += 1;
+            }
+            assert!(x[cols..].iter().all(|&v| v == 0x7fc0_0000), "{}: embed wrote past the row", t.name());
+        }
+        println!("[quant_gpu] {:<7} {checked} values bit-exact on the GPU ({nan} NaN)", t.name());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tiny model, quantized
+// ---------------------------------------------------------------------------------------------
+
+fn bf16_gguf() -> PathBuf {
+    fixture_dir().parent().unwrap().join("glm-tiny-bf16.gguf")
+}
+
+/// Writes the tiny model with every BF16 tensor re-encoded as `plan(name, row length)` (norms, the router
+/// and the expert bias stay F32, as the converter writes them).
+fn quantized_model(dir: &Path, file: &str, plan: impl Fn(&str, usize) -> GgmlType) -> PathBuf {
+    let g = GgufFile::open(&bf16_gguf()).unwrap();
+    let mut w = GgufWriter::from_file(&g);
+    for t in &g.tensors {
+        if t.ggml_type != GgmlType::BF16 {
+            continue;
+        }
+        let target = plan(&t.name, t.dims[0] as usize);
+        let values = quant::dequantize(t.ggml_type, g.tensor_data(t)).unwrap();
+        let bytes = quant::quantize(target, &values).unwrap();
+        w.remove_tensor(&t.name);
+        w.add_tensor(&t.name, t.dims.clone(), target, bytes).unwrap();
+    }
+    let p = dir.join(file);
+    std::fs::write(&p, w.to_bytes()).unwrap();
+    p
+}
+
+/// A K-quant where the row length allows it, else the fallback llama.cpp's quantizer would pick among the
+/// types this build has (Q8_0 for Q6_K, Q5_0 for the others).
+fn uniform_plan(t: GgmlType) -> impl Fn(&str, usize) -> GgmlType {
+    move |_, row| {
+        if row.is_multiple_of(t.block_elems()) {
+            t
+        } else if t == GgmlType::Q6K {
+            GgmlType::Q8_0
+        } else {
+            GgmlType::Q5_0
+        }
+    }
+}
+
+/// llama.cpp's Q4_K_M recipe, reduced to this model: Q6_K for `output` and for `attn_v_b` and the FFN down
+/// projections of the "more bits" layers (0 and 2 of 3), Q4_K elsewhere; rows that are not whole
+/// super-blocks fall back to Q8_0 (`attn_k_b`, 64 long) or Q5_0 (`attn_output`, 384 long).
+fn q4_k_m_plan(name: &str, row: usize) -> GgmlType {
+    let more_bits_layer = name.starts_with("blk.0.") || name.starts_with("blk.2.");
+    if !row.is_multiple_of(256) {
+        if name.contains("attn_k_b") {
+            GgmlType::Q8_0
+        } else {
+            GgmlType::Q5_0
+        }
+    } else if name == "output.weight" || (more_bits_layer && (name.contains("attn_v_b") || name.contains("ffn_down"))) {
+        GgmlType::Q6K
+    } else {
+        GgmlType::Q4K
+    }
+}
+
+/// GPU logits at every prompt position and 32 greedy steps (logits and tokens) against the CPU reference
+/// forward on the same file.
+fn check_model(path: &Path, label: &str, expect_types: &[GgmlType]) {
+    let start = Instant::now();
+    let r = load_reference();
+    let model = Model::open(path).unwrap();
+    let mut present: Vec<GgmlType> = glm_wgpu::model::expected_tensors(&model.config)
+        .into_iter()
+        .map(|(n, _)| model.tensor_meta(&n).unwrap().0)
+        .collect();
+    present.sort_by_key(|t| t.id());
+    present.dedup();
+    for t in expect_types {
+        assert!(present.contains(t), "{label}: the model has no {} tensor ({present:?})", t.name());
+    }
+    let cpu = CpuReference::load(&model).unwrap();
+    // An f32 latent cache, as the CPU reference keeps: the f16 cache's rounding (≈5e-4 of the logits here)
+    // would hide kernel errors and, on a near-tie, flip a routed expert (tests/gpu_parity.rs covers f16).
+    let opts = EngineOptions { ctx_len: 64, kv_f16: false, ..Default::default() };
+    let mut e = Engine::load(gpu(), &model, opts).unwrap();
+
+    let mut cache = cpu.new_cache();
+    e.reset();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    let mut worst = 0f32;
+    let mut want = Vec::new();
+    for (pos, &t) in r.prompt_ids.iter().enumerate() {
+        want = cpu.step(&mut cache, t, None);
+        e.step(StepOutput::Logits).unwrap();
+        worst =
+            worst.max(assert_close(&format!("{label} prompt logits at {pos}"), &e.logits().unwrap(), &want, REL_TOL));
+    }
+
+    // Greedy: the GPU picks and feeds its own tokens; each must be the CPU's choice.
+    e.reset();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    for _ in 0..r.prompt_ids.len() - 1 {
+        e.step(StepOutput::CacheOnly).unwrap();
+    }
+    let mut tokens = Vec::new();
+    for i in 0..32 {
+        e.step(StepOutput::Greedy).unwrap();
+        let tok = e.next_token().unwrap();
+        worst = worst.max(assert_close(&format!("{label} greedy logits {i}"), &e.logits().unwrap(), &want, REL_TOL));
+        let cpu_tok = common::argmax(&want) as u32;
+        assert_eq!(tok, cpu_tok, "{label}: greedy token {i} (after {tokens:?})");
+        tokens.push(tok);
+        want = cpu.step(&mut cache, tok, None);
+    }
+    println!(
+        "[quant_gpu] {label:<8} worst logit error {worst:.2e} of max |logit|, 32 greedy tokens equal ({:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+fn uniform_model(t: GgmlType) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = quantized_model(dir.path(), "m.gguf", uniform_plan(t));
+    check_model(&p, t.name(), &[t]);
+}
+
+#[test]
+fn tiny_model_q4_0() {
+    uniform_model(GgmlType::Q4_0);
+}
+
+#[test]
+fn tiny_model_q5_0() {
+    uniform_model(GgmlType::Q5_0);
+}
+
+#[test]
+fn tiny_model_q2_k() {
+    uniform_model(GgmlType::Q2K);
+}
+
+#[test]
+fn tiny_model_q3_k() {
+    uniform_model(GgmlType::Q3K);
+}
+
+#[test]
+fn tiny_model_q4_k() {
+    uniform_model(GgmlType::Q4K);
+}
+
+#[test]
+fn tiny_model_q5_k() {
+    uniform_model(GgmlType::Q5K);
+}
+
+#[test]
+fn tiny_model_q6_k() {
+    uniform_model(GgmlType::Q6K);
+}
+
+#[test]
+fn tiny_model_iq4_xs() {
+    uniform_model(GgmlType::Iq4Xs);
+}
+
+#[test]
+fn tiny_model_q4_k_m_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = quantized_model(dir.path(), "q4_k_m.gguf", q4_k_m_plan);
+    check_model(&p, "Q4_K_M", &[GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::F32]);
+}
