@@ -75,22 +75,14 @@ impl Terminal {
     }
 }
 
-fn stat_numbers(line: &str) -> (usize, usize) {
-    // "[prompt: N new tokens, M cached | …"
-    let after = line.rsplit("[prompt: ").next().unwrap();
-    let mut words = after.split_whitespace();
-    let new: usize = words.next().unwrap().parse().unwrap();
-    let cached: usize = after.split(", ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    (new, cached)
-}
-
-#[test]
-fn chat_in_a_terminal() {
+/// Starts `glm-wgpu chat -m <tiny model> args…` in a pseudo-terminal (so colours are on).
+fn spawn_chat(args: &[&str]) -> (Terminal, Box<dyn portable_pty::Child + Send + Sync>) {
     let pair = native_pty_system().openpty(PtySize { rows: 50, cols: 200, pixel_width: 0, pixel_height: 0 }).unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_glm-wgpu"));
-    cmd.args(["chat", "-m", fixture().to_str().unwrap(), "--temp", "0", "-n", "12", "--ctx", "1024"]);
+    cmd.args(["chat", "-m", fixture().to_str().unwrap()]);
+    cmd.args(args);
     cmd.env_remove("NO_COLOR");
-    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    let child = pair.slave.spawn_command(cmd).unwrap();
     drop(pair.slave);
     let mut reader = pair.master.try_clone_reader().unwrap();
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -106,7 +98,21 @@ fn chat_in_a_terminal() {
             }
         });
     }
-    let mut t = Terminal { out, writer: pair.master.take_writer().unwrap(), seen: 0 };
+    (Terminal { out, writer: pair.master.take_writer().unwrap(), seen: 0 }, child)
+}
+
+fn stat_numbers(line: &str) -> (usize, usize) {
+    // "[prompt: N new tokens, M cached | …"
+    let after = line.rsplit("[prompt: ").next().unwrap();
+    let mut words = after.split_whitespace();
+    let new: usize = words.next().unwrap().parse().unwrap();
+    let cached: usize = after.split(", ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    (new, cached)
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    let (mut t, mut child) = spawn_chat(&["--temp", "0", "-n", "12", "--ctx", "1024"]);
     let long = Duration::from_secs(60);
     t.expect("chat with", long);
     t.expect("> ", long);
@@ -165,26 +171,7 @@ fn chat_in_a_terminal() {
 
 #[test]
 fn ctrl_c_stops_an_answer_not_the_session() {
-    let pair = native_pty_system().openpty(PtySize { rows: 50, cols: 200, pixel_width: 0, pixel_height: 0 }).unwrap();
-    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_glm-wgpu"));
-    cmd.args(["chat", "-m", fixture().to_str().unwrap(), "--temp", "0", "--ignore-eos", "--no-think", "--ctx", "4096"]);
-    let mut child = pair.slave.spawn_command(cmd).unwrap();
-    drop(pair.slave);
-    let mut reader = pair.master.try_clone_reader().unwrap();
-    let out = Arc::new(Mutex::new(Vec::new()));
-    {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-    }
-    let mut t = Terminal { out, writer: pair.master.take_writer().unwrap(), seen: 0 };
+    let (mut t, mut child) = spawn_chat(&["--temp", "0", "--ignore-eos", "--no-think", "--ctx", "4096"]);
     let long = Duration::from_secs(60);
     t.expect("> ", long);
     // Up to 4000 tokens (a minute and more on lavapipe) unless interrupted.
