@@ -587,7 +587,8 @@ fn open_stream(server: &Server, body: &Value, n: usize) -> BufReader<TcpStream> 
 #[test]
 fn disconnect_mid_stream_cancels_the_generation() {
     let server = tiny_server(4);
-    // Without the disconnect this would run 4000 tokens (a minute and more on lavapipe).
+    // Without the disconnect this would run to the end of the context (~500 tokens, about 10 s on
+    // lavapipe) and count as served.
     let body = json!({"messages": [user("Go on forever.")], "max_tokens": 4000, "ignore_eos": true, "stream": true});
     let conn = open_stream(&server, &body, 5);
     assert_eq!(health(&server)["busy"], true);
@@ -597,7 +598,7 @@ fn disconnect_mid_stream_cancels_the_generation() {
     let h = health(&server);
     assert_eq!(h["cancelled"], 1, "{h}");
     assert_eq!(h["served"], 0, "{h}");
-    assert!(t0.elapsed() < Duration::from_secs(20));
+    assert!(t0.elapsed() < Duration::from_secs(5), "the generation ran on for {:?}", t0.elapsed());
     // The engine is free for the next client.
     let (status, a) = post(&server, "/v1/chat/completions", &json!({"messages": [user("Hi")], "max_tokens": 2}));
     assert_eq!(status, 200, "{a}");
@@ -606,7 +607,7 @@ fn disconnect_mid_stream_cancels_the_generation() {
 #[test]
 fn queue_bound_is_enforced() {
     let server = tiny_server(2);
-    // One long generation holds the engine…
+    // One long generation (to the end of the context) holds the engine…
     let long = json!({"messages": [user("Go on forever.")], "max_tokens": 4000, "ignore_eos": true, "stream": true});
     let conn = open_stream(&server, &long, 2);
     // …two more requests wait in the queue…
