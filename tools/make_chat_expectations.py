@@ -44,6 +44,13 @@ SEARCH = {
     },
 }
 
+# A question, an answer with its reasoning, and a follow-up question.
+MATH = [
+            {"role": "user", "content": "What is 3*7?"},
+            {"role": "assistant", "content": "21", "reasoning_content": "3 times 7 is 21."},
+            {"role": "user", "content": "And 3*8?"},
+]
+
 CASES = [
     {"name": "single_user", "messages": [{"role": "user", "content": "Hello!"}]},
     {
@@ -77,29 +84,17 @@ CASES = [
     },
     {
         "name": "reasoning_in_history",
-        "messages": [
-            {"role": "user", "content": "What is 3*7?"},
-            {"role": "assistant", "content": "21", "reasoning_content": "3 times 7 is 21."},
-            {"role": "user", "content": "And 3*8?"},
-            {"role": "assistant", "content": "24", "reasoning_content": "\n3 times 8 is 24.\n"},
-        ],
+        "messages": MATH
+        + [{"role": "assistant", "content": "24", "reasoning_content": "\n3 times 8 is 24.\n"}],
         "add_generation_prompt": False,
     },
     {
         "name": "reasoning_in_history_then_user",
-        "messages": [
-            {"role": "user", "content": "What is 3*7?"},
-            {"role": "assistant", "content": "21", "reasoning_content": "3 times 7 is 21."},
-            {"role": "user", "content": "And 3*8?"},
-        ],
+        "messages": MATH,
     },
     {
         "name": "reasoning_kept_clear_thinking_false",
-        "messages": [
-            {"role": "user", "content": "What is 3*7?"},
-            {"role": "assistant", "content": "21", "reasoning_content": "3 times 7 is 21."},
-            {"role": "user", "content": "And 3*8?"},
-        ],
+        "messages": MATH,
         "kwargs": {"clear_thinking": False},
     },
     {
@@ -190,22 +185,17 @@ def main():
     out = {"transformers_version": transformers.__version__, "cases": []}
     for case in CASES:
         add_gen = case.get("add_generation_prompt", True)
-        text = tok.apply_chat_template(
-            case["messages"],
-            tools=case.get("tools"),
-            add_generation_prompt=add_gen,
-            tokenize=False,
-            chat_template=template,
-            **case.get("kwargs", {}),
-        )
-        ids = tok.apply_chat_template(
-            case["messages"],
-            tools=case.get("tools"),
-            add_generation_prompt=add_gen,
-            tokenize=True,
-            chat_template=template,
-            **case.get("kwargs", {}),
-        )
+        def render(tokenize):
+            return tok.apply_chat_template(
+                case["messages"],
+                tools=case.get("tools"),
+                add_generation_prompt=add_gen,
+                tokenize=tokenize,
+                chat_template=template,
+                **case.get("kwargs", {}),
+            )
+
+        text, ids = render(False), render(True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         entry = dict(case)

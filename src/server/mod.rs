@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use worker::{GenParams, GeneratorFactory, Job, JobEvent, Queue};
+use worker::{Finish, GenParams, GeneratorFactory, Job, JobEvent, Queue, Usage};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -269,16 +269,8 @@ async fn chat(st: &AppState, body: &[u8]) -> ApiResult<Response> {
         }));
     }
     let mut answer = Answer::default();
-    loop {
-        match rx.recv().await {
-            Some(JobEvent::Delta(e)) => answer.add(e),
-            Some(JobEvent::Done(finish, usage)) => {
-                return Ok(Json(head.chat_completion(&answer, finish, &usage)).into_response())
-            }
-            Some(JobEvent::Error(m)) => return Err(ApiError::internal(m)),
-            None => return Err(ApiError::internal("the engine stopped before the answer was complete")),
-        }
-    }
+    let (finish, usage) = collect(&mut rx, |e| answer.add(e)).await?;
+    Ok(Json(head.chat_completion(&answer, finish, &usage)).into_response())
 }
 
 async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -321,13 +313,21 @@ async fn complete(st: &AppState, body: &[u8]) -> ApiResult<Response> {
         }));
     }
     let mut text = String::new();
+    let (finish, usage) = collect(&mut rx, |e| {
+        if let Event::Content(s) = e {
+            text.push_str(&s)
+        }
+    })
+    .await?;
+    Ok(Json(head.text_completion(&text, finish, &usage)).into_response())
+}
+
+/// Passes a job's events to `on_event` until it ends; returns how it ended.
+async fn collect(rx: &mut UnboundedReceiver<JobEvent>, mut on_event: impl FnMut(Event)) -> ApiResult<(Finish, Usage)> {
     loop {
         match rx.recv().await {
-            Some(JobEvent::Delta(Event::Content(s))) => text.push_str(&s),
-            Some(JobEvent::Delta(_)) => {}
-            Some(JobEvent::Done(finish, usage)) => {
-                return Ok(Json(head.text_completion(&text, finish, &usage)).into_response())
-            }
+            Some(JobEvent::Delta(e)) => on_event(e),
+            Some(JobEvent::Done(finish, usage)) => return Ok((finish, usage)),
             Some(JobEvent::Error(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped before the answer was complete")),
         }
