@@ -983,7 +983,6 @@ fn router_selects_and_weights() {
             ..config()
         };
         c.validate().unwrap();
-        // The kernel cache key names only the format: one cache per shape.
         let mut kc = KernelCache::default();
         for (t, _) in formats().into_iter().filter(|(t, _)| rc.hidden % t.block_elems() == 0) {
             let amp = (18.0 / rc.hidden as f32).sqrt();
@@ -1017,8 +1016,22 @@ fn router_selects_and_weights() {
             let (xb, bb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "bias", &bias));
             let route0 = route_words(&[], &[]);
             let rb = buf_u32(ctx, "route", &route0);
-            let d = router(ctx, &mut kc, &c, &gate.gpu, &bb, &xb, &rb).unwrap();
-            run(ctx, &[&d]);
+            let lb = ctx.storage("router logits", (rc.n_exp * 4) as u64).unwrap();
+            let args = MatvecArgs {
+                w: &gate.gpu,
+                up: None,
+                matrix: MatrixOf::Single,
+                out: Output::Store,
+                slots: 1,
+                x_stride: 0,
+                y_stride: 0,
+                x: &xb,
+                y: &lb,
+                route: &rb,
+            };
+            let logits = matvec(ctx, &mut kc, args).unwrap();
+            let d = router(ctx, &mut kc, &c, &lb, &bb, &rb).unwrap();
+            run(ctx, &[&logits, &d]);
             let route = read_u32(ctx, &rb, 16);
             let name = format!(
                 "router {} {:?} {} experts top-{} norm_topk {} scale {} hidden {}{}",

@@ -1,40 +1,25 @@
-// MoE router: logits = W x (f32), scores by sigmoid (or softmax), top-k chosen by score + bias,
-// weights = chosen scores (without bias), optionally normalized, times SCALE. One workgroup.
-// Host constants: WG, N_EXP, TOPK, CHUNKS, CHUNK_V4, SOFTMAX, NORM_TOPK, SCALE.
+// MoE routing from the router logits (computed by matvec): scores by sigmoid (or softmax), top-k
+// chosen by score + bias, weights = chosen scores (without bias), optionally normalized, times SCALE.
+// One workgroup; the selection is serial over N_EXP experts, which is tiny next to any matvec.
+// Host constants: N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE.
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> bias: array<f32>;
 // Expert ids in [0, 8), weights (f32 bits) in [8, 16).
 @group(0) @binding(2) var<storage, read_write> route: array<u32>;
-@group(0) @binding(3) var<storage, read> weights0: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> scales0: array<u32>;
 
 var<workgroup> score: array<f32, N_EXP>;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) tid: u32) {
-    for (var e = tid; e < N_EXP; e += WG) {
-        var acc = 0.0;
-        for (var c = 0u; c < CHUNKS; c++) {
-            let w = load_chunk0(e * CHUNKS + c);
-            for (var i = 0u; i < CHUNK_V4; i++) {
-                acc += dot(w[i], x[c * CHUNK_V4 + i]);
-            }
-        }
-        score[e] = acc;
-    }
-    workgroupBarrier();
-    if tid != 0u {
-        return;
-    }
+@compute @workgroup_size(1)
+fn main() {
     if SOFTMAX {
         var m = -3.0e38;
         for (var e = 0u; e < N_EXP; e++) {
-            m = max(m, score[e]);
+            m = max(m, logits[e]);
         }
         var sum = 0.0;
         for (var e = 0u; e < N_EXP; e++) {
-            score[e] = exp(score[e] - m);
+            score[e] = exp(logits[e] - m);
             sum += score[e];
         }
         for (var e = 0u; e < N_EXP; e++) {
@@ -42,7 +27,7 @@ fn main(@builtin(local_invocation_index) tid: u32) {
         }
     } else {
         for (var e = 0u; e < N_EXP; e++) {
-            score[e] = 1.0 / (1.0 + exp(-score[e]));
+            score[e] = 1.0 / (1.0 + exp(-logits[e]));
         }
     }
     var taken: array<bool, N_EXP>;

@@ -66,6 +66,7 @@ struct Activations {
     attn_out: wgpu::Buffer,
     act: wgpu::Buffer,
     act_shared: wgpu::Buffer,
+    router_logits: wgpu::Buffer,
     route: wgpu::Buffer,
     scores: wgpu::Buffer,
     logits: wgpu::Buffer,
@@ -109,6 +110,7 @@ impl Activations {
             attn_out: ctx.storage("attn_out", f(c.n_heads * c.v_head))?,
             act: ctx.storage("act", f(act))?,
             act_shared: ctx.storage("act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
+            router_logits: ctx.storage("router_logits", f(c.n_experts.max(1)))?,
             route: ctx.storage("route", f(16))?,
             scores: ctx.storage("scores", f(c.n_heads * o.ctx_len))?,
             logits: ctx.storage("logits", f(c.vocab))?,
@@ -491,7 +493,8 @@ fn record(
             }
             FeedForward::Moe(m) => {
                 let k = c.n_experts_used as u32;
-                body.push(router(ctx, kc, c, &m.router, &m.bias, &b.xn, &b.route)?.labeled("moe_router"));
+                body.push(mv(kc, &m.router, &b.xn, &b.router_logits, Output::Store)?.labeled("moe_router_logits"));
+                body.push(router(ctx, kc, c, &b.router_logits, &m.bias, &b.route)?.labeled("moe_router"));
                 body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
                 body.push(
                     matvec(
