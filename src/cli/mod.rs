@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod info;
+mod perplexity;
 mod run;
 mod serve;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Measure prompt and decode speed (and, with --profile, every kernel's GPU time).
     Bench(bench::BenchArgs),
+    /// Perplexity of a text file; KL divergence against logits saved from another file.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,5 +64,6 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Chat(a) => chat::chat(a),
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
     }
 }
