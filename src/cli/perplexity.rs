@@ -121,7 +121,9 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
                 let bp: Vec<f64> =
                     bytemuck::cast_slice::<u8, u16>(&row).iter().map(|&h| f16::from_bits(h).to_f64()).collect();
                 kl += bp.iter().zip(&lp).map(|(&b, &l)| if b > -60.0 { b.exp() * (b - l) } else { 0.0 }).sum::<f64>();
-                same_top += (argmax(&bp) == argmax(&lp)) as usize;
+                // Compared at the saved precision, so near-ties round the same way on both sides.
+                let lp16: Vec<f64> = lp.iter().map(|&x| f16::from_f64(x).to_f64()).collect();
+                same_top += (argmax(&bp) == argmax(&lp16)) as usize;
             }
         }
         eprint!("\rchunk {}/{n_chunks}: ppl {:.4}", c + 1, (nll / scored as f64).exp());
