@@ -112,9 +112,12 @@ fn normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| (0..4).map(|_| rng.random_range(-1.0f32..1.0)).sum::<f32>() * 0.5).collect()
 }
 
-const NEW_TYPES: [GgmlType; 8] = [
+const NEW_TYPES: [GgmlType; 11] = [
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Iq4Nl,
     GgmlType::Q2K,
     GgmlType::Q3K,
     GgmlType::Q4K,
@@ -133,8 +136,8 @@ fn quantizers_round_trip() {
         let bound = match t {
             GgmlType::Q2K => 0.45,
             GgmlType::Q3K => 0.25,
-            GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Iq4Xs => 0.12,
-            GgmlType::Q5_0 | GgmlType::Q5K => 0.06,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K | GgmlType::Iq4Nl | GgmlType::Iq4Xs => 0.12,
+            GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5K => 0.06,
             GgmlType::Q6K => 0.03,
             _ => unreachable!(),
         };
@@ -177,7 +180,7 @@ fn repacking_keeps_the_size() {
             assert!(r.words.len().is_multiple_of(4), "{}: words are not whole vec4s", t.name());
             let pad = match t {
                 GgmlType::Q3K | GgmlType::Q6K => 2 * blocks,
-                GgmlType::Q4_0 => 2 * (blocks % 2), // the odd block's half of a shared d word
+                GgmlType::Q4_0 | GgmlType::Iq4Nl => 2 * (blocks % 2), // the odd block's half of a shared d word
                 GgmlType::Q5_0 => 2 * (blocks % 2) + 4 * (blocks % 2), // and of the shared qh pair
                 _ => 0,
             };
@@ -190,7 +193,7 @@ fn repacking_keeps_the_size() {
 
 #[test]
 fn unsupported_types_are_named() {
-    for t in [GgmlType::Iq2Xxs, GgmlType::Q4_1, GgmlType::Iq1M, GgmlType::Tq2_0] {
+    for t in [GgmlType::Iq2Xxs, GgmlType::Q8_1, GgmlType::Iq1M, GgmlType::Tq2_0] {
         let err = t.ensure_supported("blk.0.ffn_down.weight").unwrap_err().to_string();
         assert!(err.contains("blk.0.ffn_down.weight") && err.contains(t.name()), "{err}");
         assert!(quant::dequantize(t, &vec![0; t.block_bytes()]).is_err());

@@ -115,18 +115,27 @@ fn quantized_model(dir: &Path, file: &str, plan: impl Fn(&str, usize) -> GgmlTyp
     p
 }
 
-/// A K-quant where the row length allows it, else the fallback llama.cpp's quantizer would pick among the
-/// types this build has (Q8_0 for Q6_K, Q5_0 for the others).
+/// The type where the row length allows it, else the fallback llama.cpp's quantizer picks for rows that are
+/// not whole super-blocks (`tensor_type_fallback`): IQ4_NL for Q2_K, Q3_K and IQ4_XS, Q5_0 for Q4_K, Q5_1
+/// for Q5_K, Q8_0 for Q6_K. Here that is `attn_k_b` (64-long rows) and `attn_output` (384).
 fn uniform_plan(t: GgmlType) -> impl Fn(&str, usize) -> GgmlType {
     move |_, row| {
         if row.is_multiple_of(t.block_elems()) {
-            t
-        } else if t == GgmlType::Q6K {
-            GgmlType::Q8_0
-        } else {
-            GgmlType::Q5_0
+            return t;
+        }
+        match t {
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Iq4Xs => GgmlType::Iq4Nl,
+            GgmlType::Q4K => GgmlType::Q5_0,
+            GgmlType::Q5K => GgmlType::Q5_1,
+            GgmlType::Q6K => GgmlType::Q8_0,
+            _ => unreachable!("{} has 32-weight blocks", t.name()),
         }
     }
+}
+
+/// The fallback type the uniform `t` model also holds, if any.
+fn fallback(t: GgmlType) -> Option<GgmlType> {
+    (t.block_elems() == 256).then(|| uniform_plan(t)("", 64))
 }
 
 /// llama.cpp's Q4_K_M recipe, reduced to this model: Q6_K for `output` and for `attn_v_b` and the FFN down
@@ -205,7 +214,8 @@ fn check_model(path: &Path, label: &str, expect_types: &[GgmlType]) {
 fn uniform_model(t: GgmlType) {
     let dir = tempfile::tempdir().unwrap();
     let p = quantized_model(dir.path(), "m.gguf", uniform_plan(t));
-    check_model(&p, t.name(), &[t]);
+    let expect: Vec<GgmlType> = [Some(t), fallback(t)].into_iter().flatten().collect();
+    check_model(&p, t.name(), &expect);
 }
 
 #[test]

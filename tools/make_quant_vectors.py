@@ -7,13 +7,15 @@ For each type writes OUT_DIR/<type>.blocks.bin (raw blocks, as in a GGUF file) a
 (gguf.quants.dequantize of them, little-endian f32), and OUT_DIR/index.json naming them. Blocks are random
 bytes, plus extreme cases: every f16 scale field set to 65504, -65504, the smallest and largest subnormals,
 the smallest normal, +-0, +-1, +-inf and NaN, each with random, all-zero and all-one quant bytes.
-For the types gguf-py can quantize (Q4_0, Q5_0, Q8_0) it also writes <type>.quantized.bin: gguf.quants.quantize
+For the types gguf-py can quantize (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) it also writes <type>.quantized.bin: gguf.quants.quantize
 of the values in quantize_input.f32.bin, so the Rust quantizers can be checked bit for bit too.
-tests/quant_cpu.rs reads them. Deterministic (fixed seed).
+tests/quant_cpu.rs and tests/quant_gpu.rs read them. Deterministic: one fixed seed per type, so adding a type
+leaves the others' files as they are.
 """
 import json
 import os
 import sys
+import zlib
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -23,13 +25,16 @@ from gguf.constants import GGML_QUANT_SIZES
 # type: (number of blocks, byte offsets of f16 scale fields)
 TYPES = {
     "Q4_0": (400, [0]),
+    "Q4_1": (400, [0, 2]),
     "Q5_0": (400, [0]),
+    "Q5_1": (400, [0, 2]),
     "Q8_0": (300, [0]),
     "Q2_K": (150, [80, 82]),
     "Q3_K": (150, [108]),
     "Q4_K": (150, [0, 2]),
     "Q5_K": (150, [0, 2]),
     "Q6_K": (150, [208]),
+    "IQ4_NL": (400, [0]),
     "IQ4_XS": (150, [0]),
 }
 
@@ -96,7 +101,7 @@ def main():
     with np.errstate(all="ignore"):
         for name in TYPES:
             qt = T[name]
-            blocks = blocks_for(name, rng)
+            blocks = blocks_for(name, np.random.default_rng([20260311, zlib.crc32(name.encode())]))
             values = quants.dequantize(blocks, qt).astype(np.float32).reshape(-1)
             base = name.lower()
             blocks.tofile(os.path.join(out_dir, f"{base}.blocks.bin"))
@@ -109,7 +114,7 @@ def main():
                 "data": f"{base}.blocks.bin",
                 "values": f"{base}.f32.bin",
             }
-            if name in ("Q4_0", "Q5_0", "Q8_0"):
+            if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
                 q = quants.quantize(qin.reshape(-1, 32), qt)
                 np.asarray(q, dtype=np.uint8).tofile(os.path.join(out_dir, f"{base}.quantized.bin"))
                 entry["quantized"] = f"{base}.quantized.bin"

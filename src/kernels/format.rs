@@ -15,6 +15,9 @@ fn snippet(t: GgmlType) -> (&'static str, bool) {
         "q8_0" => (include_str!("../../wgsl/formats/q8_0.wgsl"), false),
         "q4_0" => (include_str!("../../wgsl/formats/q4_0.wgsl"), true),
         "q5_0" => (include_str!("../../wgsl/formats/q5_0.wgsl"), true),
+        "q4_1" => (include_str!("../../wgsl/formats/q4_1.wgsl"), true),
+        "q5_1" => (include_str!("../../wgsl/formats/q5_1.wgsl"), true),
+        "iq4_nl" => (include_str!("../../wgsl/formats/iq4_nl.wgsl"), true),
         "q2_k" => (include_str!("../../wgsl/formats/q2_k.wgsl"), true),
         "q3_k" => (include_str!("../../wgsl/formats/q3_k.wgsl"), true),
         "q4_k" => (include_str!("../../wgsl/formats/q4_k.wgsl"), true),
@@ -111,7 +114,7 @@ mod tests {
         // Literals and builtins are untouched.
         assert!(s.contains("5.9604644775390625e-8") && s.contains("bitcast<f32>"));
         let s = instantiate(GgmlType::Iq4Xs, "0");
-        assert!(s.contains("fn grid0(q: vec4<u32>)") && s.contains("dl * grid0(lo_nibbles0(q.x))"));
+        assert!(s.contains("fn iq4_grid0(q: vec4<u32>)") && s.contains("dl * iq4_grid0(lo_nibbles0(q.x))"));
         // Declared constants are suffixed too.
         let consts =
             declared_names("const TABLE = array<f32, 2>(1.0, 2.0);\nfn f(i: u32) -> f32 { return TABLE[i]; }\n");

@@ -1,3 +1,9 @@
+//! The non-linear 4-bit formats: a 16-entry grid (`KVALUES`) indexed by 4-bit quants in split-nibble order.
+//!
+//! IQ4_NL: blocks of 32 weights, `{ d: f16, qs: [u8; 16] }` (18 bytes); weight i = d · KVALUES[nibble(qs, i)].
+//! GPU layout as Q4_0 (`wgsl/formats/iq4_nl.wgsl`): `qs` verbatim in `words[4b..4b + 4]`, the f16 d of blocks
+//! 2p and 2p + 1 in the halves of `scales[p]`.
+//!
 //! IQ4_XS: super-blocks of 256 weights, `{ d: f16, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128] }`
 //! (136 bytes). Sub-block j (32 weights) has the 6-bit scale ls = nibble j of `scales_l` | (bits 2j..2j+2 of
 //! `scales_h`) << 4; weight i of sub-block j = d · (ls − 32) · KVALUES[nibble(qs[16j..16j + 16], i)], with
@@ -7,9 +13,16 @@
 //! (sub-block) c; per super-block s, `scales[2s]` = d | scales_h << 16 (the first 4 bytes verbatim) and
 //! `scales[2s + 1]` = `scales_l`. 136 bytes per super-block, as on disk.
 
-use super::legacy::{nibble, pack_nibbles};
+use super::legacy::{nibble, pack_nibbles, paired_d, qs_words};
 use super::util::{f16_at, f16_bytes, nearest_int, u32_at};
 use super::Repacked;
+
+pub mod iq4_nl {
+    pub const BLOCK: usize = 32;
+    pub const BYTES: usize = 18;
+    pub const D: usize = 0;
+    pub const QS: usize = 2;
+}
 
 pub const QK_K: usize = 256;
 pub const BYTES: usize = 136;
@@ -25,6 +38,52 @@ pub const KVALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 
 pub fn scale(b: &[u8], j: usize) -> u8 {
     let h = u16::from_le_bytes([b[SCALES_H], b[SCALES_H + 1]]);
     ((b[SCALES_L + j / 2] >> (4 * (j % 2))) & 15) | (((h >> (2 * j)) & 3) as u8) << 4
+}
+
+pub fn dequantize_iq4_nl(data: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(data.len() / iq4_nl::BYTES * iq4_nl::BLOCK);
+    for b in data.chunks_exact(iq4_nl::BYTES) {
+        let d = f16_at(b, iq4_nl::D);
+        let qs = &b[iq4_nl::QS..];
+        out.extend((0..iq4_nl::BLOCK).map(|i| d * KVALUES[nibble(qs, i) as usize] as f32));
+    }
+    out
+}
+
+pub fn repack_iq4_nl(data: &[u8]) -> Repacked {
+    Repacked { words: qs_words(data, iq4_nl::BYTES, iq4_nl::QS), scales: paired_d(data, iq4_nl::BYTES, iq4_nl::D) }
+}
+
+/// ggml's `quantize_row_iq4_nl_ref` (`quantize_row_iq4_nl_impl` with one 32-weight block and ntry −1:
+/// d = max / KVALUES[0], the nearest grid points, then the least-squares d for them).
+pub fn quantize_iq4_nl(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / iq4_nl::BLOCK * iq4_nl::BYTES);
+    for xb in values.chunks_exact(iq4_nl::BLOCK) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let mut l = [0u8; 32];
+        let mut d = 0f32;
+        if amax >= 1e-15 {
+            let id = 1.0 / (max / KVALUES[0] as f32);
+            let (mut sqx, mut sq2) = (0f32, 0f32);
+            for (j, &v) in xb.iter().enumerate() {
+                l[j] = best_index(id * v) as u8;
+                let q = KVALUES[l[j] as usize] as f32;
+                let w = v * v;
+                sqx += w * q * v;
+                sq2 += w * q * q;
+            }
+            d = if sq2 > 0.0 { sqx / sq2 } else { 0.0 };
+        }
+        out.extend_from_slice(&f16_bytes(d));
+        out.extend_from_slice(&pack_nibbles(&l));
+    }
+    out
 }
 
 pub fn dequantize(data: &[u8]) -> Vec<f32> {

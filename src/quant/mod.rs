@@ -2,11 +2,11 @@
 //!
 //! Each supported format has one module that owns its block layout; the CPU reference, the load-time
 //! repacking and the WGSL kernels (`wgsl/formats/<name>.wgsl`) all follow it: `float` (F32, F16, BF16),
-//! `q8_0`, `legacy` (Q4_0, Q5_0), `k_quants` (Q2_K … Q6_K) and `iq4_xs`. CPU dequantization equals the
+//! `q8_0`, `legacy` (Q4_0, Q4_1, Q5_0, Q5_1), `k_quants` (Q2_K … Q6_K) and `iq4` (IQ4_NL, IQ4_XS). CPU dequantization equals the
 //! `gguf` Python package's bit for bit (tests/quant_cpu.rs); the quantizers are ggml's reference ones.
 
 mod float;
-pub mod iq4_xs;
+pub mod iq4;
 pub mod k_quants;
 pub mod legacy;
 mod q8_0;
@@ -122,18 +122,21 @@ impl GgmlType {
     }
 
     /// Types this build can run on the GPU and dequantize on the CPU.
-    pub const SUPPORTED: [GgmlType; 12] = [
+    pub const SUPPORTED: [GgmlType; 15] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q2K,
         GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
+        GgmlType::Iq4Nl,
         GgmlType::Iq4Xs,
     ];
 
@@ -162,12 +165,15 @@ pub fn dequantize(t: GgmlType, data: &[u8]) -> Result<Vec<f32>> {
         GgmlType::Q8_0 => q8_0::dequantize(data),
         GgmlType::Q4_0 => legacy::dequantize_q4_0(data),
         GgmlType::Q5_0 => legacy::dequantize_q5_0(data),
+        GgmlType::Q4_1 => legacy::dequantize_q4_1(data),
+        GgmlType::Q5_1 => legacy::dequantize_q5_1(data),
+        GgmlType::Iq4Nl => iq4::dequantize_iq4_nl(data),
         GgmlType::Q2K => k_quants::dequantize_q2k(data),
         GgmlType::Q3K => k_quants::dequantize_q3k(data),
         GgmlType::Q4K => k_quants::dequantize_q4k(data),
         GgmlType::Q5K => k_quants::dequantize_q5k(data),
         GgmlType::Q6K => k_quants::dequantize_q6k(data),
-        GgmlType::Iq4Xs => iq4_xs::dequantize(data),
+        GgmlType::Iq4Xs => iq4::dequantize(data),
         _ => unreachable!(),
     })
 }
@@ -188,7 +194,10 @@ pub fn gpu_chunk_elems(t: GgmlType) -> usize {
         GgmlType::F16 | GgmlType::BF16 => 8,
         GgmlType::Q8_0
         | GgmlType::Q4_0
+        | GgmlType::Q4_1
         | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Iq4Nl
         | GgmlType::Q2K
         | GgmlType::Q3K
         | GgmlType::Q4K
@@ -205,12 +214,15 @@ pub fn repack(t: GgmlType, data: &[u8]) -> Repacked {
         GgmlType::Q8_0 => q8_0::repack(data),
         GgmlType::Q4_0 => legacy::repack_q4_0(data),
         GgmlType::Q5_0 => legacy::repack_q5_0(data),
+        GgmlType::Q4_1 => legacy::repack_q4_1(data),
+        GgmlType::Q5_1 => legacy::repack_q5_1(data),
+        GgmlType::Iq4Nl => iq4::repack_iq4_nl(data),
         GgmlType::Q2K => k_quants::repack_q2k(data),
         GgmlType::Q3K => k_quants::repack_q3k(data),
         GgmlType::Q4K => k_quants::repack_q4k(data),
         GgmlType::Q5K => k_quants::repack_q5k(data),
         GgmlType::Q6K => k_quants::repack_q6k(data),
-        GgmlType::Iq4Xs => iq4_xs::repack(data),
+        GgmlType::Iq4Xs => iq4::repack(data),
         _ => unreachable!("unsupported type reached the GPU"),
     }
 }
@@ -225,12 +237,15 @@ pub fn quantize(t: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         GgmlType::Q8_0 => q8_0::quantize(values),
         GgmlType::Q4_0 => legacy::quantize_q4_0(values),
         GgmlType::Q5_0 => legacy::quantize_q5_0(values),
+        GgmlType::Q4_1 => legacy::quantize_q4_1(values),
+        GgmlType::Q5_1 => legacy::quantize_q5_1(values),
+        GgmlType::Iq4Nl => iq4::quantize_iq4_nl(values),
         GgmlType::Q2K => k_quants::quantize_q2k(values),
         GgmlType::Q3K => k_quants::quantize_q3k(values),
         GgmlType::Q4K => k_quants::quantize_q4k(values),
         GgmlType::Q5K => k_quants::quantize_q5k(values),
         GgmlType::Q6K => k_quants::quantize_q6k(values),
-        GgmlType::Iq4Xs => iq4_xs::quantize(values),
+        GgmlType::Iq4Xs => iq4::quantize(values),
         _ => bail!("cannot encode {}", t.name()),
     })
 }
@@ -244,6 +259,9 @@ pub fn wgsl_format(t: GgmlType) -> &'static str {
         GgmlType::Q8_0 => "q8_0",
         GgmlType::Q4_0 => "q4_0",
         GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_1 => "q5_1",
+        GgmlType::Iq4Nl => "iq4_nl",
         GgmlType::Q2K => "q2_k",
         GgmlType::Q3K => "q3_k",
         GgmlType::Q4K => "q4_k",

@@ -34,3 +34,13 @@ fn bits4(w: u32, first: u32) -> vec4<u32> {
 fn i8_of(w: u32, k: u32) -> i32 {
     return bitcast<i32>(w << (24u - 8u * k)) >> 24u;
 }
+
+// The IQ4 grid (ggml's kvalues_iq4nl) at 4-bit indices q. The table is 16 int8 in four words, picked with
+// selects: indexing an array would put a local copy of the table in memory.
+fn iq4_grid(q: vec4<u32>) -> vec4<f32> {
+    let mid = (q & vec4<u32>(4u)) != vec4<u32>(0u);
+    let lo = select(vec4<u32>(0xbfad9881u), vec4<u32>(0xf6eaddcfu), mid);
+    let hi = select(vec4<u32>(0x26190d01u), vec4<u32>(0x71594535u), mid);
+    let w = select(lo, hi, q >= vec4<u32>(8u));
+    return vec4<f32>(bitcast<vec4<i32>>(w << (vec4<u32>(24u) - 8u * (q & vec4<u32>(3u)))) >> vec4<u32>(24u));
+}
