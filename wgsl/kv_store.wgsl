@@ -9,8 +9,6 @@
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> cache: array<u32>;
 
-var<workgroup> red: array<f32, WG>;
-
 fn cache_store2(i: u32, v: vec2<f32>) {
     if KV_F16 {
         cache[i / 2u] = pack2x16float(v);
@@ -26,15 +24,7 @@ fn main(@builtin(local_invocation_index) tid: u32) {
     for (var i = tid; i < KV_LORA; i += WG) {
         acc += ckv[i] * ckv[i];
     }
-    red[tid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
-        if tid < s {
-            red[tid] += red[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = inverseSqrt(red[0] / f32(KV_LORA) + EPS);
+    let inv = inverseSqrt(workgroup_sum(acc, tid) / f32(KV_LORA) + EPS);
     let row = step.pos * KV_W;
     for (var j = tid; j < KV_W / 2u; j += WG) {
         let i = 2u * j;

@@ -13,26 +13,6 @@
 
 var<workgroup> ql: array<f32, KV_LORA>;
 var<workgroup> qr: array<f32, ROPE>;
-var<workgroup> red: array<f32, WG>;
-
-fn reduce(v: f32, tid: u32, is_max: bool) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
-        if tid < s {
-            if is_max {
-                red[tid] = max(red[tid], red[tid + s]);
-            } else {
-                red[tid] += red[tid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.x;
@@ -66,14 +46,14 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         scores[row + t] = s;
         m = max(m, s);
     }
-    m = reduce(m, tid, true);
+    m = workgroup_max(m, tid);
     var sum = 0.0;
     for (var t = tid; t < n; t += WG) {
         let e = exp(scores[row + t] - m);
         scores[row + t] = e;
         sum += e;
     }
-    sum = reduce(sum, tid, false);
+    sum = workgroup_sum(sum, tid);
     storageBarrier();
     workgroupBarrier();
 

@@ -5,23 +5,13 @@
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32) {
     var acc = 0.0;
     for (var i = tid; i < N; i += WG) {
         acc += x[i] * x[i];
     }
-    red[tid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
-        if tid < s {
-            red[tid] += red[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = inverseSqrt(red[0] / f32(N) + EPS);
+    let inv = inverseSqrt(workgroup_sum(acc, tid) / f32(N) + EPS);
     for (var i = tid; i < N; i += WG) {
         y[i] = x[i] * inv * w[i];
     }

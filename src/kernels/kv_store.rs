@@ -1,6 +1,6 @@
 //! `wgsl/kv_store.wgsl`.
 
-use super::STEP;
+use super::{mla_consts, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::Result;
@@ -22,18 +22,9 @@ pub fn kv_store(
     kv_f16: bool,
     a: KvStoreArgs,
 ) -> Result<Dispatch> {
-    let (source, bindings) = {
-        let consts = [
-            ("WG", Const::U32(WG)),
-            ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
-            ("ROPE", Const::U32(c.qk_rope as u32)),
-            ("KV_W", Const::U32(c.kv_width() as u32)),
-            ("EPS", Const::F32(c.rms_eps)),
-            ("KV_F16", Const::Bool(kv_f16)),
-        ];
-        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/kv_store.wgsl")));
-        (src, vec![Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite])
-    };
+    let consts = [mla_consts(c, kv_f16).as_slice(), &[("WG", Const::U32(WG)), ("EPS", Const::F32(c.rms_eps))]].concat();
+    let source = compose(&consts, &[STEP, include_str!("../../wgsl/kv_store.wgsl"), REDUCE].concat());
+    let bindings = [Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "kv_store", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.ckv, a.norm, a.rope, a.cache]);
     Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))

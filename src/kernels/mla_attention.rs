@@ -1,6 +1,6 @@
 //! `wgsl/mla_attention.wgsl`.
 
-use super::{KV_CACHE, STEP};
+use super::{mla_consts, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::Result;
@@ -25,30 +25,17 @@ pub fn mla_attention(
     kv_f16: bool,
     a: AttentionArgs,
 ) -> Result<Dispatch> {
-    let (source, bindings) = {
-        let consts = [
-            ("WG", Const::U32(WG)),
-            ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
-            ("ROPE", Const::U32(c.qk_rope as u32)),
-            ("KV_W", Const::U32(c.kv_width() as u32)),
-            ("NOPE", Const::U32(c.qk_nope as u32)),
-            ("QK", Const::U32(c.qk_head() as u32)),
-            ("MAX_CTX", Const::U32(max_ctx as u32)),
-            ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
-            ("KV_F16", Const::Bool(kv_f16)),
-        ];
-        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/mla_attention.wgsl") + KV_CACHE));
-        let b = vec![
-            Binding::Uniform,
-            Binding::Read,
-            Binding::Read,
-            Binding::Read,
-            Binding::Read,
-            Binding::ReadWrite,
-            Binding::ReadWrite,
-        ];
-        (src, b)
-    };
+    let shape = [
+        ("WG", Const::U32(WG)),
+        ("NOPE", Const::U32(c.qk_nope as u32)),
+        ("QK", Const::U32(c.qk_head() as u32)),
+        ("MAX_CTX", Const::U32(max_ctx as u32)),
+        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
+    ];
+    let consts = [mla_consts(c, kv_f16).as_slice(), &shape].concat();
+    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), KV_CACHE, REDUCE].concat());
+    let read = Binding::Read;
+    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, Binding::ReadWrite];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.scores, a.out]);
     Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32, 1, 1]))

@@ -14,6 +14,18 @@ pub use matvec::{matvec, MatrixOf, MatvecArgs, Output};
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
 const KV_CACHE: &str = include_str!("../../wgsl/kv_cache.wgsl");
+const REDUCE: &str = include_str!("../../wgsl/reduce.wgsl");
+
+/// The latent-cache shape constants the MLA kernels share.
+fn mla_consts(c: &crate::model::ModelConfig, kv_f16: bool) -> [(&'static str, crate::gpu::Const); 4] {
+    use crate::gpu::Const;
+    [
+        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+        ("ROPE", Const::U32(c.qk_rope as u32)),
+        ("KV_W", Const::U32(c.kv_width() as u32)),
+        ("KV_F16", Const::Bool(kv_f16)),
+    ]
+}
 
 /// The per-token uniform (`wgsl/step.wgsl`), padded to 16 bytes.
 #[repr(C)]

@@ -1,5 +1,6 @@
 //! `wgsl/rms_norm.wgsl`.
 
+use super::REDUCE;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use anyhow::Result;
 
@@ -17,7 +18,7 @@ pub fn rms_norm(
     let (source, bindings) = {
         let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32)), ("EPS", Const::F32(eps))];
         (
-            compose(&consts, include_str!("../../wgsl/rms_norm.wgsl")),
+            compose(&consts, &(include_str!("../../wgsl/rms_norm.wgsl").to_string() + REDUCE)),
             vec![Binding::Read, Binding::Read, Binding::ReadWrite],
         )
     };
