@@ -4,14 +4,11 @@
 mod common;
 
 use common::fixture_dir;
+use common::quantized::bf16_gguf;
 use glm_wgpu::gguf::{GgufFile, GgufWriter, MetaValue};
 use glm_wgpu::model::{expected_tensors, Gating, Model};
 use std::collections::HashMap;
 use std::path::Path;
-
-fn bf16_gguf() -> std::path::PathBuf {
-    fixture_dir().parent().unwrap().join("glm-tiny-bf16.gguf")
-}
 
 /// Every tensor the forward reads, as bytes, by name.
 fn all_tensors(m: &Model) -> HashMap<String, Vec<u8>> {

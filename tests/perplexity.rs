@@ -3,6 +3,7 @@
 mod common;
 
 use common::fixture_dir;
+use common::quantized::{q4_k_m_plan, quantized_model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,4 +58,9 @@ fn kl_divergence_against_saved_logits() {
     let q8 = perplexity(&fixtures().join("glm-tiny-q8_0.gguf"), &text, &kl_arg);
     assert!(q8["mean KL divergence"] > 1e-5 && q8["mean KL divergence"] < 0.05, "{q8:?}");
     assert!(q8["same top token"] > 70.0, "{q8:?}");
+
+    let q4km = perplexity(&quantized_model(dir.path(), "q4_k_m.gguf", q4_k_m_plan), &text, &kl_arg);
+    eprintln!("KL from bf16: Q8_0 {q8:?}, Q4_K_M {q4km:?}");
+    assert!(q8["mean KL divergence"] < q4km["mean KL divergence"], "Q8_0 must be closer to bf16 than Q4_K_M");
+    assert!(q8["same top token"] >= q4km["same top token"]);
 }

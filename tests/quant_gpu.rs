@@ -5,14 +5,14 @@
 
 mod common;
 
-use common::{assert_close, fixture_dir, load_reference, REL_TOL};
+use common::quantized::{q4_k_m_plan, quantized_model};
+use common::{assert_close, load_reference, REL_TOL};
 use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
-use glm_wgpu::gguf::{GgufFile, GgufWriter};
 use glm_wgpu::gpu::{GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::embed::embed;
 use glm_wgpu::kernels::Step;
 use glm_wgpu::model::{Model, TensorData};
-use glm_wgpu::quant::{self, GgmlType};
+use glm_wgpu::quant::GgmlType;
 use glm_wgpu::reference::CpuReference;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -91,30 +91,6 @@ fn gpu_dequantization_matches_gguf_py_bit_for_bit() {
 // The tiny model, quantized
 // ---------------------------------------------------------------------------------------------
 
-fn bf16_gguf() -> PathBuf {
-    fixture_dir().parent().unwrap().join("glm-tiny-bf16.gguf")
-}
-
-/// Writes the tiny model with every BF16 tensor re-encoded as `plan(name, row length)` (norms, the router
-/// and the expert bias stay F32, as the converter writes them).
-fn quantized_model(dir: &Path, file: &str, plan: impl Fn(&str, usize) -> GgmlType) -> PathBuf {
-    let g = GgufFile::open(&bf16_gguf()).unwrap();
-    let mut w = GgufWriter::from_file(&g);
-    for t in &g.tensors {
-        if t.ggml_type != GgmlType::BF16 {
-            continue;
-        }
-        let target = plan(&t.name, t.dims[0] as usize);
-        let values = quant::dequantize(t.ggml_type, g.tensor_data(t)).unwrap();
-        let bytes = quant::quantize(target, &values).unwrap();
-        w.remove_tensor(&t.name);
-        w.add_tensor(&t.name, t.dims.clone(), target, bytes).unwrap();
-    }
-    let p = dir.join(file);
-    std::fs::write(&p, w.to_bytes()).unwrap();
-    p
-}
-
 /// The type where the row length allows it, else the fallback llama.cpp's quantizer picks for rows that are
 /// not whole super-blocks (`tensor_type_fallback`): IQ4_NL for Q2_K, Q3_K and IQ4_XS, Q5_0 for Q4_K, Q5_1
 /// for Q5_K, Q8_0 for Q6_K. Here that is `attn_k_b` (64-long rows) and `attn_output` (384).
@@ -136,24 +112,6 @@ fn uniform_plan(t: GgmlType) -> impl Fn(&str, usize) -> GgmlType {
 /// The fallback type the uniform `t` model also holds, if any.
 fn fallback(t: GgmlType) -> Option<GgmlType> {
     (t.block_elems() == 256).then(|| uniform_plan(t)("", 64))
-}
-
-/// llama.cpp's Q4_K_M recipe, reduced to this model: Q6_K for `output` and for `attn_v_b` and the FFN down
-/// projections of the "more bits" layers (0 and 2 of 3), Q4_K elsewhere; rows that are not whole
-/// super-blocks fall back to Q8_0 (`attn_k_b`, 64 long) or Q5_0 (`attn_output`, 384 long).
-fn q4_k_m_plan(name: &str, row: usize) -> GgmlType {
-    let more_bits_layer = name.starts_with("blk.0.") || name.starts_with("blk.2.");
-    if !row.is_multiple_of(256) {
-        if name.contains("attn_k_b") {
-            GgmlType::Q8_0
-        } else {
-            GgmlType::Q5_0
-        }
-    } else if name == "output.weight" || (more_bits_layer && (name.contains("attn_v_b") || name.contains("ffn_down"))) {
-        GgmlType::Q6K
-    } else {
-        GgmlType::Q4K
-    }
 }
 
 /// GPU logits at every prompt position and 32 greedy steps (logits and tokens) against the CPU reference

@@ -2,6 +2,8 @@
 //! and the outputs transformers computed for it (`reference.safetensors`, `reference.json`).
 #![allow(dead_code)]
 
+pub mod quantized;
+
 use safetensors::{Dtype, SafeTensors};
 use std::path::PathBuf;
 
