@@ -18,7 +18,7 @@ fn gguf(name: &str) -> PathBuf {
 
 fn engine(model: &Model, kv_f16: bool, capture_hidden: bool) -> Engine {
     let ctx = GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)");
-    Engine::load(ctx, model, EngineOptions { ctx_len: 320, kv_f16, capture_hidden }).unwrap()
+    Engine::load(ctx, model, EngineOptions { ctx_len: 320, kv_f16, capture_hidden, checked_kernels: true }).unwrap()
 }
 
 /// Logits at every prompt position (and, with capture, every layer's output) against the reference.

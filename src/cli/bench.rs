@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Build the kernels with wgpu's runtime bounds checks (to measure what they cost).
+    #[arg(long)]
+    pub checked_kernels: bool,
     /// Time every kernel of one decode step with GPU timestamps (one pass per kernel in this mode).
     #[arg(long)]
     pub profile: bool,
@@ -128,7 +131,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let ctx = GpuContext::new(a.device.as_deref())?;
     let device = ctx.describe();
     eprintln!("gpu: {device}");
-    let options = EngineOptions { ctx_len, kv_f16: a.kv_cache == KvCacheType::F16, capture_hidden: false };
+    let options = EngineOptions {
+        ctx_len,
+        kv_f16: a.kv_cache == KvCacheType::F16,
+        capture_hidden: false,
+        checked_kernels: a.checked_kernels,
+    };
     let mut e = Engine::load(ctx, &model, options)?;
     let mut rng = StdRng::seed_from_u64(0);
 
@@ -155,6 +163,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let gbs = bytes as f64 * tg / 1e9;
     println!("model: {} ({})", a.model.display(), model.format_name());
     println!("gpu: {device}");
+    println!("kernels: {}", if a.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" });
     println!("depth {}, {} reps (medians)", a.depth, a.reps);
     if a.prompt > 0 {
         println!("prefill: {pp:.1} tok/s over {} tokens (token by token)", a.prompt);
@@ -183,6 +192,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "model": a.model.display().to_string(),
             "format": model.format_name(),
             "gpu": device,
+            "checked_kernels": a.checked_kernels,
             "depth": a.depth,
             "reps": a.reps,
             "prompt_tokens": a.prompt,

@@ -55,6 +55,9 @@ pub struct ModelArgs {
     /// Element type of the latent KV cache.
     #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
     pub kv_cache: KvCacheType,
+    /// Build the kernels with wgpu's runtime bounds checks (slower; for debugging).
+    #[arg(long)]
+    pub checked_kernels: bool,
 }
 
 pub fn main(cli: Cli) -> Result<()> {

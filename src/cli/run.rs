@@ -65,6 +65,7 @@ pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
         ctx_len: args.ctx.unwrap_or(model.config.max_ctx.min(4096)),
         kv_f16: args.kv_cache == KvCacheType::F16,
         capture_hidden: false,
+        checked_kernels: args.checked_kernels,
     }
 }
 

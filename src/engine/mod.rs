@@ -25,11 +25,13 @@ pub struct EngineOptions {
     pub kv_f16: bool,
     /// Record every layer's output (for the parity tests).
     pub capture_hidden: bool,
+    /// Keep wgpu's runtime bounds checks in the kernels (slower; the tests run this way).
+    pub checked_kernels: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false }
+        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false, checked_kernels: true }
     }
 }
 
@@ -166,7 +168,7 @@ impl Engine {
         );
         let weights = ModelWeights::upload(&ctx, model)?;
         let bufs = Activations::new(&ctx, &c, &options)?;
-        let mut kc = KernelCache::default();
+        let mut kc = KernelCache::new(options.checked_kernels);
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
         Ok(Self {
