@@ -359,6 +359,9 @@ fn errors_have_openai_shape_and_status() {
         ("stop", json!([1, 2])),
         ("stream", json!("yes")),
         ("seed", json!(1.5)),
+        ("tool_choice", json!("required")),
+        ("tool_choice", json!({"type": "function", "function": {"name": "f"}})),
+        ("tool_choice", json!("sometimes")),
     ] {
         let mut body = json!({"messages": ok_msgs});
         body[field] = value.clone();

@@ -364,13 +364,17 @@ pub fn parse_chat(obj: &Map<String, Value>, d: &Defaults) -> ApiResult<ChatReque
     let tools = match field(obj, "tool_choice") {
         None => tools,
         Some(Value::String(s)) if s == "none" => None,
-        Some(Value::String(s)) if s == "auto" || s == "required" => tools,
-        Some(Value::Object(_)) => tools,
-        Some(v) => {
+        Some(Value::String(s)) if s == "auto" => tools,
+        // Forcing a call needs constrained decoding, which the engine does not do: say so rather
+        // than accept the request and ignore the constraint.
+        Some(v) if *v == "required" || v.is_object() => {
             return Err(ApiError::invalid(
                 "tool_choice",
-                format!("'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got {v}"),
+                format!("'tool_choice' {v} is not supported (the model cannot be forced to call a tool): use \"auto\" or \"none\""),
             ))
+        }
+        Some(v) => {
+            return Err(ApiError::invalid("tool_choice", format!("'tool_choice' must be \"none\" or \"auto\", got {v}")))
         }
     };
     let mut template_kwargs = d.template_kwargs.clone();
