@@ -3,15 +3,11 @@
 // word h holds weights 16h .. 16h + 15 (field i at bits 2i). SCALES[12s + j]: bit i is the high bit of
 // weight i; SCALES[12s + 8 ..= 12s + 10]: ggml's 12 packed 6-bit scale bytes; SCALES[12s + 11]: d as f32 bits.
 // Weight = d * (sc - 32) * (q - 4).
-fn scale_byte(base: u32, k: u32) -> u32 {
-    return (SCALES[base + (k >> 2u)] >> (8u * (k & 3u))) & 0xffu;
-}
-
-// Scale i (0..16) of the 12 bytes at word `base`, unbiased: low 4 bits at byte i % 8 (nibble i / 8), high 2 bits
+// Scale i (0..16) of the 12 packed bytes, unbiased: low 4 bits at byte i % 8 (nibble i / 8), high 2 bits
 // at byte 8 + i % 4 (bits 2 (i / 4)).
-fn scale3(base: u32, i: u32) -> f32 {
-    let lo = (scale_byte(base, i & 7u) >> (4u * (i >> 3u))) & 15u;
-    let hi = (scale_byte(base, 8u + (i & 3u)) >> (2u * (i >> 2u))) & 3u;
+fn scale3(w: vec3<u32>, i: u32) -> f32 {
+    let lo = (packed_byte(w, i & 7u) >> (4u * (i >> 3u))) & 15u;
+    let hi = (packed_byte(w, 8u + (i & 3u)) >> (2u * (i >> 2u))) & 3u;
     return f32(i32(lo | (hi << 4u)) - 32);
 }
 
@@ -23,8 +19,9 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
     let s = 12u * (c >> 3u);
     let j = c & 7u;
     let d = bitcast<f32>(SCALES[s + 11u]);
-    let d0 = d * scale3(s + 8u, 2u * j);
-    let d1 = d * scale3(s + 8u, 2u * j + 1u);
+    let packed = vec3<u32>(SCALES[s + 8u], SCALES[s + 9u], SCALES[s + 10u]);
+    let d0 = d * scale3(packed, 2u * j);
+    let d1 = d * scale3(packed, 2u * j + 1u);
     let hm = SCALES[s + j];
     let w = WEIGHTS[c >> 1u];
     let q = select(w.xy, w.zw, (c & 1u) == 1u);

@@ -1,23 +1,10 @@
 // Q4_K (repacked, see src/quant/k_quants.rs): chunk c is sub-block j = c % 8 of super-block s = c / 8.
 // WEIGHTS[c]: its 32 4-bit quants in split-nibble order. SCALES[4s]: d | dmin << 16 (f16 bits);
 // SCALES[4s + 1 ..= 4s + 3]: ggml's 12 packed 6-bit scale/min bytes. Weight = d * sc * q - dmin * m.
-fn scale_byte(base: u32, k: u32) -> u32 {
-    return (SCALES[base + (k >> 2u)] >> (8u * (k & 3u))) & 0xffu;
-}
-
-// ggml's get_scale_min_k4 over the 12 bytes starting at word `base`.
-fn scale_min(base: u32, j: u32) -> vec2<u32> {
-    if j < 4u {
-        return vec2<u32>(scale_byte(base, j) & 63u, scale_byte(base, j + 4u) & 63u);
-    }
-    let b = scale_byte(base, j + 4u);
-    return vec2<u32>((b & 15u) | ((scale_byte(base, j - 4u) >> 6u) << 4u), (b >> 4u) | ((scale_byte(base, j) >> 6u) << 4u));
-}
-
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
     let s = 4u * (c >> 3u);
     let dm = SCALES[s];
-    let sm = scale_min(s + 1u, c & 7u);
+    let sm = scale_min_k4(vec3<u32>(SCALES[s + 1u], SCALES[s + 2u], SCALES[s + 3u]), c & 7u);
     let ds = half_to_f32(dm) * f32(sm.x);
     let mn = half_to_f32(dm >> 16u) * f32(sm.y);
     let q = WEIGHTS[c];

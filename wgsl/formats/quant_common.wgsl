@@ -44,3 +44,17 @@ fn iq4_grid(q: vec4<u32>) -> vec4<f32> {
     let w = select(lo, hi, q >= vec4<u32>(8u));
     return vec4<f32>(bitcast<vec4<i32>>(w << (vec4<u32>(24u) - 8u * (q & vec4<u32>(3u)))) >> vec4<u32>(24u));
 }
+
+// Byte k (0..11) of the 12 packed scale bytes of a K-quant super-block, held in three words.
+fn packed_byte(w: vec3<u32>, k: u32) -> u32 {
+    return (w[k >> 2u] >> (8u * (k & 3u))) & 0xffu;
+}
+
+// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block.
+fn scale_min_k4(w: vec3<u32>, j: u32) -> vec2<u32> {
+    if j < 4u {
+        return vec2<u32>(packed_byte(w, j) & 63u, packed_byte(w, j + 4u) & 63u);
+    }
+    let b = packed_byte(w, j + 4u);
+    return vec2<u32>((b & 15u) | ((packed_byte(w, j - 4u) >> 6u) << 4u), (b >> 4u) | ((packed_byte(w, j) >> 6u) << 4u));
+}
