@@ -4,8 +4,25 @@ use super::format;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
 use anyhow::{ensure, Result};
 
-const WG: u32 = 64;
-const ROWS: u32 = 4;
+/// Threads per workgroup and rows per workgroup (each row gets `wg / rows` lanes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    pub wg: u32,
+    pub rows: u32,
+}
+
+impl Tiling {
+    /// What the engine uses until per-adapter choices come from the `cargo bench` sweeps.
+    pub const DEFAULT: Tiling = Tiling { wg: 64, rows: 4 };
+
+    pub fn validate(self) -> Result<()> {
+        ensure!(
+            self.wg.is_power_of_two() && self.rows.is_power_of_two() && self.rows <= self.wg && self.wg <= 256,
+            "matvec tiling {self:?}: workgroup and rows must be powers of two, rows ≤ workgroup ≤ 256"
+        );
+        Ok(())
+    }
+}
 
 /// Which matrix of a 3-D weight a slot uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +59,10 @@ pub struct MatvecArgs<'a> {
     pub route: &'a wgpu::Buffer,
 }
 
-fn source(a: &MatvecArgs) -> String {
+fn source(a: &MatvecArgs, t: Tiling) -> String {
     let consts = [
-        ("WG", Const::U32(WG)),
-        ("ROWS", Const::U32(ROWS)),
+        ("WG", Const::U32(t.wg)),
+        ("ROWS", Const::U32(t.rows)),
         ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
         ("MATRIX", Const::U32(a.matrix as u32)),
         ("GLU", Const::Bool(a.up.is_some())),
@@ -57,6 +74,12 @@ fn source(a: &MatvecArgs) -> String {
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
+    matvec_tiled(ctx, cache, a, Tiling::DEFAULT)
+}
+
+/// [`matvec`] with an explicit tiling (for the sweeps in `benches/`).
+pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, tiling: Tiling) -> Result<Dispatch> {
+    tiling.validate()?;
     if let Some(up) = a.up {
         ensure!(
             up.ggml_type == a.w.ggml_type && up.shape == a.w.shape,
@@ -82,9 +105,9 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         Binding::Read,
         Binding::Read,
     ];
-    let kernel = cache.get(ctx, "matvec", source(&a), &bindings)?;
+    let kernel = cache.get(ctx, "matvec", source(&a, tiling), &bindings)?;
     let rows = a.w.rows() as u32;
-    let [gx, gy] = grid(rows.div_ceil(ROWS));
+    let [gx, gy] = grid(rows.div_ceil(tiling.rows));
     let params = [rows, a.w.chunks_per_row() as u32, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
     let up = a.up.unwrap_or(a.w);
