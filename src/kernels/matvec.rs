@@ -12,8 +12,17 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// What the engine uses until per-adapter choices come from the `cargo bench` sweeps.
-    pub const DEFAULT: Tiling = Tiling { wg: 64, rows: 4 };
+    /// The tiling for a matrix of `rows` rows applied to `slots` inputs. From the H200 sweep
+    /// (`cargo bench --bench matvec`, BENCHMARKS.md): 64×4 is within ~2 % of the best for the large and
+    /// routed matrices, while matrices that give fewer than ~1000 such workgroups are latency-bound and
+    /// gain 15-40 % from twice as many workgroups of 128 threads, 2 rows each.
+    pub fn for_shape(rows: u32, slots: u32) -> Tiling {
+        if rows * slots < 4096 {
+            Tiling { wg: 128, rows: 2 }
+        } else {
+            Tiling { wg: 64, rows: 4 }
+        }
+    }
 
     pub fn validate(self) -> Result<()> {
         ensure!(
@@ -74,7 +83,8 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
-    matvec_tiled(ctx, cache, a, Tiling::DEFAULT)
+    let tiling = Tiling::for_shape(a.w.rows() as u32, a.slots);
+    matvec_tiled(ctx, cache, a, tiling)
 }
 
 /// [`matvec`] with an explicit tiling (for the sweeps in `benches/`).
