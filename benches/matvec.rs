@@ -1,9 +1,14 @@
-//! Sweeps the matvec kernel's tiling (threads per workgroup × rows per workgroup) for each quantized
-//! type at GLM-4.7-Flash's shapes, reporting GB/s of weights read. Run on the target GPU:
-//! `cargo bench --bench matvec` (criterion prints time and throughput per tiling).
+//! Sweeps the matvec kernel's tiling (lanes per row × rows per team × threads per workgroup) for the
+//! quantized types of the synthetic Q4_K_M / Q8_0 files at GLM-4.7-Flash's shapes, reporting GB/s of
+//! weights read. Run on the target GPU: `cargo bench --bench matvec` (criterion prints time and
+//! throughput per tiling; `engine` is the tiling the engine picks).
+//!
+//! Each iteration runs the product over enough distinct copies of the weights (different buffers,
+//! or different experts) to read ≥ 512 MiB, so the L2 cache cannot serve them as it would a single
+//! matrix read over and over: the numbers are HBM numbers, with one dispatch per copy as in a token.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use glm_wgpu::gpu::{GpuContext, GpuWeight, KernelCache};
+use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::{matvec_tiled, MatrixOf, MatvecArgs, Output, Tiling};
 use glm_wgpu::model::TensorData;
 use glm_wgpu::quant::{self, GgmlType};
@@ -12,77 +17,130 @@ use rand::{Rng, SeedableRng};
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-/// (name, experts, rows, cols, routed gate/up pair): the real model's matrices.
-const SHAPES: [(&str, usize, usize, usize, bool); 4] = [
-    ("attn_q_a 768x2048", 1, 768, 2048, false),
-    ("attn_output 2048x5120", 1, 2048, 5120, false),
-    ("dense ffn_gate 10240x2048", 1, 10240, 2048, false),
-    ("moe gate+up 4 of 64 experts 1536x2048", 64, 1536, 2048, true),
+/// How a shape is applied, as in the engine.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    /// One matrix.
+    Dense,
+    /// 4 of 64 experts, gate and up with SiLU.
+    ExpertsGateUp,
+    /// 4 of 64 experts summed with route weights.
+    ExpertsDown,
+}
+
+/// (name, rows, cols, use): the real model's matrices.
+const SHAPES: [(&str, usize, usize, Use); 6] = [
+    ("attn_q_a 768x2048", 768, 2048, Use::Dense),
+    ("attn_q_b 5120x768", 5120, 768, Use::Dense),
+    ("attn_output 2048x5120", 2048, 5120, Use::Dense),
+    ("shexp gate 1536x2048", 1536, 2048, Use::Dense),
+    ("exps gate+up 4 of 64 1536x2048", 1536, 2048, Use::ExpertsGateUp),
+    ("exps down 4 of 64 2048x1536", 2048, 1536, Use::ExpertsDown),
 ];
 
-const TYPES: [GgmlType; 4] = [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::BF16];
+const TYPES: [GgmlType; 3] = [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0];
 
-const TILINGS: [(u32, u32); 9] =
-    [(64, 1), (64, 2), (64, 4), (128, 2), (128, 4), (128, 8), (256, 4), (256, 8), (256, 16)];
+/// (lanes, rows per team, threads per workgroup).
+const TILINGS: [(u32, u32, u32); 14] = [
+    (16, 4, 64),
+    (32, 2, 64),
+    (32, 4, 64),
+    (32, 4, 128),
+    (64, 1, 64),
+    (64, 2, 64),
+    (64, 4, 64),
+    (64, 8, 64),
+    (64, 2, 128),
+    (64, 4, 128),
+    (64, 4, 256),
+    (128, 2, 128),
+    (128, 4, 128),
+    (256, 4, 256),
+];
 
-/// Launches per submission: the GPU's time dominates the per-submit cost.
-const BATCH: u64 = 200;
+const BYTES_PER_ITER: u64 = 512 << 20;
+const EXPERTS: usize = 64;
 
-fn weight(ctx: &GpuContext, rng: &mut StdRng, t: GgmlType, shape: Vec<usize>) -> GpuWeight {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-0.05..0.05)).collect();
-    let bytes = quant::quantize(t, &values).unwrap();
-    GpuWeight::upload(ctx, "w", &TensorData { ggml_type: t, shape, bytes: Cow::Owned(bytes) }).unwrap()
+/// `copies` buffers holding the same random matrix (or stack of experts).
+fn weights(ctx: &GpuContext, rng: &mut StdRng, t: GgmlType, rows: usize, cols: usize, u: Use) -> Vec<GpuWeight> {
+    let values: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-0.05..0.05)).collect();
+    let matrix = quant::quantize(t, &values).unwrap();
+    let (bytes, shape, copies) = if u == Use::Dense {
+        let copies = BYTES_PER_ITER.div_ceil(matrix.len() as u64).min(256) as usize;
+        (matrix, vec![rows, cols], copies)
+    } else {
+        // Experts differ per dispatch instead (see `routes`): one stack suffices.
+        (matrix.repeat(EXPERTS), vec![EXPERTS, rows, cols], 1)
+    };
+    let data = TensorData { ggml_type: t, shape, bytes: Cow::Owned(bytes) };
+    (0..copies).map(|_| GpuWeight::upload(ctx, "w", &data).unwrap()).collect()
+}
+
+/// Route buffers choosing 4 different experts each, cycling through all 64.
+fn routes(ctx: &GpuContext) -> Vec<wgpu::Buffer> {
+    (0..EXPERTS / 4)
+        .map(|i| {
+            let ids = (0..8).map(|k| if k < 4 { (4 * i + k) as u32 } else { 0 });
+            let words: Vec<u32> = ids.chain([0.3f32; 8].map(f32::to_bits)).collect();
+            ctx.storage_init("route", bytemuck::cast_slice(&words)).unwrap()
+        })
+        .collect()
 }
 
 fn sweep(c: &mut Criterion) {
     let ctx = GpuContext::new(None).expect("a GPU adapter");
     eprintln!("gpu: {}", ctx.describe());
     let mut rng = StdRng::seed_from_u64(0);
-    for (name, experts, rows, cols, routed) in SHAPES {
+    let routes = routes(&ctx);
+    for (name, rows, cols, u) in SHAPES {
         for t in TYPES {
-            let shape = if experts > 1 { vec![experts, rows, cols] } else { vec![rows, cols] };
-            let gate = weight(&ctx, &mut rng, t, shape.clone());
-            let up = routed.then(|| weight(&ctx, &mut rng, t, shape));
-            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let gate = weights(&ctx, &mut rng, t, rows, cols, u);
+            let up = (u == Use::ExpertsGateUp).then(|| weights(&ctx, &mut rng, t, rows, cols, u));
+            let slots = if u == Use::Dense { 1 } else { 4 };
+            let x: Vec<f32> = (0..cols * slots).map(|_| rng.random_range(-1.0..1.0)).collect();
             let x = ctx.storage_init("x", bytemuck::cast_slice(&x)).unwrap();
-            let slots = if routed { 4 } else { 1 };
             let y = ctx.storage("y", (rows * slots * 4) as u64).unwrap();
-            let route: Vec<u32> =
-                [3, 17, 42, 60, 0, 0, 0, 0].into_iter().chain([0.4f32; 8].map(f32::to_bits)).collect();
-            let route = ctx.storage_init("route", bytemuck::cast_slice(&route)).unwrap();
             let mut group = c.benchmark_group(format!("matvec {name} {}", t.name()));
-            group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10);
-            for (wg, rows_per_wg) in TILINGS {
-                let tiling = Tiling { wg, rows: rows_per_wg };
+            group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(600)).sample_size(10);
+            let engine =
+                Tiling::for_shape(&ctx, gate[0].chunks_per_row() as u32 * if u == Use::ExpertsDown { 4 } else { 1 });
+            let tilings =
+                std::iter::once(("engine".to_string(), engine)).chain(TILINGS.iter().map(|&(lanes, rows, wg)| {
+                    (format!("lanes{lanes}_rows{rows}_wg{wg}"), Tiling { lanes, rows, teams: wg / lanes, ..engine })
+                }));
+            for (label, tiling) in tilings {
                 let mut kc = KernelCache::new(false);
-                let args = MatvecArgs {
-                    w: &gate,
-                    up: up.as_ref(),
-                    matrix: if routed { MatrixOf::Routed } else { MatrixOf::Single },
-                    out: Output::Store,
-                    slots: slots as u32,
-                    x_stride: 0,
-                    y_stride: rows as u32,
-                    x: &x,
-                    y: &y,
-                    route: &route,
-                };
-                let d = matvec_tiled(&ctx, &mut kc, args, tiling).unwrap();
-                group.throughput(Throughput::Bytes(d.weight_bytes));
-                group.bench_function(BenchmarkId::from_parameter(format!("wg{wg}x{rows_per_wg}")), |b| {
+                let n = if u == Use::Dense { gate.len() } else { routes.len() };
+                let launches: Vec<Dispatch> = (0..n)
+                    .map(|i| {
+                        let args = MatvecArgs {
+                            w: &gate[i % gate.len()],
+                            up: up.as_ref().map(|up| &up[i % up.len()]),
+                            norm: None,
+                            matrix: if u == Use::Dense { MatrixOf::Single } else { MatrixOf::Routed },
+                            out: if u == Use::ExpertsDown { Output::AddRoutedSum } else { Output::Store },
+                            slots: slots as u32,
+                            x_stride: if u == Use::ExpertsDown { cols as u32 } else { 0 },
+                            y_stride: rows as u32,
+                            x: &x,
+                            y: &y,
+                            route: &routes[i % routes.len()],
+                        };
+                        matvec_tiled(&ctx, &mut kc, args, tiling).unwrap()
+                    })
+                    .collect();
+                let bytes: u64 = launches.iter().map(|d| d.weight_bytes).sum();
+                group.throughput(Throughput::Bytes(bytes));
+                group.bench_function(BenchmarkId::from_parameter(&label), |b| {
                     b.iter_custom(|iters| {
                         let start = Instant::now();
-                        let mut left = iters;
-                        while left > 0 {
-                            let n = left.min(BATCH);
+                        for _ in 0..iters {
                             let mut enc = ctx.device.create_command_encoder(&Default::default());
                             {
                                 let mut pass = enc.begin_compute_pass(&Default::default());
-                                (0..n).for_each(|_| d.record(&mut pass));
+                                launches.iter().for_each(|d| d.record(&mut pass));
                             }
                             ctx.queue.submit([enc.finish()]);
-                            left -= n;
                         }
                         ctx.wait().unwrap();
                         start.elapsed()

@@ -16,7 +16,7 @@ use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::mla_attention::{mla_attention, AttentionArgs};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
-use glm_wgpu::kernels::{matvec, MatrixOf, MatvecArgs, Output, Step};
+use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Step, Tiling};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
 use glm_wgpu::quant::{self, GgmlType};
 use half::f16;
@@ -206,6 +206,8 @@ fn route_words(ids: &[u32], weights: &[f32]) -> Vec<u32> {
 struct MatvecCase<'a> {
     w: &'a Weight,
     up: Option<&'a Weight>,
+    /// RMSNorm weights folded into the product (eps [`NORM_EPS`]).
+    norm: Option<&'a [f32]>,
     matrix: MatrixOf,
     out: Output,
     slots: usize,
@@ -217,26 +219,48 @@ struct MatvecCase<'a> {
     route: &'a [u32],
 }
 
-/// Runs one matvec and returns the whole y buffer's words.
-fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<u32> {
+/// The eps of folded input norms.
+const NORM_EPS: f32 = 1e-5;
+
+/// Runs one matvec under the engine's tiling and two others (the shared-memory reduction; narrow
+/// teams of several rows that each lane walks many chunks of) and returns, for each, its name and
+/// the whole y buffer's words.
+fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(String, Vec<u32>)> {
     let xb = buf_f32(ctx, "x", c.x);
-    let yb = buf_u32(ctx, "y", c.y0);
     let rb = buf_u32(ctx, "route", c.route);
-    let args = MatvecArgs {
+    let nb = c.norm.map(|g| buf_f32(ctx, "norm", g));
+    let args = |yb| MatvecArgs {
         w: &c.w.gpu,
         up: c.up.map(|u| &u.gpu),
+        norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
         matrix: c.matrix,
         out: c.out,
         slots: c.slots as u32,
         x_stride: c.x_stride as u32,
         y_stride: c.y_stride as u32,
         x: &xb,
-        y: &yb,
+        y: yb,
         route: &rb,
     };
-    let d = matvec(ctx, kc, args).unwrap();
-    run(ctx, &[&d]);
-    read_u32(ctx, &yb, c.y0.len())
+    let engine = Tiling::for_shape(ctx, 1);
+    let tilings = [
+        None,
+        Some(Tiling { reduce: Reduce::Shared, ..engine }),
+        Some(Tiling { lanes: 4, teams: 16, rows: 3, ..engine }),
+    ];
+    let ys: Vec<wgpu::Buffer> = tilings.iter().map(|_| buf_u32(ctx, "y", c.y0)).collect();
+    tilings
+        .into_iter()
+        .zip(&ys)
+        .map(|(t, yb)| {
+            let d = match t {
+                None => matvec(ctx, kc, args(yb)).unwrap(),
+                Some(t) => matvec_tiled(ctx, kc, args(yb), t).unwrap(),
+            };
+            run(ctx, &[&d]);
+            (t.map_or("engine tiling".to_string(), |t| format!("{t:?}")), read_u32(ctx, yb, c.y0.len()))
+        })
+        .collect()
 }
 
 /// The model shape the attention, KV and router kernels read; only the fields they use matter.
@@ -345,6 +369,7 @@ fn matvec_single_store() {
         let c = MatvecCase {
             w: &w,
             up: None,
+            norm: None,
             matrix: MatrixOf::Single,
             out: Output::Store,
             slots: 1,
@@ -354,11 +379,13 @@ fn matvec_single_store() {
             y0: &y0,
             route: &route,
         };
-        let y = run_matvec(ctx, &mut kc, &c);
-        let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &x)).collect();
-        let name = format!("matvec {} Single/Store {rows}x{cols}", t.name());
-        worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
-        check_untouched(&name, &y[rows..], &y0[rows..]);
+        for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+            let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &x)).collect();
+            let name = format!("matvec {} Single/Store {rows}x{cols}", t.name());
+            let name = format!("{name} [{tiling}]");
+            worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+            check_untouched(&name, &y[rows..], &y0[rows..]);
+        }
     }
     report("matvec Single/Store", worst);
 }
@@ -381,6 +408,7 @@ fn matvec_single_add() {
                 let c = MatvecCase {
                     w: &w,
                     up: None,
+                    norm: None,
                     matrix: MatrixOf::Single,
                     out: Output::Add,
                     slots: 1,
@@ -390,11 +418,13 @@ fn matvec_single_add() {
                     y0: &y0,
                     route: &route,
                 };
-                let y = run_matvec(ctx, &mut kc, &c);
-                let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &x)).collect();
-                let name = format!("matvec {} Single/Add {rows}x{cols}", t.name());
-                worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
-                check_untouched(&name, &y[rows..], &y0[rows..]);
+                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                    let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &x)).collect();
+                    let name = format!("matvec {} Single/Add {rows}x{cols}", t.name());
+                    let name = format!("{name} [{tiling}]");
+                    worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+                    check_untouched(&name, &y[rows..], &y0[rows..]);
+                }
             }
         }
     }
@@ -429,6 +459,7 @@ fn matvec_slot() {
                 let c = MatvecCase {
                     w: &w,
                     up: None,
+                    norm: None,
                     matrix: MatrixOf::Slot,
                     out,
                     slots: heads,
@@ -438,26 +469,28 @@ fn matvec_slot() {
                     y0: &y0,
                     route: &route,
                 };
-                let y = run_matvec(ctx, &mut kc, &c);
-                let name = format!(
-                    "matvec {} Slot/{out:?} {heads}x{rows}x{cols} x_stride {x_stride} y_stride {y_stride}",
-                    t.name()
-                );
-                let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
-                for h in 0..heads {
-                    let xh = &x[h * x_stride..h * x_stride + cols];
-                    for r in 0..rows {
-                        let o = h * y_stride + r;
-                        let acc = if out == Output::Add { base[o] as f64 } else { 0.0 };
-                        want.push(acc + dot(w.row(h, r), xh));
-                        got.push(f32::from_bits(y[o]));
-                        written[o] = true;
+                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                    let name = format!(
+                        "matvec {} Slot/{out:?} {heads}x{rows}x{cols} x_stride {x_stride} y_stride {y_stride}",
+                        t.name()
+                    );
+                    let name = format!("{name} [{tiling}]");
+                    let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
+                    for h in 0..heads {
+                        let xh = &x[h * x_stride..h * x_stride + cols];
+                        for r in 0..rows {
+                            let o = h * y_stride + r;
+                            let acc = if out == Output::Add { base[o] as f64 } else { 0.0 };
+                            want.push(acc + dot(w.row(h, r), xh));
+                            got.push(f32::from_bits(y[o]));
+                            written[o] = true;
+                        }
                     }
+                    worst[oi] = worst[oi].max(check(&name, &got, &want, REL_TOL));
+                    let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
+                        (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
+                    check_untouched(&name, &rest_got, &rest_want);
                 }
-                worst[oi] = worst[oi].max(check(&name, &got, &want, REL_TOL));
-                let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
-                    (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
-                check_untouched(&name, &rest_got, &rest_want);
             }
         }
     }
@@ -486,6 +519,7 @@ fn matvec_glu_and_routed() {
             let c = MatvecCase {
                 w: &gate,
                 up: Some(&up),
+                norm: None,
                 matrix: MatrixOf::Single,
                 out: Output::Store,
                 slots: 1,
@@ -495,11 +529,14 @@ fn matvec_glu_and_routed() {
                 y0: &y0,
                 route: &route,
             };
-            let y = run_matvec(ctx, &mut kc, &c);
-            let want: Vec<f64> = (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &x), dot(up.row(0, r), &x))).collect();
-            let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
-            worst_dense = worst_dense.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
-            check_untouched(&name, &y[rows..], &y0[rows..]);
+            for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                let want: Vec<f64> =
+                    (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &x), dot(up.row(0, r), &x))).collect();
+                let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
+                let name = format!("{name} [{tiling}]");
+                worst_dense = worst_dense.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+                check_untouched(&name, &y[rows..], &y0[rows..]);
+            }
 
             // Routed experts: slot s uses expert ids[s]; shared input (x_stride 0, as the engine)
             // or one input per slot; with and without GLU.
@@ -517,6 +554,7 @@ fn matvec_glu_and_routed() {
                     let c = MatvecCase {
                         w: &gate,
                         up: glu.then_some(&up),
+                        norm: None,
                         matrix: MatrixOf::Routed,
                         out: Output::Store,
                         slots,
@@ -526,31 +564,33 @@ fn matvec_glu_and_routed() {
                         y0: &y0,
                         route: &route,
                     };
-                    let y = run_matvec(ctx, &mut kc, &c);
-                    let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
-                    for (s, &e) in ids.iter().enumerate() {
-                        let xs = &x[s * x_stride..s * x_stride + cols];
-                        for r in 0..rows {
-                            let g = dot(gate.row(e as usize, r), xs);
-                            want.push(if glu { silu_glu(g, dot(up.row(e as usize, r), xs)) } else { g });
-                            got.push(f32::from_bits(y[s * y_stride + r]));
-                            written[s * y_stride + r] = true;
+                    for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                        let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
+                        for (s, &e) in ids.iter().enumerate() {
+                            let xs = &x[s * x_stride..s * x_stride + cols];
+                            for r in 0..rows {
+                                let g = dot(gate.row(e as usize, r), xs);
+                                want.push(if glu { silu_glu(g, dot(up.row(e as usize, r), xs)) } else { g });
+                                got.push(f32::from_bits(y[s * y_stride + r]));
+                                written[s * y_stride + r] = true;
+                            }
                         }
-                    }
-                    let name = format!(
+                        let name = format!(
                         "matvec {} Routed/Store{} {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride} y_stride {y_stride}",
                         t.name(),
                         if glu { " GLU" } else { "" }
                     );
-                    let e = check(&name, &got, &want, REL_TOL);
-                    if glu {
-                        worst_routed_glu = worst_routed_glu.max(e);
-                    } else {
-                        worst_routed = worst_routed.max(e);
+                        let name = format!("{name} [{tiling}]");
+                        let e = check(&name, &got, &want, REL_TOL);
+                        if glu {
+                            worst_routed_glu = worst_routed_glu.max(e);
+                        } else {
+                            worst_routed = worst_routed.max(e);
+                        }
+                        let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
+                            (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
+                        check_untouched(&name, &rest_got, &rest_want);
                     }
-                    let (rest_got, rest_want): (Vec<u32>, Vec<u32>) =
-                        (0..len).filter(|&i| !written[i]).map(|i| (y[i], y0[i])).unzip();
-                    check_untouched(&name, &rest_got, &rest_want);
                 }
             }
         }
@@ -558,6 +598,69 @@ fn matvec_glu_and_routed() {
     report("matvec Single/Store GLU", worst_dense);
     report("matvec Routed/Store GLU", worst_routed_glu);
     report("matvec Routed/Store", worst_routed);
+}
+
+/// An RMSNorm folded into the product: y = W (x / sqrt(mean(x²) + eps) * g), as the engine's
+/// q_a / kv_a / q_b / router / gate-up / LM-head matvecs use it; plain, gate/up and routed gate/up.
+#[test]
+fn matvec_input_norm() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(13);
+    let mut worst = 0f64;
+    for (t, cols) in formats() {
+        for (rows, cols) in [(37, cols[1]), (130, cols[cols.len() - 1]), (1, cols[0])] {
+            // Inputs far from unit scale, so a missing or wrong normalisation shows.
+            let x = uniform(&mut rng, cols, 40.0);
+            let g = uniform(&mut rng, cols, 2.0);
+            let inv =
+                1.0 / ((x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64) + NORM_EPS as f64).sqrt();
+            let xn: Vec<f32> = x.iter().zip(&g).map(|(&v, &w)| (v as f64 * inv * w as f64) as f32).collect();
+            let n_exp = 5;
+            let gate = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
+            let ids: [u32; 3] = [4, 1, 2];
+            let route = route_words(&ids, &[0.5, 0.25, 0.125]);
+            for (matrix, glu) in [(MatrixOf::Single, false), (MatrixOf::Single, true), (MatrixOf::Routed, true)] {
+                let (slots, experts): (usize, Vec<usize>) = match matrix {
+                    MatrixOf::Routed => (ids.len(), ids.iter().map(|&e| e as usize).collect()),
+                    _ => (1, vec![0]),
+                };
+                let len = slots * rows + 4;
+                let y0 = vec![NAN_BITS; len];
+                let c = MatvecCase {
+                    w: &gate,
+                    up: glu.then_some(&up),
+                    norm: Some(&g),
+                    matrix,
+                    out: Output::Store,
+                    slots,
+                    x_stride: 0,
+                    y_stride: rows,
+                    x: &x,
+                    y0: &y0,
+                    route: &route,
+                };
+                let mut want = Vec::new();
+                for &e in &experts {
+                    for r in 0..rows {
+                        let v = dot(gate.row(e, r), &xn);
+                        want.push(if glu { silu_glu(v, dot(up.row(e, r), &xn)) } else { v });
+                    }
+                }
+                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                    let name = format!(
+                        "matvec {} {matrix:?}{} with input norm {rows}x{cols} [{tiling}]",
+                        t.name(),
+                        if glu { " GLU" } else { "" }
+                    );
+                    worst = worst.max(check(&name, &floats(&y[..slots * rows]), &want, REL_TOL));
+                    check_untouched(&name, &y[slots * rows..], &y0[slots * rows..]);
+                }
+            }
+        }
+    }
+    report("matvec with input norm", worst);
 }
 
 /// The routed experts' down projection: y += Σ_s weight_s · W[ids[s]] x_s.
@@ -586,6 +689,7 @@ fn matvec_add_routed_sum() {
             let c = MatvecCase {
                 w: &w,
                 up: None,
+                norm: None,
                 matrix: MatrixOf::Routed,
                 out: Output::AddRoutedSum,
                 slots: k,
@@ -595,25 +699,27 @@ fn matvec_add_routed_sum() {
                 y0: &y0,
                 route: &route,
             };
-            let y = run_matvec(ctx, &mut kc, &c);
-            let want: Vec<f64> = (0..rows)
-                .map(|r| {
-                    let sum: f64 = ids
-                        .iter()
-                        .enumerate()
-                        .map(|(s, &e)| {
-                            weights[s] as f64 * dot(w.row(e as usize, r), &x[s * x_stride..s * x_stride + cols])
-                        })
-                        .sum();
-                    base[r] as f64 + sum
-                })
-                .collect();
-            let name = format!(
-                "matvec {} Routed/AddRoutedSum {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride}",
-                t.name()
-            );
-            worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
-            check_untouched(&name, &y[rows..], &y0[rows..]);
+            for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                let want: Vec<f64> = (0..rows)
+                    .map(|r| {
+                        let sum: f64 = ids
+                            .iter()
+                            .enumerate()
+                            .map(|(s, &e)| {
+                                weights[s] as f64 * dot(w.row(e as usize, r), &x[s * x_stride..s * x_stride + cols])
+                            })
+                            .sum();
+                        base[r] as f64 + sum
+                    })
+                    .collect();
+                let name = format!(
+                    "matvec {} Routed/AddRoutedSum {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride}",
+                    t.name()
+                );
+                let name = format!("{name} [{tiling}]");
+                worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
+                check_untouched(&name, &y[rows..], &y0[rows..]);
+            }
         }
     }
     report("matvec Routed/AddRoutedSum", worst);
@@ -1026,6 +1132,7 @@ fn router_selects_and_weights() {
             let args = MatvecArgs {
                 w: &gate.gpu,
                 up: None,
+                norm: None,
                 matrix: MatrixOf::Single,
                 out: Output::Store,
                 slots: 1,

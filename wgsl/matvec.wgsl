@@ -1,9 +1,15 @@
 // Matrix-vector products over any weight format: y = W x, for one matrix or one per slot.
 //
-// Host constants: WG (threads), ROWS (rows per workgroup), CHUNK_V4 (vec4s per format chunk),
+// A workgroup is TEAMS teams of LANES threads; a team owns ROWS consecutive rows and its lanes split
+// the row length between them, so each thread loads one chunk of x and uses it for all ROWS rows
+// (x is read once per team, and every thread keeps ROWS weight loads in flight).
+//
+// Host constants: LANES, TEAMS, ROWS, CHUNK_V4 (vec4s per format chunk),
 // MATRIX (0: one matrix; 1: matrix = slot, e.g. attention heads; 2: matrix = routed expert id of the slot),
-// GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots).
-// The format snippets appended after this source define load_chunk0 / load_chunk1.
+// GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots),
+// NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces).
+// The reduction snippet (subgroup or shared memory) defines reduce_team; the format snippets define
+// load_chunk0 / load_chunk1.
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -23,11 +29,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read> scales0: array<u32>;
 @group(0) @binding(6) var<storage, read> weights1: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales1: array<u32>;
+@group(0) @binding(8) var<storage, read> gnorm: array<vec4<f32>>;
 
-const LANES: u32 = WG / ROWS;
-
-var<workgroup> part0: array<f32, WG>;
-var<workgroup> part1: array<f32, WG>;
+const WG: u32 = LANES * TEAMS;
 
 fn matrix_of(slot: u32) -> u32 {
     if MATRIX == 1u {
@@ -39,63 +43,74 @@ fn matrix_of(slot: u32) -> u32 {
     return 0u;
 }
 
-// This lane's share of row `row` of matrix `m` (and of W1 when GLU) against the input of `slot`.
-fn partial_dot(m: u32, row: u32, slot: u32, lane: u32) -> vec2<f32> {
-    let base = (m * p.rows + row) * p.chunks;
-    let xb = slot * p.x_stride;
-    var acc = vec2<f32>(0.0);
-    for (var c = lane; c < p.chunks; c += LANES) {
-        let w0 = load_chunk0(base + c);
-        for (var i = 0u; i < CHUNK_V4; i++) {
-            acc.x += dot(w0[i], x[xb + c * CHUNK_V4 + i]);
-        }
-        if GLU {
-            let w1 = load_chunk1(base + c);
-            for (var i = 0u; i < CHUNK_V4; i++) {
-                acc.y += dot(w1[i], x[xb + c * CHUNK_V4 + i]);
-            }
-        }
+fn chunk_dot(w: array<vec4<f32>, CHUNK_V4>, xs: array<vec4<f32>, CHUNK_V4>) -> f32 {
+    var d = 0.0;
+    for (var i = 0u; i < CHUNK_V4; i++) {
+        d += dot(w[i], xs[i]);
     }
-    return acc;
+    return d;
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let team = tid / LANES;
     let lane = tid % LANES;
-    let row = (wid.x + wid.y * p.groups_x) * ROWS + team;
+    let row0 = ((wid.x + wid.y * p.groups_x) * TEAMS + team) * ROWS;
     let slot = wid.z;
-    var acc = vec2<f32>(0.0);
-    if row < p.rows {
+    // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
+    var v: array<f32, NV>;
+    var items = p.chunks;
+    if OUT == 2u {
+        items = p.chunks * p.n_slots;
+    }
+    for (var it = lane; it < items; it += LANES) {
+        var s = slot;
+        var c = it;
+        var wgt = 1.0;
         if OUT == 2u {
-            for (var s = 0u; s < p.n_slots; s++) {
-                let wgt = bitcast<f32>(route[8u + s]);
-                acc += wgt * partial_dot(matrix_of(s), row, s, lane);
+            s = it / p.chunks;
+            c = it - s * p.chunks;
+            wgt = bitcast<f32>(route[8u + s]);
+        }
+        var xs: array<vec4<f32>, CHUNK_V4>;
+        for (var i = 0u; i < CHUNK_V4; i++) {
+            xs[i] = x[s * p.x_stride + c * CHUNK_V4 + i];
+            if NORM {
+                v[NV - 1u] += dot(xs[i], xs[i]);
+                xs[i] *= gnorm[c * CHUNK_V4 + i];
             }
-        } else {
-            acc = partial_dot(matrix_of(slot), row, slot, lane);
+        }
+        let m = matrix_of(s);
+        for (var r = 0u; r < ROWS; r++) {
+            // Rows past the end read the last row (in range) and are never stored.
+            let base = (m * p.rows + min(row0 + r, p.rows - 1u)) * p.chunks + c;
+            v[r] += wgt * chunk_dot(load_chunk0(base), xs);
+            if GLU {
+                v[ROWS + r] += chunk_dot(load_chunk1(base), xs);
+            }
         }
     }
-    part0[tid] = acc.x;
-    part1[tid] = acc.y;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            part0[tid] += part0[tid + stride];
-            part1[tid] += part1[tid + stride];
-        }
-        workgroupBarrier();
+    reduce_team(&v, tid, lane);
+    if lane != 0u {
+        return;
     }
-    if lane == 0u && row < p.rows {
-        var v = part0[tid];
-        if GLU {
-            v = v / (1.0 + exp(-v)) * part1[tid];
-        }
-        let o = slot * p.y_stride + row;
-        if OUT == 0u {
-            y[o] = v;
-        } else {
-            y[o] += v;
+    var scale = 1.0;
+    if NORM {
+        scale = inverseSqrt(v[NV - 1u] / f32(p.chunks * CHUNK_V4 * 4u) + EPS);
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let row = row0 + r;
+        if row < p.rows {
+            var out = v[r] * scale;
+            if GLU {
+                out = out / (1.0 + exp(-out)) * v[ROWS + r] * scale;
+            }
+            let o = slot * p.y_stride + row;
+            if OUT == 0u {
+                y[o] = out;
+            } else {
+                y[o] += out;
+            }
         }
     }
 }

@@ -76,6 +76,13 @@ impl GpuContext {
         Ok(Self { adapter_info: info, device, queue, limits, features })
     }
 
+    /// The subgroup size, where the adapter has subgroups and they always have the same size.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let i = &self.adapter_info;
+        (self.features.contains(wgpu::Features::SUBGROUP) && i.subgroup_min_size == i.subgroup_max_size)
+            .then_some(i.subgroup_min_size)
+    }
+
     pub fn describe(&self) -> String {
         describe(&self.adapter_info)
     }

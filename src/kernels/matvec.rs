@@ -1,34 +1,58 @@
-//! `wgsl/matvec.wgsl`: matrix-vector products for dense layers, attention heads and routed experts.
+//! `wgsl/matvec.wgsl`: matrix-vector products for dense layers, attention heads and routed experts,
+//! with an optional RMSNorm of the input folded in.
 
 use super::format;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
 use anyhow::{ensure, Result};
 
-/// Threads per workgroup and rows per workgroup (each row gets `wg / rows` lanes).
+/// How the threads of a workgroup share the rows: `teams` teams of `lanes` threads, each team
+/// owning `rows` rows whose length its lanes split; and how a team sums its lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
-    pub wg: u32,
+    pub lanes: u32,
+    pub teams: u32,
     pub rows: u32,
+    pub reduce: Reduce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    /// Subgroup shuffles, for adapters whose subgroups always have this many lanes.
+    Subgroup(u32),
+    /// Shared memory only.
+    Shared,
+}
+
+impl Reduce {
+    /// Subgroups where the adapter has them with one fixed size, else shared memory.
+    pub fn for_adapter(ctx: &GpuContext) -> Reduce {
+        match ctx.fixed_subgroup_size() {
+            Some(n) => Reduce::Subgroup(n),
+            None => Reduce::Shared,
+        }
+    }
 }
 
 impl Tiling {
-    /// The tiling for a matrix of `rows` rows applied to `slots` inputs. From the H200 sweep
-    /// (`cargo bench --bench matvec`, BENCHMARKS.md): 64×4 is within ~2 % of the best for the large and
-    /// routed matrices, while matrices that give fewer than ~1000 such workgroups are latency-bound and
-    /// gain 15-40 % from twice as many workgroups of 128 threads, 2 rows each.
-    pub fn for_shape(rows: u32, slots: u32) -> Tiling {
-        if rows * slots < 4096 {
-            Tiling { wg: 128, rows: 2 }
-        } else {
-            Tiling { wg: 64, rows: 4 }
-        }
+    /// The tiling for a matrix whose rows hold `chunks` format chunks (times `slots` when the slots
+    /// are summed): one team spans a row (up to 64 lanes), four rows per team, at least 64 threads.
+    pub fn for_shape(ctx: &GpuContext, chunks: u32) -> Tiling {
+        let lanes = chunks.next_power_of_two().min(64);
+        Tiling { lanes, teams: (64 / lanes).max(1), rows: 4, reduce: Reduce::for_adapter(ctx) }
     }
 
     pub fn validate(self) -> Result<()> {
+        let wg = self.lanes * self.teams;
         ensure!(
-            self.wg.is_power_of_two() && self.rows.is_power_of_two() && self.rows <= self.wg && self.wg <= 256,
-            "matvec tiling {self:?}: workgroup and rows must be powers of two, rows ≤ workgroup ≤ 256"
+            self.lanes.is_power_of_two() && self.teams >= 1 && (1..=8).contains(&self.rows) && wg <= 256,
+            "matvec tiling {self:?}: lanes must be a power of two, 1-8 rows, at most 256 threads"
         );
+        if let Reduce::Subgroup(sg) = self.reduce {
+            ensure!(
+                sg.is_power_of_two() && wg.is_multiple_of(sg.min(wg)),
+                "matvec tiling {self:?}: workgroup of {wg} is not whole subgroups of {sg}"
+            );
+        }
         Ok(())
     }
 }
@@ -53,10 +77,18 @@ pub enum Output {
     AddRoutedSum,
 }
 
+/// An RMSNorm applied to the input before the product: x / sqrt(mean(x²) + eps) * weight.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    pub weight: &'a wgpu::Buffer,
+    pub eps: f32,
+}
+
 pub struct MatvecArgs<'a> {
     pub w: &'a GpuWeight,
     /// The up projection of a gate/up pair: y = silu(w x) * (up x).
     pub up: Option<&'a GpuWeight>,
+    pub norm: Option<InputNorm<'a>>,
     pub matrix: MatrixOf,
     pub out: Output,
     pub slots: u32,
@@ -69,21 +101,34 @@ pub struct MatvecArgs<'a> {
 }
 
 fn source(a: &MatvecArgs, t: Tiling) -> String {
-    let consts = [
-        ("WG", Const::U32(t.wg)),
+    let per_row = if a.up.is_some() { 2 } else { 1 };
+    let mut consts = vec![
+        ("LANES", Const::U32(t.lanes)),
+        ("TEAMS", Const::U32(t.teams)),
         ("ROWS", Const::U32(t.rows)),
+        ("NV", Const::U32(t.rows * per_row + a.norm.is_some() as u32)),
         ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
         ("MATRIX", Const::U32(a.matrix as u32)),
         ("GLU", Const::Bool(a.up.is_some())),
         ("OUT", Const::U32(a.out as u32)),
+        ("NORM", Const::Bool(a.norm.is_some())),
+        ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
+    let reduce = match t.reduce {
+        Reduce::Subgroup(sg) => {
+            consts.push(("SG", Const::U32(sg)));
+            include_str!("../../wgsl/matvec_reduce_subgroup.wgsl")
+        }
+        Reduce::Shared => include_str!("../../wgsl/matvec_reduce_shared.wgsl"),
+    };
     let body = include_str!("../../wgsl/matvec.wgsl");
     let up_type = a.up.map_or(a.w.ggml_type, |u| u.ggml_type);
-    compose(&consts, body) + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")
+    compose(&consts, body) + reduce + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
-    let tiling = Tiling::for_shape(a.w.rows() as u32, a.slots);
+    let items = a.w.chunks_per_row() as u32 * if a.out == Output::AddRoutedSum { a.slots } else { 1 };
+    let tiling = Tiling::for_shape(ctx, items);
     matvec_tiled(ctx, cache, a, tiling)
 }
 
@@ -104,6 +149,18 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         !(a.up.is_some() && a.out == Output::AddRoutedSum),
         "a gate/up matvec cannot sum over routed slots (SiLU applies per expert)"
     );
+    ensure!(
+        !(a.norm.is_some() && a.out == Output::AddRoutedSum),
+        "an input norm cannot apply to per-slot inputs that are summed"
+    );
+    let chunks = a.w.chunks_per_row() as u32;
+    if a.norm.is_some() {
+        ensure!(
+            a.w.row_len() == chunks as usize * format::chunk_vec4s(a.w.ggml_type) as usize * 4,
+            "a folded input norm needs rows of whole chunks ({} columns)",
+            a.w.row_len()
+        );
+    }
     ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
     let bindings = [
         Binding::Uniform,
@@ -114,14 +171,18 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::Read,
         Binding::Read,
         Binding::Read,
+        Binding::Read,
     ];
     let kernel = cache.get(ctx, "matvec", source(&a, tiling), &bindings)?;
     let rows = a.w.rows() as u32;
-    let [gx, gy] = grid(rows.div_ceil(tiling.rows));
-    let params = [rows, a.w.chunks_per_row() as u32, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
+    let [gx, gy] = grid(rows.div_ceil(tiling.rows * tiling.teams));
+    let params = [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
     let up = a.up.unwrap_or(a.w);
-    let bind_group = kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales]);
+    // Without a norm the binding is never read; any buffer will do.
+    let norm = a.norm.map_or(a.x, |n| n.weight);
+    let bind_group =
+        kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm]);
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };

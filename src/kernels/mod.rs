@@ -10,7 +10,7 @@ pub mod mla_attention;
 pub mod rms_norm;
 pub mod router;
 
-pub use matvec::{matvec, matvec_tiled, MatrixOf, MatvecArgs, Output, Tiling};
+pub use matvec::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Tiling};
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
 const KV_CACHE: &str = include_str!("../../wgsl/kv_cache.wgsl");
