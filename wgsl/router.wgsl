@@ -1,58 +1,75 @@
 // MoE routing from the router logits (computed by matvec): scores by sigmoid (or softmax), top-k
 // chosen by score + bias, weights = chosen scores (without bias), optionally normalized, times SCALE.
-// One workgroup; the selection is serial over N_EXP experts, which is tiny next to any matvec.
-// Host constants: N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE.
+// One workgroup, one thread per expert; each of the TOPK picks is a tree arg-max in shared memory
+// (ties go to the lower expert id, as a serial scan would).
+// Host constants: WG (a power of two ≥ N_EXP), N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE.
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> bias: array<f32>;
 // Expert ids in [0, 8), weights (f32 bits) in [8, 16).
 @group(0) @binding(2) var<storage, read_write> route: array<u32>;
 
-var<workgroup> score: array<f32, N_EXP>;
+var<workgroup> best: array<f32, WG>;
+var<workgroup> best_id: array<u32, WG>;
+var<workgroup> picked: array<u32, TOPK>;
+var<workgroup> picked_score: array<f32, TOPK>;
 
-@compute @workgroup_size(1)
-fn main() {
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) e: u32) {
+    let live = e < N_EXP;
+    var logit = -3.0e38;
+    if live {
+        logit = logits[e];
+    }
+    var score: f32;
     if SOFTMAX {
-        var m = -3.0e38;
-        for (var e = 0u; e < N_EXP; e++) {
-            m = max(m, logits[e]);
+        let m = workgroup_max(logit, e);
+        var ex = 0.0;
+        if live {
+            ex = exp(logit - m);
         }
-        var sum = 0.0;
-        for (var e = 0u; e < N_EXP; e++) {
-            score[e] = exp(logits[e] - m);
-            sum += score[e];
-        }
-        for (var e = 0u; e < N_EXP; e++) {
-            score[e] /= sum;
-        }
+        score = ex / workgroup_sum(ex, e);
     } else {
-        for (var e = 0u; e < N_EXP; e++) {
-            score[e] = 1.0 / (1.0 + exp(-logits[e]));
-        }
+        score = 1.0 / (1.0 + exp(-logit));
     }
-    var taken: array<bool, N_EXP>;
-    var ids: array<u32, TOPK>;
-    var total = 0.0;
+    var choice = -3.0e38;
+    if live {
+        choice = score + bias[e];
+    }
     for (var k = 0u; k < TOPK; k++) {
-        var best = -3.0e38;
-        var bi = 0u;
-        for (var e = 0u; e < N_EXP; e++) {
-            let v = score[e] + bias[e];
-            if !taken[e] && v > best {
-                best = v;
-                bi = e;
+        best[e] = choice;
+        best_id[e] = e;
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s /= 2u) {
+            if e < s {
+                let o = best[e + s];
+                if o > best[e] || (o == best[e] && best_id[e + s] < best_id[e]) {
+                    best[e] = o;
+                    best_id[e] = best_id[e + s];
+                }
             }
+            workgroupBarrier();
         }
-        taken[bi] = true;
-        ids[k] = bi;
-        total += score[bi];
+        let winner = best_id[0];
+        if e == winner {
+            picked[k] = e;
+            picked_score[k] = score;
+            choice = -3.4e38;
+        }
+        workgroupBarrier();
     }
-    var norm = 1.0;
-    if NORM_TOPK {
-        norm = 1.0 / (total + 1e-20);
-    }
-    for (var k = 0u; k < TOPK; k++) {
-        route[k] = ids[k];
-        route[8u + k] = bitcast<u32>(score[ids[k]] * norm * SCALE);
+    if e == 0u {
+        var total = 0.0;
+        for (var k = 0u; k < TOPK; k++) {
+            total += picked_score[k];
+        }
+        var norm = 1.0;
+        if NORM_TOPK {
+            norm = 1.0 / (total + 1e-20);
+        }
+        for (var k = 0u; k < TOPK; k++) {
+            route[k] = picked[k];
+            route[8u + k] = bitcast<u32>(picked_score[k] * norm * SCALE);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! `wgsl/router.wgsl`: top-k expert choice from router logits (which `matvec` computes).
 
+use super::REDUCE;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{Gating, ModelConfig};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 pub fn router(
     ctx: &GpuContext,
@@ -12,14 +13,16 @@ pub fn router(
     bias: &wgpu::Buffer,
     route: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    ensure!(c.n_experts <= 256, "the router handles at most 256 experts, not {}", c.n_experts);
     let consts = [
+        ("WG", Const::U32((c.n_experts as u32).next_power_of_two().max(32))),
         ("N_EXP", Const::U32(c.n_experts as u32)),
         ("TOPK", Const::U32(c.n_experts_used as u32)),
         ("SOFTMAX", Const::Bool(c.gating == Gating::Softmax)),
         ("NORM_TOPK", Const::Bool(c.norm_topk)),
         ("SCALE", Const::F32(c.routed_scale)),
     ];
-    let source = compose(&consts, include_str!("../../wgsl/router.wgsl"));
+    let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), REDUCE].concat());
     let kernel = kc.get(ctx, "router", source, &[Binding::Read, Binding::Read, Binding::ReadWrite])?;
     let bind_group = kernel.bind(ctx, &[logits, bias, route]);
     Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))
