@@ -13,7 +13,7 @@ use glm_wgpu::kernels::argmax::argmax;
 use glm_wgpu::kernels::capture::capture;
 use glm_wgpu::kernels::embed::embed;
 use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
-use glm_wgpu::kernels::mla_attention::{mla_attention, AttentionArgs};
+use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
 use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Step, Tiling};
@@ -933,12 +933,19 @@ fn mla_attention_matches_softmax() {
                 let (qb, qlb, rb) =
                     (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
                 let cb = buf_u32(ctx, "cache", &words);
-                let scores = buf_u32(ctx, "scores", &vec![NAN_BITS; heads * max_ctx]);
+                let partials = buf_u32(ctx, "partials", &vec![NAN_BITS; partials_len(&c, max_ctx)]);
                 let ob = buf_u32(ctx, "ctx", &out0);
-                let a =
-                    AttentionArgs { step: &sb, q: &qb, q_lat: &qlb, rope: &rb, cache: &cb, scores: &scores, out: &ob };
-                let d = mla_attention(ctx, &mut kc, &c, max_ctx, kv_f16, a).unwrap();
-                run(ctx, &[&d]);
+                let a = AttentionArgs {
+                    step: &sb,
+                    q: &qb,
+                    q_lat: &qlb,
+                    rope: &rb,
+                    cache: &cb,
+                    partials: &partials,
+                    out: &ob,
+                };
+                let [split, combine] = mla_attention(ctx, &mut kc, &c, max_ctx, kv_f16, a).unwrap();
+                run(ctx, &[&split, &combine]);
                 let out = read_u32(ctx, &ob, out_len);
                 let mut want = Vec::with_capacity(heads * lora);
                 for h in 0..heads {

@@ -1,69 +1,89 @@
-// MLA attention of one token in the absorbed form, one workgroup per head:
-// score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)) over positions 0..=pos,
-// ctx = softmax(score) · latent. Scores go through a scratch row so any context length fits.
-// Host constants: WG, KV_LORA, ROPE, KV_W, NOPE, QK (q floats per head), MAX_CTX, SCALE, KV_F16.
+// MLA attention of one token in the absorbed form, split over the context (flash-decoding):
+// workgroup (h, s) scores positions [s * SPLIT, (s + 1) * SPLIT) ∩ [0, pos] for head h,
+// score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)), and writes the split's max m,
+// sum l = Σ exp(score - m) and unnormalised context Σ exp(score - m) latent(t) to `partials`;
+// mla_attention_combine.wgsl merges the splits. A team of LANES threads scores one position.
+// Host constants: WG, LANES, NV (= 1), SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> cache: array<u32>;
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ctx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-var<workgroup> ql: array<f32, KV_LORA>;
-var<workgroup> qr: array<f32, ROPE>;
+const TEAMS: u32 = WG / LANES;
+const PAIRS: u32 = KV_W / 2u;
+const PAIRS_PER_LANE: u32 = (PAIRS + LANES - 1u) / LANES;
+// Per (head, split): m, l, two pad floats, then KV_LORA context floats.
+const PART: u32 = KV_LORA + 4u;
+
+// The query against one cache row: q_lat pairs, then the roped query pairs.
+var<workgroup> qv: array<vec2<f32>, PAIRS>;
+var<workgroup> p: array<f32, SPLIT>;
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.x;
+    let start = wid.y * SPLIT;
     let n = step.pos + 1u;
-    for (var i = tid; i < KV_LORA; i += WG) {
-        ql[i] = q_lat[h * KV_LORA + i];
+    if start >= n {
+        return;
+    }
+    let end = min(n, start + SPLIT);
+    for (var i = tid; i < KV_LORA / 2u; i += WG) {
+        qv[i] = vec2<f32>(q_lat[h * KV_LORA + 2u * i], q_lat[h * KV_LORA + 2u * i + 1u]);
     }
     for (var j = tid; j < ROPE / 2u; j += WG) {
         let a = q[h * QK + NOPE + 2u * j];
         let b = q[h * QK + NOPE + 2u * j + 1u];
         let cs = rope[step.pos * (ROPE / 2u) + j];
-        qr[2u * j] = a * cs.x - b * cs.y;
-        qr[2u * j + 1u] = a * cs.y + b * cs.x;
+        qv[KV_LORA / 2u + j] = vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
     }
     workgroupBarrier();
 
-    let row = h * MAX_CTX;
+    let team = tid / LANES;
+    let lane = tid % LANES;
     var m = -3.0e38;
-    for (var t = tid; t < n; t += WG) {
-        let base = t * KV_W;
-        var s = 0.0;
-        for (var i = 0u; i < KV_LORA; i += 2u) {
-            let v = cache_load2(base + i);
-            s += ql[i] * v.x + ql[i + 1u] * v.y;
+    for (var t0 = start; t0 < end; t0 += TEAMS) {
+        // Teams past the end score the last position again and drop it.
+        let t = min(t0 + team, end - 1u);
+        var v: array<f32, NV>;
+        for (var k = 0u; k < PAIRS_PER_LANE; k++) {
+            let i = lane + k * LANES;
+            if i < PAIRS {
+                v[0] += dot(qv[i], cache_load2(t * KV_W + 2u * i));
+            }
         }
-        for (var i = 0u; i < ROPE; i += 2u) {
-            let v = cache_load2(base + KV_LORA + i);
-            s += qr[i] * v.x + qr[i + 1u] * v.y;
+        reduce_team(&v, tid, lane);
+        if lane == 0u && t0 + team < end {
+            p[t - start] = v[0] * SCALE;
         }
-        s *= SCALE;
-        scores[row + t] = s;
-        m = max(m, s);
+    }
+    workgroupBarrier();
+    for (var t = start + tid; t < end; t += WG) {
+        m = max(m, p[t - start]);
     }
     m = workgroup_max(m, tid);
-    var sum = 0.0;
-    for (var t = tid; t < n; t += WG) {
-        let e = exp(scores[row + t] - m);
-        scores[row + t] = e;
-        sum += e;
+    var l = 0.0;
+    for (var t = start + tid; t < end; t += WG) {
+        let e = exp(p[t - start] - m);
+        p[t - start] = e;
+        l += e;
     }
-    sum = workgroup_sum(sum, tid);
-    storageBarrier();
-    workgroupBarrier();
+    l = workgroup_sum(l, tid);
 
-    let inv = 1.0 / sum;
-    for (var d = 2u * tid; d < KV_LORA; d += 2u * WG) {
+    let base = (h * N_SPLITS + wid.y) * PART;
+    if tid == 0u {
+        partials[base] = m;
+        partials[base + 1u] = l;
+    }
+    for (var d = tid; d < KV_LORA / 2u; d += WG) {
         var acc = vec2<f32>(0.0);
-        for (var t = 0u; t < n; t++) {
-            acc += scores[row + t] * cache_load2(t * KV_W + d);
+        for (var t = start; t < end; t++) {
+            acc += p[t - start] * cache_load2(t * KV_W + 2u * d);
         }
-        ctx[h * KV_LORA + d] = acc.x * inv;
-        ctx[h * KV_LORA + d + 1u] = acc.y * inv;
+        partials[base + 4u + 2u * d] = acc.x;
+        partials[base + 5u + 2u * d] = acc.y;
     }
 }

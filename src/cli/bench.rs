@@ -60,20 +60,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Fills the cache with `depth` random tokens and waits, so what follows is timed alone.
-fn fill(e: &mut Engine, rng: &mut StdRng, depth: usize, then: usize) -> Result<()> {
-    let ids: Vec<u32> = (0..depth + then).map(|_| rng.random_range(0..e.config.vocab as u32)).collect();
+/// Fills the cache with `depth` random tokens and waits, so what follows is timed alone. The
+/// runs after it go back to this depth with [`at_depth`] instead of filling again.
+fn fill(e: &mut Engine, rng: &mut StdRng, depth: usize) -> Result<()> {
     e.reset();
-    e.write_tokens(0, &ids)?;
+    at_depth(e, rng, 0, depth)?;
     for _ in 0..depth {
         e.step(StepOutput::CacheOnly)?;
     }
     e.ctx.wait()
 }
 
+/// Forgets every position past `depth` and puts `n` random tokens after it.
+fn at_depth(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<()> {
+    e.truncate(depth)?;
+    let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..e.config.vocab as u32)).collect();
+    e.write_tokens(depth, &ids)
+}
+
 /// Prompt tokens per second over `n` cache-only steps.
 fn prefill(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<f64> {
-    fill(e, rng, depth, n)?;
+    at_depth(e, rng, depth, n)?;
+    e.ctx.wait()?;
     let t = Instant::now();
     for _ in 0..n {
         e.step(StepOutput::CacheOnly)?;
@@ -84,7 +92,8 @@ fn prefill(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<f
 
 /// Greedy decoding of `n` tokens with the GPU running ahead; returns the seconds between tokens.
 fn decode(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<Vec<f64>> {
-    fill(e, rng, depth, 1)?;
+    at_depth(e, rng, depth, 1)?;
+    e.ctx.wait()?;
     let mut gaps = Vec::with_capacity(n);
     let (mut submitted, mut last) = (0, Instant::now());
     while gaps.len() < n {
@@ -144,6 +153,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     prefill(&mut e, &mut rng, 0, 4.min(ctx_len - 1))?;
     decode(&mut e, &mut rng, 0, 4.min(ctx_len - 1))?;
 
+    fill(&mut e, &mut rng, a.depth)?;
     let (mut pp, mut tg, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.reps {
         if a.prompt > 0 {
@@ -180,7 +190,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("weights read/token: {:.3} GB, {gbs:.1} GB/s at the decode rate", bytes as f64 / 1e9);
 
     let profile = if a.profile {
-        fill(&mut e, &mut rng, a.depth, 1)?;
+        at_depth(&mut e, &mut rng, a.depth, 1)?;
         let times = e.step_profiled(StepOutput::Greedy)?;
         print_profile(&times);
         Some(times)

@@ -8,9 +8,16 @@ pub use weights::{file_bytes, FeedForward, ModelWeights};
 
 use crate::gpu::{map_read, read_f32, Dispatch, GpuContext, KernelCache};
 use crate::kernels::{
-    argmax::argmax, capture::capture, embed::embed, kv_store::kv_store, kv_store::KvStoreArgs, matvec,
-    mla_attention::mla_attention, mla_attention::AttentionArgs, rms_norm::rms_norm, router::router, InputNorm,
-    MatrixOf, MatvecArgs, Output, Step,
+    argmax::argmax,
+    capture::capture,
+    embed::embed,
+    kv_store::kv_store,
+    kv_store::KvStoreArgs,
+    matvec,
+    mla_attention::{mla_attention, partials_len, AttentionArgs},
+    rms_norm::rms_norm,
+    router::router,
+    InputNorm, MatrixOf, MatvecArgs, Output, Step,
 };
 use crate::model::{Model, ModelConfig};
 use anyhow::{ensure, Result};
@@ -69,7 +76,7 @@ struct Activations {
     act_shared: wgpu::Buffer,
     router_logits: wgpu::Buffer,
     route: wgpu::Buffer,
-    scores: wgpu::Buffer,
+    partials: wgpu::Buffer,
     logits: wgpu::Buffer,
     rope: wgpu::Buffer,
     kv_cache: Vec<wgpu::Buffer>,
@@ -112,7 +119,7 @@ impl Activations {
             act_shared: ctx.storage("act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
             router_logits: ctx.storage("router_logits", f(c.n_experts.max(1)))?,
             route: ctx.storage("route", f(16))?,
-            scores: ctx.storage("scores", f(c.n_heads * o.ctx_len))?,
+            partials: ctx.storage("attention partials", f(partials_len(c, o.ctx_len)))?,
             logits: ctx.storage("logits", f(c.vocab))?,
             rope: ctx.storage_init("rope", bytemuck::cast_slice(&rope_table(c, o.ctx_len)))?,
             kv_cache: (0..c.n_layers)
@@ -445,10 +452,12 @@ fn record(
             q_lat: &b.q_lat,
             rope: &b.rope,
             cache: &b.kv_cache[i],
-            scores: &b.scores,
+            partials: &b.partials,
             out: &b.ctx_lat,
         };
-        body.push(mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?.labeled("mla_attention"));
+        let [split, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?;
+        body.push(split.labeled("mla_attention"));
+        body.push(combine.labeled("mla_attention_combine"));
         body.push(
             matvec(
                 ctx,

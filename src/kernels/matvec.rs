@@ -2,6 +2,7 @@
 //! with an optional RMSNorm of the input folded in.
 
 use super::format;
+use super::team_reduce::Reduce;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
 use anyhow::{ensure, Result};
 
@@ -13,24 +14,6 @@ pub struct Tiling {
     pub teams: u32,
     pub rows: u32,
     pub reduce: Reduce,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reduce {
-    /// Subgroup shuffles, for adapters whose subgroups always have this many lanes.
-    Subgroup(u32),
-    /// Shared memory only.
-    Shared,
-}
-
-impl Reduce {
-    /// Subgroups where the adapter has them with one fixed size, else shared memory.
-    pub fn for_adapter(ctx: &GpuContext) -> Reduce {
-        match ctx.fixed_subgroup_size() {
-            Some(n) => Reduce::Subgroup(n),
-            None => Reduce::Shared,
-        }
-    }
 }
 
 impl Tiling {
@@ -114,13 +97,8 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
         ("NORM", Const::Bool(a.norm.is_some())),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
-    let reduce = match t.reduce {
-        Reduce::Subgroup(sg) => {
-            consts.push(("SG", Const::U32(sg)));
-            include_str!("../../wgsl/matvec_reduce_subgroup.wgsl")
-        }
-        Reduce::Shared => include_str!("../../wgsl/matvec_reduce_shared.wgsl"),
-    };
+    let (reduce, reduce_consts) = t.reduce.source();
+    consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
     let up_type = a.up.map_or(a.w.ggml_type, |u| u.ggml_type);
     compose(&consts, body) + reduce + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")

@@ -1,11 +1,16 @@
-//! `wgsl/mla_attention.wgsl`.
+//! `wgsl/mla_attention.wgsl` (attention split over the context) and
+//! `wgsl/mla_attention_combine.wgsl` (the merge of the splits).
 
-use super::{mla_consts, KV_CACHE, REDUCE, STEP};
+use super::{mla_consts, Reduce, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::Result;
 
-const WG: u32 = 64;
+const WG: u32 = 256;
+/// Threads that score one cached position together.
+const LANES: u32 = 32;
+/// Positions per workgroup.
+const SPLIT: u32 = 64;
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -13,10 +18,21 @@ pub struct AttentionArgs<'a> {
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
     pub cache: &'a wgpu::Buffer,
-    pub scores: &'a wgpu::Buffer,
+    /// Per head and split: max, sum, 2 pad floats, kv_lora context floats ([`partials_len`]).
+    pub partials: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
 }
 
+fn splits(max_ctx: usize) -> u32 {
+    (max_ctx as u32).div_ceil(SPLIT)
+}
+
+/// Floats of the partials buffer for a context of `max_ctx`.
+pub fn partials_len(c: &ModelConfig, max_ctx: usize) -> usize {
+    c.n_heads * splits(max_ctx) as usize * (c.kv_lora_rank + 4)
+}
+
+/// The split pass and the merge pass.
 pub fn mla_attention(
     ctx: &GpuContext,
     kc: &mut KernelCache,
@@ -24,19 +40,36 @@ pub fn mla_attention(
     max_ctx: usize,
     kv_f16: bool,
     a: AttentionArgs,
-) -> Result<Dispatch> {
-    let shape = [
+) -> Result<[Dispatch; 2]> {
+    let (reduce, reduce_consts) = Reduce::for_adapter(ctx).source();
+    let split_consts = [
         ("WG", Const::U32(WG)),
+        ("LANES", Const::U32(LANES)),
+        ("NV", Const::U32(1)),
+        ("SPLIT", Const::U32(SPLIT)),
+        ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("NOPE", Const::U32(c.qk_nope as u32)),
         ("QK", Const::U32(c.qk_head() as u32)),
-        ("MAX_CTX", Const::U32(max_ctx as u32)),
         ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
     ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &shape].concat();
-    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), KV_CACHE, REDUCE].concat());
+    let consts = [mla_consts(c, kv_f16).as_slice(), &split_consts, &reduce_consts].concat();
+    let source =
+        compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), KV_CACHE, REDUCE, reduce].concat());
     let read = Binding::Read;
-    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, Binding::ReadWrite];
+    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.scores, a.out]);
-    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32, 1, 1]))
+    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials]);
+    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
+
+    let consts = [
+        ("WG", Const::U32(64)),
+        ("SPLIT", Const::U32(SPLIT)),
+        ("N_SPLITS", Const::U32(splits(max_ctx))),
+        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+    ];
+    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl")].concat());
+    let kernel = kc.get(ctx, "mla_attention_combine", source, &[Binding::Uniform, read, Binding::ReadWrite])?;
+    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
+    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, 1, 1]);
+    Ok([split, combine])
 }

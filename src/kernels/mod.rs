@@ -9,8 +9,10 @@ pub mod matvec;
 pub mod mla_attention;
 pub mod rms_norm;
 pub mod router;
+pub mod team_reduce;
 
-pub use matvec::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Tiling};
+pub use matvec::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Tiling};
+pub use team_reduce::Reduce;
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
 const KV_CACHE: &str = include_str!("../../wgsl/kv_cache.wgsl");

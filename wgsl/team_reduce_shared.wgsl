@@ -1,18 +1,18 @@
 // reduce_team through shared memory, for adapters without a fixed subgroup size: sums each of a
 // lane's NV values over its team; lane 0 of each team gets the totals. Every invocation must call it.
 
-var<workgroup> red: array<array<f32, NV>, WG>;
+var<workgroup> team_red: array<array<f32, NV>, WG>;
 
 fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
-    red[tid] = *v;
+    team_red[tid] = *v;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s /= 2u) {
         if lane < s {
             for (var k = 0u; k < NV; k++) {
-                red[tid][k] += red[tid + s][k];
+                team_red[tid][k] += team_red[tid + s][k];
             }
         }
         workgroupBarrier();
     }
-    *v = red[tid];
+    *v = team_red[tid];
 }

@@ -5,7 +5,7 @@
 
 const SPAN: u32 = min(LANES, SG);
 
-var<workgroup> red: array<array<f32, NV>, max(WG / SG, 1u)>;
+var<workgroup> team_red: array<array<f32, NV>, max(WG / SG, 1u)>;
 
 fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
     for (var m = 1u; m < SPAN; m <<= 1u) {
@@ -15,15 +15,17 @@ fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
     }
     if LANES > SG {
         if tid % SG == 0u {
-            red[tid / SG] = *v;
+            team_red[tid / SG] = *v;
         }
         workgroupBarrier();
         if lane == 0u {
             for (var j = 1u; j < LANES / SG; j++) {
                 for (var k = 0u; k < NV; k++) {
-                    (*v)[k] += red[tid / SG + j][k];
+                    (*v)[k] += team_red[tid / SG + j][k];
                 }
             }
         }
+        // A caller in a loop may write team_red again next.
+        workgroupBarrier();
     }
 }
