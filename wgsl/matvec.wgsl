@@ -45,7 +45,7 @@ fn matrix_of(slot: u32) -> u32 {
 
 fn chunk_dot(w: array<vec4<f32>, CHUNK_V4>, xs: array<vec4<f32>, CHUNK_V4>) -> f32 {
     var d = 0.0;
-    for (var i = 0u; i < CHUNK_V4; i++) {
+    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
         d += dot(w[i], xs[i]);
     }
     return d;
@@ -73,7 +73,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             wgt = bitcast<f32>(route[8u + s]);
         }
         var xs: array<vec4<f32>, CHUNK_V4>;
-        for (var i = 0u; i < CHUNK_V4; i++) {
+        for (var i = 0u; i < CHUNK_V4; i++) { // unroll
             xs[i] = x[s * p.x_stride + c * CHUNK_V4 + i];
             if NORM {
                 v[NV - 1u] += dot(xs[i], xs[i]);
@@ -81,7 +81,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             }
         }
         let m = matrix_of(s);
-        for (var r = 0u; r < ROWS; r++) {
+        for (var r = 0u; r < ROWS; r++) { // unroll
             // Rows past the end read the last row (in range) and are never stored.
             let base = (m * p.rows + min(row0 + r, p.rows - 1u)) * p.chunks + c;
             v[r] += wgt * chunk_dot(load_chunk0(base), xs);
@@ -98,7 +98,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     if NORM {
         scale = inverseSqrt(v[NV - 1u] / f32(p.chunks * CHUNK_V4 * 4u) + EPS);
     }
-    for (var r = 0u; r < ROWS; r++) {
+    for (var r = 0u; r < ROWS; r++) { // unroll
         let row = row0 + r;
         if row < p.rows {
             var out = v[r] * scale;

@@ -1,4 +1,5 @@
 // Merges the splits of mla_attention.wgsl for head h: ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s.
+// Workgroup (h, g) writes context floats [g * WG, (g + 1) * WG).
 // Host constants: WG, SPLIT, N_SPLITS, KV_LORA.
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -7,24 +8,31 @@
 
 const PART: u32 = KV_LORA + 4u;
 
+// Each split's share e^(m_s - M) / L.
+var<workgroup> share: array<f32, N_SPLITS>;
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.x;
     let splits = (step.pos + SPLIT) / SPLIT;
     let head = h * N_SPLITS * PART;
-    var big_m = -3.0e38;
-    for (var s = 0u; s < splits; s++) {
-        big_m = max(big_m, partials[head + s * PART]);
+    var m = -3.0e38;
+    for (var s = tid; s < splits; s += WG) {
+        m = max(m, partials[head + s * PART]);
     }
+    m = workgroup_max(m, tid);
     var l = 0.0;
-    for (var s = 0u; s < splits; s++) {
-        l += partials[head + s * PART + 1u] * exp(partials[head + s * PART] - big_m);
+    for (var s = tid; s < splits; s += WG) {
+        let e = exp(partials[head + s * PART] - m);
+        share[s] = e;
+        l += partials[head + s * PART + 1u] * e;
     }
-    let inv = 1.0 / l;
-    for (var d = tid; d < KV_LORA; d += WG) {
+    let inv = 1.0 / workgroup_sum(l, tid);
+    let d = wid.y * WG + tid;
+    if d < KV_LORA {
         var acc = 0.0;
         for (var s = 0u; s < splits; s++) {
-            acc += partials[head + s * PART + 4u + d] * exp(partials[head + s * PART] - big_m);
+            acc += partials[head + s * PART + 4u + d] * share[s];
         }
         ctx[h * KV_LORA + d] = acc * inv;
     }

@@ -8,7 +8,7 @@ fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s /= 2u) {
         if lane < s {
-            for (var k = 0u; k < NV; k++) {
+            for (var k = 0u; k < NV; k++) { // unroll
                 team_red[tid][k] += team_red[tid + s][k];
             }
         }

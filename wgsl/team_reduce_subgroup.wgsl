@@ -9,7 +9,7 @@ var<workgroup> team_red: array<array<f32, NV>, max(WG / SG, 1u)>;
 
 fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
     for (var m = 1u; m < SPAN; m <<= 1u) {
-        for (var k = 0u; k < NV; k++) {
+        for (var k = 0u; k < NV; k++) { // unroll
             (*v)[k] += subgroupShuffleXor((*v)[k], m);
         }
     }
@@ -20,7 +20,7 @@ fn reduce_team(v: ptr<function, array<f32, NV>>, tid: u32, lane: u32) {
         workgroupBarrier();
         if lane == 0u {
             for (var j = 1u; j < LANES / SG; j++) {
-                for (var k = 0u; k < NV; k++) {
+                for (var k = 0u; k < NV; k++) { // unroll
                     (*v)[k] += team_red[tid / SG + j][k];
                 }
             }

@@ -30,7 +30,7 @@ pub struct Kernel {
     bindings: Vec<Binding>,
 }
 
-/// Prepends `const NAME: T = value;` lines to `body`.
+/// Prepends `const NAME: T = value;` lines to `body`, and unrolls its marked loops (see [`unroll`]).
 pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
     let mut s = String::new();
     for (name, c) in consts {
@@ -41,8 +41,59 @@ pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
         }
         .unwrap();
     }
-    s.push_str(body);
+    s.push_str(&unroll(body, consts));
     s
+}
+
+/// Expands every loop of the form `for (var i = 0u; i < N; i++) {` whose line ends in `// unroll`
+/// (N a host constant or a `u32` literal) into N blocks `{ let i = 0u; ... }`, so the driver sees
+/// constant indices into the kernel's small arrays and can keep them in registers. Such loops may
+/// not `break` or `continue`.
+pub fn unroll(src: &str, consts: &[(&str, Const)]) -> String {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let Some(head) = line.trim_end().strip_suffix("// unroll") else {
+            out.push_str(line);
+            out.push('\n');
+            i += 1;
+            continue;
+        };
+        let (var, bound) = loop_header(head.trim())
+            .unwrap_or_else(|| panic!("`// unroll` on a loop it cannot expand: {}", line.trim()));
+        let n = consts
+            .iter()
+            .find_map(|(name, c)| match c {
+                Const::U32(v) if *name == bound => Some(*v),
+                _ => None,
+            })
+            .or_else(|| bound.strip_suffix('u').and_then(|b| b.parse().ok()))
+            .unwrap_or_else(|| panic!("`// unroll`: {bound} is not a u32 host constant or literal"));
+        // The body runs to the brace that closes the loop's.
+        let (mut depth, mut end) = (1i32, i + 1);
+        while depth > 0 {
+            depth += lines[end].matches('{').count() as i32 - lines[end].matches('}').count() as i32;
+            end += 1;
+        }
+        let body = unroll(&lines[i + 1..end - 1].join("\n"), consts);
+        let indent = &line[..line.len() - line.trim_start().len()];
+        for k in 0..n {
+            writeln!(out, "{indent}{{\n{indent}    let {var} = {k}u;\n{body}\n{indent}}}").unwrap();
+        }
+        i = end;
+    }
+    out
+}
+
+/// `(i, N)` of `for (var i = 0u; i < N; i++) {`.
+fn loop_header(head: &str) -> Option<(&str, &str)> {
+    let rest = head.strip_prefix("for (var ")?;
+    let (var, rest) = rest.split_once(" = 0u; ")?;
+    let rest = rest.strip_prefix(var)?.strip_prefix(" < ")?;
+    let (bound, rest) = rest.split_once("; ")?;
+    (rest == format!("{var}++) {{")).then_some((var, bound))
 }
 
 impl Kernel {
@@ -205,5 +256,21 @@ impl GpuContext {
         }
         self.queue.submit([enc.finish()]);
         self.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unroll_expands_marked_loops_only() {
+        let src = "fn f() {\n    for (var r = 0u; r < ROWS; r++) { // unroll\n        for (var k = 0u; k < 2u; k++) { // unroll\n            a[r] += b[k];\n        }\n    }\n    for (var j = 0u; j < 3u; j++) {\n    }\n}\n";
+        let out = unroll(src, &[("ROWS", Const::U32(2))]);
+        assert_eq!(out.matches("let r = ").count(), 2);
+        assert_eq!(out.matches("let k = ").count(), 4);
+        assert!(out.contains("let r = 1u;") && out.contains("let k = 1u;"));
+        assert!(out.contains("for (var j = 0u; j < 3u; j++) {"));
+        assert_eq!(out.matches('{').count(), out.matches('}').count());
     }
 }

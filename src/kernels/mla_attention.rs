@@ -10,7 +10,9 @@ const WG: u32 = 256;
 /// Threads that score one cached position together.
 const LANES: u32 = 32;
 /// Positions per workgroup.
-const SPLIT: u32 = 64;
+const SPLIT: u32 = 32;
+/// Threads of the merge pass, one per context float.
+const COMBINE_WG: u32 = 64;
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -62,14 +64,15 @@ pub fn mla_attention(
     let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
 
     let consts = [
-        ("WG", Const::U32(64)),
+        ("WG", Const::U32(COMBINE_WG)),
         ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
     ];
-    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl")].concat());
+    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), REDUCE].concat());
     let kernel = kc.get(ctx, "mla_attention_combine", source, &[Binding::Uniform, read, Binding::ReadWrite])?;
     let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
-    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, 1, 1]);
+    let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_WG);
+    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([split, combine])
 }
