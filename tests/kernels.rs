@@ -1150,7 +1150,7 @@ fn router_selects_and_weights() {
                 route: &rb,
             };
             let logits = matvec(ctx, &mut kc, args).unwrap();
-            let d = router(ctx, &mut kc, &c, &lb, &bb, &rb).unwrap();
+            let d = router(ctx, &mut kc, &c, false, &lb, &bb, &rb).unwrap();
             run(ctx, &[&logits, &d]);
             let route = read_u32(ctx, &rb, 16);
             let name = format!(

@@ -2,7 +2,8 @@
 // chosen by score + bias, weights = chosen scores (without bias), optionally normalized, times SCALE.
 // One workgroup, one thread per expert; each of the TOPK picks is a tree arg-max in shared memory
 // (ties go to the lower expert id, as a serial scan would).
-// Host constants: WG (a power of two ≥ N_EXP), N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE.
+// With SHARED_SLOT, slot TOPK is the shared expert, stored as expert N_EXP, with weight 1.
+// Host constants: WG (a power of two ≥ N_EXP), N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> bias: array<f32>;
@@ -70,6 +71,10 @@ fn main(@builtin(local_invocation_index) e: u32) {
         for (var k = 0u; k < TOPK; k++) {
             route[k] = picked[k];
             route[8u + k] = bitcast<u32>(picked_score[k] * norm * SCALE);
+        }
+        if SHARED_SLOT {
+            route[TOPK] = N_EXP;
+            route[8u + TOPK] = bitcast<u32>(1.0);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 mod weights;
 
-pub use weights::{file_bytes, FeedForward, ModelWeights};
+pub use weights::{file_bytes, FeedForward, ModelWeights, SharedExpert};
 
 use crate::gpu::{map_read, read_f32, Dispatch, GpuContext, KernelCache};
 use crate::kernels::{
@@ -103,7 +103,8 @@ impl Activations {
     fn new(ctx: &GpuContext, c: &ModelConfig, o: &EngineOptions) -> Result<Self> {
         let f = |n: usize| (n * 4) as u64;
         let kv_bytes = (o.ctx_len * c.kv_width()) as u64 * if o.kv_f16 { 2 } else { 4 };
-        let act = c.dense_ffn.max(c.n_experts_used * c.moe_ffn);
+        // Routed slots, plus one for a shared expert appended to the routed ones.
+        let act = c.dense_ffn.max((c.n_experts_used + c.n_shared_experts) * c.moe_ffn);
         Ok(Self {
             step: ctx.uniform("step", bytemuck::bytes_of(&Step { pos: 0, pad: [0; 3] })),
             tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
@@ -507,15 +508,19 @@ fn record(
                 body.push(mv(kc, &f.down, None, &b.act, &b.x, Output::Add)?.labeled("ffn_down"));
             }
             FeedForward::Moe(m) => {
-                let k = c.n_experts_used as u32;
+                let appended = matches!(m.shared, SharedExpert::Appended);
+                let k = c.n_experts_used as u32 + appended as u32;
                 body.push(
                     mv(kc, &m.router, Some(&l.ffn_norm), &b.x, &b.router_logits, Output::Store)?
                         .labeled("moe_router_logits"),
                 );
-                body.push(router(ctx, kc, c, &b.router_logits, &m.bias, &b.route)?.labeled("moe_router"));
+                body.push(router(ctx, kc, c, appended, &b.router_logits, &m.bias, &b.route)?.labeled("moe_router"));
                 body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
                 // Both gate/up passes read the layer's input before either down pass adds to it.
-                let shared = m.shared.as_ref();
+                let shared = match &m.shared {
+                    SharedExpert::Apart(s) => Some(s),
+                    _ => None,
+                };
                 if let Some(s) = shared {
                     body.push(glu(kc, s, MatrixOf::Single, 1, &b.act_shared)?.labeled("moe_gate_up_shexp"));
                 }

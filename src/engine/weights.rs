@@ -1,7 +1,7 @@
 //! The model's weights uploaded to the GPU, one tensor at a time straight from the mapped file.
 
 use crate::gpu::{GpuContext, GpuWeight};
-use crate::model::Model;
+use crate::model::{Model, TensorData};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,7 +16,18 @@ pub struct Moe {
     /// Selection bias, f32.
     pub bias: wgpu::Buffer,
     pub experts: Ffn,
-    pub shared: Option<Ffn>,
+    pub shared: SharedExpert,
+}
+
+/// Where the layer's shared expert lives.
+pub enum SharedExpert {
+    None,
+    /// Its own matrices, run as separate passes.
+    Apart(Ffn),
+    /// Appended to the routed experts as expert `n_experts` (its three tensors have the routed
+    /// experts' types and shapes), so the router gives it a slot of weight 1 and the expert passes
+    /// run it with the others.
+    Appended,
 }
 
 pub enum FeedForward {
@@ -72,6 +83,36 @@ impl Uploader<'_> {
         Ok(b)
     }
 
+    /// The routed experts, with the shared expert appended as one more where the types allow.
+    fn experts(&mut self, p: &str, n_shared: usize) -> Result<(Ffn, SharedExpert)> {
+        if n_shared == 0 {
+            return Ok((self.ffn(p, "_exps")?, SharedExpert::None));
+        }
+        let names =
+            ["gate", "up", "down"].map(|m| (format!("{p}ffn_{m}_exps.weight"), format!("{p}ffn_{m}_shexp.weight")));
+        let mut tensors = Vec::new();
+        for (e, s) in &names {
+            tensors.push((self.model.tensor(e)?, self.model.tensor(s)?));
+        }
+        let appendable = tensors.iter().all(|(e, s)| e.ggml_type == s.ggml_type && e.shape[1..] == s.shape[..]);
+        if !appendable {
+            return Ok((self.ffn(p, "_exps")?, SharedExpert::Apart(self.ffn(p, "_shexp")?)));
+        }
+        let mut up = Vec::new();
+        for ((e, s), (name, _)) in tensors.iter().zip(&names) {
+            let mut shape = e.shape.clone();
+            shape[0] += 1;
+            let joined =
+                TensorData { ggml_type: e.ggml_type, shape, bytes: [&e.bytes[..], &s.bytes[..]].concat().into() };
+            let w = GpuWeight::upload(self.ctx, name, &joined)?;
+            self.bytes += w.bytes();
+            self.bar.inc(joined.bytes.len() as u64);
+            up.push(w);
+        }
+        let [gate, up, down] = <[GpuWeight; 3]>::try_from(up).ok().expect("three tensors");
+        Ok((Ffn { gate, up, down }, SharedExpert::Appended))
+    }
+
     fn ffn(&mut self, p: &str, suffix: &str) -> Result<Ffn> {
         Ok(Ffn {
             gate: self.weight(&format!("{p}ffn_gate{suffix}.weight"))?,
@@ -119,11 +160,12 @@ impl ModelWeights {
                 o: up.weight(&w("attn_output.weight"))?,
                 ffn_norm: up.vector(&w("ffn_norm.weight"))?,
                 ffn: if moe {
+                    let (experts, shared) = up.experts(&p, c.n_shared_experts)?;
                     FeedForward::Moe(Box::new(Moe {
                         router: up.weight(&w("ffn_gate_inp.weight"))?,
                         bias: up.vector(&w("exp_probs_b.bias"))?,
-                        experts: up.ffn(&p, "_exps")?,
-                        shared: if c.n_shared_experts > 0 { Some(up.ffn(&p, "_shexp")?) } else { None },
+                        experts,
+                        shared,
                     }))
                 } else {
                     FeedForward::Dense(Box::new(up.ffn(&p, "")?))

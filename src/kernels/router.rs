@@ -1,4 +1,5 @@
-//! `wgsl/router.wgsl`: top-k expert choice from router logits (which `matvec` computes).
+//! `wgsl/router.wgsl`: top-k expert choice from router logits (which `matvec` computes), plus
+//! optionally the slot of a shared expert stored as expert `n_experts`.
 
 use super::REDUCE;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
@@ -9,10 +10,12 @@ pub fn router(
     ctx: &GpuContext,
     kc: &mut KernelCache,
     c: &ModelConfig,
+    shared_slot: bool,
     logits: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     route: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    ensure!(c.n_experts_used + shared_slot as usize <= 8, "the route buffer holds at most 8 slots");
     ensure!(c.n_experts <= 256, "the router handles at most 256 experts, not {}", c.n_experts);
     let consts = [
         ("WG", Const::U32((c.n_experts as u32).next_power_of_two().max(32))),
@@ -21,6 +24,7 @@ pub fn router(
         ("SOFTMAX", Const::Bool(c.gating == Gating::Softmax)),
         ("NORM_TOPK", Const::Bool(c.norm_topk)),
         ("SCALE", Const::F32(c.routed_scale)),
+        ("SHARED_SLOT", Const::Bool(shared_slot)),
     ];
     let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), REDUCE].concat());
     let kernel = kc.get(ctx, "router", source, &[Binding::Read, Binding::Read, Binding::ReadWrite])?;

@@ -41,7 +41,12 @@ pub fn q4_k_m_plan(name: &str, row: usize) -> GgmlType {
         } else {
             GgmlType::Q5_0
         }
-    } else if name == "output.weight" || (more_bits_layer && (name.contains("attn_v_b") || name.contains("ffn_down"))) {
+    } else if name == "output.weight"
+        || (more_bits_layer && (name.contains("attn_v_b") || name.contains("ffn_down")))
+        // llama.cpp's more-bits counter can give a shared expert another type than the routed
+        // ones: the engine then runs it apart instead of as an extra routed slot.
+        || name == "blk.1.ffn_down_shexp.weight"
+    {
         GgmlType::Q6K
     } else {
         GgmlType::Q4K
