@@ -115,6 +115,7 @@ fn sweep(c: &mut Criterion) {
                     .map(|i| {
                         let args = MatvecArgs {
                             w: &gate[i % gate.len()],
+                            stacked: None,
                             up: up.as_ref().map(|up| &up[i % up.len()]),
                             norm: None,
                             matrix: if u == Use::Dense { MatrixOf::Single } else { MatrixOf::Routed },

@@ -16,7 +16,7 @@ use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
-use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Step, Tiling};
+use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
 use glm_wgpu::quant::{self, GgmlType};
 use half::f16;
@@ -231,6 +231,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
     let nb = c.norm.map(|g| buf_f32(ctx, "norm", g));
     let args = |yb| MatvecArgs {
         w: &c.w.gpu,
+        stacked: None,
         up: c.up.map(|u| &u.gpu),
         norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
         matrix: c.matrix,
@@ -661,6 +662,78 @@ fn matvec_input_norm() {
         }
     }
     report("matvec with input norm", worst);
+}
+
+/// Two matrices of different formats over one (normalised) input in one pass, each writing its own
+/// output (the engine's q_a + kv_a).
+#[test]
+fn matvec_stacked() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(14);
+    let mut worst = 0f64;
+    let pairs = [
+        (GgmlType::Q4K, GgmlType::Q6K, 512),
+        (GgmlType::Q8_0, GgmlType::Q5_0, 96),
+        (GgmlType::BF16, GgmlType::F16, 64),
+    ];
+    for (t0, t1, cols) in pairs {
+        for (rows0, rows1) in [(37, 5), (130, 67), (1, 1)] {
+            let w0 = Weight::new(ctx, &mut rng, t0, &[rows0, cols], 1.0);
+            let w1 = Weight::new(ctx, &mut rng, t1, &[rows1, cols], 1.0);
+            let x = uniform(&mut rng, cols, 30.0);
+            let g = uniform(&mut rng, cols, 2.0);
+            for norm in [false, true] {
+                let xn: Vec<f32> = if norm {
+                    let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64;
+                    let inv = 1.0 / (ms + NORM_EPS as f64).sqrt();
+                    x.iter().zip(&g).map(|(&v, &w)| (v as f64 * inv * w as f64) as f32).collect()
+                } else {
+                    x.clone()
+                };
+                let (xb, gb, rb) =
+                    (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g), buf_u32(ctx, "route", &route_words(&[], &[])));
+                let engine = Tiling::for_shape(ctx, 1);
+                for tiling in [
+                    engine,
+                    Tiling { reduce: Reduce::Shared, ..engine },
+                    Tiling { lanes: 4, teams: 16, rows: 3, ..engine },
+                ] {
+                    let (y0, y1) = (vec![NAN_BITS; rows0 + 3], vec![NAN_BITS; rows1 + 3]);
+                    let (yb0, yb1) = (buf_u32(ctx, "y0", &y0), buf_u32(ctx, "y1", &y1));
+                    let args = MatvecArgs {
+                        w: &w0.gpu,
+                        stacked: Some(Stacked { w: &w1.gpu, y: &yb1 }),
+                        up: None,
+                        norm: norm.then_some(InputNorm { weight: &gb, eps: NORM_EPS }),
+                        matrix: MatrixOf::Single,
+                        out: Output::Store,
+                        slots: 1,
+                        x_stride: 0,
+                        y_stride: 0,
+                        x: &xb,
+                        y: &yb0,
+                        route: &rb,
+                    };
+                    let d = matvec_tiled(ctx, &mut kc, args, tiling).unwrap();
+                    run(ctx, &[&d]);
+                    let (got0, got1) = (read_u32(ctx, &yb0, y0.len()), read_u32(ctx, &yb1, y1.len()));
+                    let name = format!(
+                        "matvec stacked {} {rows0}x{cols} + {} {rows1}x{cols} norm {norm} [{tiling:?}]",
+                        t0.name(),
+                        t1.name()
+                    );
+                    let want0: Vec<f64> = (0..rows0).map(|r| dot(w0.row(0, r), &xn)).collect();
+                    let want1: Vec<f64> = (0..rows1).map(|r| dot(w1.row(0, r), &xn)).collect();
+                    worst = worst.max(check(&format!("{name} first"), &floats(&got0[..rows0]), &want0, REL_TOL));
+                    worst = worst.max(check(&format!("{name} second"), &floats(&got1[..rows1]), &want1, REL_TOL));
+                    check_untouched(&name, &got0[rows0..], &y0[rows0..]);
+                    check_untouched(&name, &got1[rows1..], &y1[rows1..]);
+                }
+            }
+        }
+    }
+    report("matvec stacked", worst);
 }
 
 /// The routed experts' down projection: y += Σ_s weight_s · W[ids[s]] x_s.
@@ -1138,6 +1211,7 @@ fn router_selects_and_weights() {
             let lb = ctx.storage("router logits", (rc.n_exp * 4) as u64).unwrap();
             let args = MatvecArgs {
                 w: &gate.gpu,
+                stacked: None,
                 up: None,
                 norm: None,
                 matrix: MatrixOf::Single,

@@ -7,7 +7,8 @@
 // Host constants: LANES, TEAMS, ROWS, CHUNK_V4 (vec4s per format chunk),
 // MATRIX (0: one matrix; 1: matrix = slot, e.g. attention heads; 2: matrix = routed expert id of the slot),
 // GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots),
-// NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces).
+// NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
+// STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; the format snippets define
 // load_chunk0 / load_chunk1.
 
@@ -18,6 +19,8 @@ struct Params {
     y_stride: u32,  // floats between the outputs of consecutive slots
     n_slots: u32,   // slots summed in OUT = 2
     groups_x: u32,  // workgroups along x (the grid spills into y)
+    groups0: u32,   // STACK: the workgroups of W0; the rest are W1's
+    rows1: u32,     // STACK: rows of W1
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,6 +33,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> weights1: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales1: array<u32>;
 @group(0) @binding(8) var<storage, read> gnorm: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> y1: array<f32>;
 
 const WG: u32 = LANES * TEAMS;
 
@@ -55,7 +59,16 @@ fn chunk_dot(w: array<vec4<f32>, CHUNK_V4>, xs: array<vec4<f32>, CHUNK_V4>) -> f
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let team = tid / LANES;
     let lane = tid % LANES;
-    let row0 = ((wid.x + wid.y * p.groups_x) * TEAMS + team) * ROWS;
+    var group = wid.x + wid.y * p.groups_x;
+    var rows = p.rows;
+    // Whether this workgroup works on W1 (uniform over the workgroup).
+    var second = false;
+    if STACK && group >= p.groups0 {
+        second = true;
+        group -= p.groups0;
+        rows = p.rows1;
+    }
+    let row0 = (group * TEAMS + team) * ROWS;
     let slot = wid.z;
     // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
     var v: array<f32, NV>;
@@ -83,8 +96,12 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         let m = matrix_of(s);
         for (var r = 0u; r < ROWS; r++) { // unroll
             // Rows past the end read the last row (in range) and are never stored.
-            let base = (m * p.rows + min(row0 + r, p.rows - 1u)) * p.chunks + c;
-            v[r] += wgt * chunk_dot(load_chunk0(base), xs);
+            let base = (m * rows + min(row0 + r, rows - 1u)) * p.chunks + c;
+            if STACK && second {
+                v[r] += chunk_dot(load_chunk1(base), xs);
+            } else {
+                v[r] += wgt * chunk_dot(load_chunk0(base), xs);
+            }
             if GLU {
                 v[ROWS + r] += chunk_dot(load_chunk1(base), xs);
             }
@@ -100,13 +117,15 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     }
     for (var r = 0u; r < ROWS; r++) { // unroll
         let row = row0 + r;
-        if row < p.rows {
+        if row < rows {
             var out = v[r] * scale;
             if GLU {
                 out = out / (1.0 + exp(-out)) * v[ROWS + r] * scale;
             }
             let o = slot * p.y_stride + row;
-            if OUT == 0u {
+            if STACK && second {
+                y1[row] = out;
+            } else if OUT == 0u {
                 y[o] = out;
             } else {
                 y[o] += out;

@@ -17,7 +17,7 @@ use crate::kernels::{
     mla_attention::{mla_attention, partials_len, AttentionArgs},
     rms_norm::rms_norm,
     router::router,
-    InputNorm, MatrixOf, MatvecArgs, Output, Step,
+    InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
 };
 use crate::model::{Model, ModelConfig};
 use anyhow::{ensure, Result};
@@ -400,6 +400,7 @@ fn record(
             kc,
             MatvecArgs {
                 w,
+                stacked: None,
                 up: None,
                 norm: norm.map(|weight| InputNorm { weight, eps: c.rms_eps }),
                 matrix: MatrixOf::Single,
@@ -421,9 +422,34 @@ fn record(
     for (i, l) in w.layers.iter().enumerate() {
         // Attention.
         // RMSNorms are folded into the matvecs that consume them.
-        body.push(mv(kc, &l.q_a, Some(&l.attn_norm), &b.x, &b.qa, Output::Store)?.labeled("attn_q_a"));
+        // q_a and kv_a read the same normalised input: one pass, stacked, where their formats chunk
+        // rows alike (always for quantized files).
+        let stack = l.q_a.chunks_per_row() == l.kv_a.chunks_per_row();
+        body.push(
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs {
+                    w: &l.q_a,
+                    stacked: stack.then_some(Stacked { w: &l.kv_a, y: &b.ckv }),
+                    up: None,
+                    norm: Some(InputNorm { weight: &l.attn_norm, eps: c.rms_eps }),
+                    matrix: MatrixOf::Single,
+                    out: Output::Store,
+                    slots: 1,
+                    x_stride: 0,
+                    y_stride: 0,
+                    x: &b.x,
+                    y: &b.qa,
+                    route: &b.route,
+                },
+            )?
+            .labeled(if stack { "attn_q_a_kv_a" } else { "attn_q_a" }),
+        );
+        if !stack {
+            body.push(mv(kc, &l.kv_a, Some(&l.attn_norm), &b.x, &b.ckv, Output::Store)?.labeled("attn_kv_a"));
+        }
         body.push(mv(kc, &l.q_b, Some(&l.q_a_norm), &b.qa, &b.q, Output::Store)?.labeled("attn_q_b"));
-        body.push(mv(kc, &l.kv_a, Some(&l.attn_norm), &b.x, &b.ckv, Output::Store)?.labeled("attn_kv_a"));
         let kv = KvStoreArgs { step: &b.step, ckv: &b.ckv, norm: &l.kv_a_norm, rope: &b.rope, cache: &b.kv_cache[i] };
         body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?.labeled("kv_store"));
         // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
@@ -433,6 +459,7 @@ fn record(
                 kc,
                 MatvecArgs {
                     w: &l.k_b,
+                    stacked: None,
                     up: None,
                     norm: None,
                     matrix: MatrixOf::Slot,
@@ -465,6 +492,7 @@ fn record(
                 kc,
                 MatvecArgs {
                     w: &l.v_b,
+                    stacked: None,
                     up: None,
                     norm: None,
                     matrix: MatrixOf::Slot,
@@ -489,6 +517,7 @@ fn record(
                 kc,
                 MatvecArgs {
                     w: &f.gate,
+                    stacked: None,
                     up: Some(&f.up),
                     norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
                     matrix,
@@ -530,6 +559,7 @@ fn record(
                         kc,
                         MatvecArgs {
                             w: &m.experts.down,
+                            stacked: None,
                             up: None,
                             norm: None,
                             matrix: MatrixOf::Routed,

@@ -23,7 +23,7 @@ pub struct Moe {
 pub enum SharedExpert {
     None,
     /// Its own matrices, run as separate passes.
-    Apart(Ffn),
+    Apart(Box<Ffn>),
     /// Appended to the routed experts as expert `n_experts` (its three tensors have the routed
     /// experts' types and shapes), so the router gives it a slot of weight 1 and the expert passes
     /// run it with the others.
@@ -96,7 +96,7 @@ impl Uploader<'_> {
         }
         let appendable = tensors.iter().all(|(e, s)| e.ggml_type == s.ggml_type && e.shape[1..] == s.shape[..]);
         if !appendable {
-            return Ok((self.ffn(p, "_exps")?, SharedExpert::Apart(self.ffn(p, "_shexp")?)));
+            return Ok((self.ffn(p, "_exps")?, SharedExpert::Apart(Box::new(self.ffn(p, "_shexp")?))));
         }
         let mut up = Vec::new();
         for ((e, s), (name, _)) in tensors.iter().zip(&names) {

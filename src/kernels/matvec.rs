@@ -67,8 +67,17 @@ pub struct InputNorm<'a> {
     pub eps: f32,
 }
 
+/// A second matrix applied to the same input in the same pass (its rows after `w`'s), writing its own output.
+#[derive(Clone, Copy)]
+pub struct Stacked<'a> {
+    pub w: &'a GpuWeight,
+    pub y: &'a wgpu::Buffer,
+}
+
 pub struct MatvecArgs<'a> {
     pub w: &'a GpuWeight,
+    /// Only with a single matrix stored, without `up`.
+    pub stacked: Option<Stacked<'a>>,
     /// The up projection of a gate/up pair: y = silu(w x) * (up x).
     pub up: Option<&'a GpuWeight>,
     pub norm: Option<InputNorm<'a>>,
@@ -95,12 +104,14 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
         ("GLU", Const::Bool(a.up.is_some())),
         ("OUT", Const::U32(a.out as u32)),
         ("NORM", Const::Bool(a.norm.is_some())),
+        ("STACK", Const::Bool(a.stacked.is_some())),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    let up_type = a.up.map_or(a.w.ggml_type, |u| u.ggml_type);
+    let second = a.up.or(a.stacked.map(|s| s.w));
+    let up_type = second.map_or(a.w.ggml_type, |u| u.ggml_type);
     compose(&consts, body) + reduce + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")
 }
 
@@ -132,6 +143,16 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         "an input norm cannot apply to per-slot inputs that are summed"
     );
     let chunks = a.w.chunks_per_row() as u32;
+    if let Some(st) = a.stacked {
+        ensure!(
+            a.up.is_none() && a.matrix == MatrixOf::Single && a.out == Output::Store && a.slots == 1,
+            "a stacked matvec is one plain product per matrix"
+        );
+        ensure!(
+            st.w.chunks_per_row() as u32 == chunks && st.w.n_matrices() == 1,
+            "stacked matrices need rows of the same length"
+        );
+    }
     if a.norm.is_some() {
         ensure!(
             a.w.row_len() == chunks as usize * format::chunk_vec4s(a.w.ggml_type) as usize * 4,
@@ -150,20 +171,25 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::Read,
         Binding::Read,
         Binding::Read,
+        Binding::ReadWrite,
     ];
     let kernel = cache.get(ctx, "matvec", source(&a, tiling), &bindings)?;
     let rows = a.w.rows() as u32;
-    let [gx, gy] = grid(rows.div_ceil(tiling.rows * tiling.teams));
-    let params = [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, 0, 0];
+    let per_group = tiling.rows * tiling.teams;
+    let groups0 = rows.div_ceil(per_group);
+    let rows1 = a.stacked.map_or(0, |s| s.w.rows() as u32);
+    let [gx, gy] = grid(groups0 + rows1.div_ceil(per_group));
+    let params = [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, groups0, rows1];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
-    let up = a.up.unwrap_or(a.w);
+    let up = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
     // Without a norm the binding is never read; any buffer will do.
     let norm = a.norm.map_or(a.x, |n| n.weight);
+    let y1 = a.stacked.map_or(a.y, |s| s.y);
     let bind_group =
-        kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm]);
+        kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1]);
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
-    let bytes = per_matrix * matrices * if a.up.is_some() { 2 } else { 1 };
+    let bytes = per_matrix * matrices * if a.up.is_some() { 2 } else { 1 } + a.stacked.map_or(0, |s| s.w.bytes());
     Ok(Dispatch::new(kernel, bind_group, [gx, gy, gz]).reading(bytes))
 }
