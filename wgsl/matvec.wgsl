@@ -10,7 +10,7 @@
 // NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; the format snippets define
-// load_chunk0 / load_chunk1.
+// dot_chunk0 / dot_chunk1.
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -47,14 +47,6 @@ fn matrix_of(slot: u32) -> u32 {
     return 0u;
 }
 
-fn chunk_dot(w: array<vec4<f32>, CHUNK_V4>, xs: array<vec4<f32>, CHUNK_V4>) -> f32 {
-    var d = 0.0;
-    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-        d += dot(w[i], xs[i]);
-    }
-    return d;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let team = tid / LANES;
@@ -86,24 +78,26 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             wgt = bitcast<f32>(route[8u + s]);
         }
         var xs: array<vec4<f32>, CHUNK_V4>;
+        var xsum = 0.0;
         for (var i = 0u; i < CHUNK_V4; i++) { // unroll
             xs[i] = x[s * p.x_stride + c * CHUNK_V4 + i];
             if NORM {
                 v[NV - 1u] += dot(xs[i], xs[i]);
                 xs[i] *= gnorm[c * CHUNK_V4 + i];
             }
+            xsum += dot(xs[i], vec4<f32>(1.0));
         }
         let m = matrix_of(s);
         for (var r = 0u; r < ROWS; r++) { // unroll
             // Rows past the end read the last row (in range) and are never stored.
             let base = (m * rows + min(row0 + r, rows - 1u)) * p.chunks + c;
             if STACK && second {
-                v[r] += chunk_dot(load_chunk1(base), xs);
+                v[r] += dot_chunk1(base, xs, xsum);
             } else {
-                v[r] += wgt * chunk_dot(load_chunk0(base), xs);
+                v[r] += wgt * dot_chunk0(base, xs, xsum);
             }
             if GLU {
-                v[ROWS + r] += chunk_dot(load_chunk1(base), xs);
+                v[ROWS + r] += dot_chunk1(base, xs, xsum);
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The WGSL side of each weight format: `wgsl/formats/<format>.wgsl` defines `load_chunk(c)` over
-//! `WEIGHTS`/`SCALES`; a kernel instantiates it once per weight binding with its own suffix.
+//! `WEIGHTS`/`SCALES` and may define `dot_chunk(c, xs, xsum)`, the chunk's dot product with `xs`
+//! (whose sum is `xsum`), applying its scales after the sum; formats without one get the plain dot
+//! of `load_chunk`. A kernel instantiates the snippet once per weight binding with its own suffix.
 //! The quantized formats get `wgsl/formats/quant_common.wgsl` (f16 decoding, nibble/bit extraction) first.
 
 use crate::quant::{self, GgmlType};
@@ -28,14 +30,24 @@ fn snippet(t: GgmlType) -> (&'static str, bool) {
     }
 }
 
+/// `dot_chunk` for formats without their own (kernels define CHUNK_V4).
+const PLAIN_DOT: &str = "
+fn dot_chunk(c: u32, xs: array<vec4<f32>, CHUNK_V4>, xsum: f32) -> f32 {
+    let w = load_chunk(c);
+    var d = 0.0;
+    for (var i = 0u; i < CHUNK_V4; i++) {
+        d += dot(w[i], xs[i]);
+    }
+    return d;
+}
+";
+
 /// The full WGSL of a format, before suffixing.
 pub fn source(t: GgmlType) -> String {
     let (src, common) = snippet(t);
-    if common {
-        format!("{QUANT_COMMON}\n{src}")
-    } else {
-        src.to_string()
-    }
+    let dot = if src.contains("fn dot_chunk(") { "" } else { PLAIN_DOT };
+    let common = if common { QUANT_COMMON } else { "" };
+    format!("{common}\n{src}{dot}")
 }
 
 /// Names the snippet declares at line start (`fn name(`, `const NAME`), which each instance suffixes.

@@ -112,7 +112,9 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     let body = include_str!("../../wgsl/matvec.wgsl");
     let second = a.up.or(a.stacked.map(|s| s.w));
     let up_type = second.map_or(a.w.ggml_type, |u| u.ggml_type);
-    compose(&consts, body) + reduce + &format::instantiate(a.w.ggml_type, "0") + &format::instantiate(up_type, "1")
+    compose(&consts, &[body, reduce].concat())
+        + &format::instantiate(a.w.ggml_type, "0")
+        + &format::instantiate(up_type, "1")
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {

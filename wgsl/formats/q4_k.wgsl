@@ -15,3 +15,16 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
         ds * vec4<f32>(hi_nibbles(q.z)) - mn, ds * vec4<f32>(hi_nibbles(q.w)) - mn,
     );
 }
+
+// The chunk's dot with xs, scales applied once: d * sc * Σ q x - dmin * m * Σ x.
+fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let s = 4u * (c >> 3u);
+    let dm = SCALES[s];
+    let sm = scale_min_k4(vec3<u32>(SCALES[s + 1u], SCALES[s + 2u], SCALES[s + 3u]), c & 7u);
+    let q = WEIGHTS[c];
+    let lo = dot(vec4<f32>(lo_nibbles(q.x)), xs[0]) + dot(vec4<f32>(lo_nibbles(q.y)), xs[1])
+        + dot(vec4<f32>(lo_nibbles(q.z)), xs[2]) + dot(vec4<f32>(lo_nibbles(q.w)), xs[3]);
+    let hi = dot(vec4<f32>(hi_nibbles(q.x)), xs[4]) + dot(vec4<f32>(hi_nibbles(q.y)), xs[5])
+        + dot(vec4<f32>(hi_nibbles(q.z)), xs[6]) + dot(vec4<f32>(hi_nibbles(q.w)), xs[7]);
+    return half_to_f32(dm) * f32(sm.x) * (lo + hi) - half_to_f32(dm >> 16u) * f32(sm.y) * xsum;
+}

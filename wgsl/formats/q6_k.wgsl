@@ -25,3 +25,20 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
         d1 * q6(hi_nibbles(q.z), h1, 8u), d1 * q6(hi_nibbles(q.w), h1, 12u),
     );
 }
+
+// The chunk's dot with xs, each 16-weight scale applied once.
+fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let s = 21u * (c >> 3u);
+    let j = c & 7u;
+    let d = bitcast<f32>(SCALES[s + 20u]);
+    let sw = SCALES[s + 16u + (j >> 1u)];
+    let k = 2u * (j & 1u);
+    let h0 = SCALES[s + 2u * j];
+    let h1 = SCALES[s + 2u * j + 1u];
+    let q = WEIGHTS[c];
+    let lo = dot(q6(lo_nibbles(q.x), h0, 0u), xs[0]) + dot(q6(lo_nibbles(q.y), h0, 4u), xs[1])
+        + dot(q6(lo_nibbles(q.z), h0, 8u), xs[2]) + dot(q6(lo_nibbles(q.w), h0, 12u), xs[3]);
+    let hi = dot(q6(hi_nibbles(q.x), h1, 0u), xs[4]) + dot(q6(hi_nibbles(q.y), h1, 4u), xs[5])
+        + dot(q6(hi_nibbles(q.z), h1, 8u), xs[6]) + dot(q6(hi_nibbles(q.w), h1, 12u), xs[7]);
+    return d * (f32(i8_of(sw, k)) * lo + f32(i8_of(sw, k + 1u)) * hi);
+}

@@ -13,3 +13,12 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
         d * i8x4(b.x), d * i8x4(b.y), d * i8x4(b.z), d * i8x4(b.w),
     );
 }
+
+// The chunk's dot with xs, the scale applied once.
+fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let a = WEIGHTS[2u * c];
+    let b = WEIGHTS[2u * c + 1u];
+    let d = dot(i8x4(a.x), xs[0]) + dot(i8x4(a.y), xs[1]) + dot(i8x4(a.z), xs[2]) + dot(i8x4(a.w), xs[3])
+        + dot(i8x4(b.x), xs[4]) + dot(i8x4(b.y), xs[5]) + dot(i8x4(b.z), xs[6]) + dot(i8x4(b.w), xs[7]);
+    return bitcast<f32>(SCALES[c]) * d;
+}
