@@ -102,8 +102,11 @@ fn sweep(c: &mut Criterion) {
             let y = ctx.storage("y", (rows * slots * 4) as u64).unwrap();
             let mut group = c.benchmark_group(format!("matvec {name} {}", t.name()));
             group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(600)).sample_size(10);
-            let engine =
-                Tiling::for_shape(&ctx, gate[0].chunks_per_row() as u32 * if u == Use::ExpertsDown { 4 } else { 1 });
+            let engine = Tiling::for_shape(
+                &ctx,
+                gate[0].chunks_per_row() as u32 * if u == Use::ExpertsDown { 4 } else { 1 },
+                u == Use::ExpertsGateUp,
+            );
             let tilings =
                 std::iter::once(("engine".to_string(), engine)).chain(TILINGS.iter().map(|&(lanes, rows, wg)| {
                     (format!("lanes{lanes}_rows{rows}_wg{wg}"), Tiling { lanes, rows, teams: wg / lanes, ..engine })

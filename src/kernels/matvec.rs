@@ -17,11 +17,18 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// The tiling for a matrix whose rows hold `chunks` format chunks (times `slots` when the slots
-    /// are summed): one team spans a row (up to 64 lanes), four rows per team, at least 64 threads.
-    pub fn for_shape(ctx: &GpuContext, chunks: u32) -> Tiling {
-        let lanes = chunks.next_power_of_two().min(64);
-        Tiling { lanes, teams: (64 / lanes).max(1), rows: 4, reduce: Reduce::for_adapter(ctx) }
+    /// The tiling for `items` chunks per output (a row's chunks, times the slots when they are
+    /// summed), from the H200 sweep (`cargo bench --bench matvec`, BENCHMARKS.md): 128 or more items
+    /// take one 256-lane team of 4 rows (the long attention output and summed expert downs: +30-65 %
+    /// over 64 lanes); shorter rows take one team of up to 64 lanes, 2 rows each (4 for gate/up
+    /// pairs, which already load two matrices), and at least 64 threads.
+    pub fn for_shape(ctx: &GpuContext, items: u32, glu: bool) -> Tiling {
+        let reduce = Reduce::for_adapter(ctx);
+        if items >= 128 {
+            return Tiling { lanes: 256, teams: 1, rows: 4, reduce };
+        }
+        let lanes = items.next_power_of_two().min(64);
+        Tiling { lanes, teams: (64 / lanes).max(1), rows: if glu { 4 } else { 2 }, reduce }
     }
 
     pub fn validate(self) -> Result<()> {
@@ -119,7 +126,7 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
     let items = a.w.chunks_per_row() as u32 * if a.out == Output::AddRoutedSum { a.slots } else { 1 };
-    let tiling = Tiling::for_shape(ctx, items);
+    let tiling = Tiling::for_shape(ctx, items, a.up.is_some());
     matvec_tiled(ctx, cache, a, tiling)
 }
 
