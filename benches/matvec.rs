@@ -105,6 +105,7 @@ fn sweep(c: &mut Criterion) {
             let engine = Tiling::for_shape(
                 &ctx,
                 gate[0].chunks_per_row() as u32 * if u == Use::ExpertsDown { 4 } else { 1 },
+                rows as u32,
                 u == Use::ExpertsGateUp,
             );
             let tilings =

@@ -243,7 +243,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         y: yb,
         route: &rb,
     };
-    let engine = Tiling::for_shape(ctx, 1, false);
+    let engine = Tiling::for_shape(ctx, 1, 1, false);
     let tilings = [
         None,
         Some(Tiling { reduce: Reduce::Shared, ..engine }),
@@ -693,7 +693,7 @@ fn matvec_stacked() {
                 };
                 let (xb, gb, rb) =
                     (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g), buf_u32(ctx, "route", &route_words(&[], &[])));
-                let engine = Tiling::for_shape(ctx, 1, false);
+                let engine = Tiling::for_shape(ctx, 1, 1, false);
                 for tiling in [
                     engine,
                     Tiling { reduce: Reduce::Shared, ..engine },
