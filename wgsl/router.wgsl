@@ -10,8 +10,6 @@
 // Expert ids in [0, 8), weights (f32 bits) in [8, 16).
 @group(0) @binding(2) var<storage, read_write> route: array<u32>;
 
-var<workgroup> best: array<f32, WG>;
-var<workgroup> best_id: array<u32, WG>;
 var<workgroup> picked: array<u32, TOPK>;
 var<workgroup> picked_score: array<f32, TOPK>;
 
@@ -38,20 +36,7 @@ fn main(@builtin(local_invocation_index) e: u32) {
         choice = score + bias[e];
     }
     for (var k = 0u; k < TOPK; k++) {
-        best[e] = choice;
-        best_id[e] = e;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s /= 2u) {
-            if e < s {
-                let o = best[e + s];
-                if o > best[e] || (o == best[e] && best_id[e + s] < best_id[e]) {
-                    best[e] = o;
-                    best_id[e] = best_id[e + s];
-                }
-            }
-            workgroupBarrier();
-        }
-        let winner = best_id[0];
+        let winner = workgroup_argmax(choice, e, e);
         if e == winner {
             picked[k] = e;
             picked_score[k] = score;

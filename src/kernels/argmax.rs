@@ -1,6 +1,6 @@
 //! `wgsl/argmax.wgsl`.
 
-use super::STEP;
+use super::{REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use anyhow::Result;
 
@@ -16,7 +16,7 @@ pub fn argmax(
 ) -> Result<Dispatch> {
     let (source, bindings) = {
         let consts = [("WG", Const::U32(WG)), ("N", Const::U32(n as u32))];
-        let src = compose(&consts, &(STEP.to_string() + include_str!("../../wgsl/argmax.wgsl")));
+        let src = compose(&consts, &[STEP, include_str!("../../wgsl/argmax.wgsl"), REDUCE].concat());
         (src, vec![Binding::Uniform, Binding::Read, Binding::ReadWrite])
     };
     let kernel = kc.get(ctx, "argmax", source, &bindings)?;
