@@ -130,6 +130,7 @@ fn sweep(c: &mut Criterion) {
                             x: &x,
                             y: &y,
                             route: &routes[i % routes.len()],
+                            int8: true,
                         };
                         matvec_tiled(&ctx, &mut kc, args, tiling).unwrap()
                     })

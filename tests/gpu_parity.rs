@@ -16,9 +16,15 @@ fn gguf(name: &str) -> PathBuf {
     fixture_dir().parent().unwrap().join(name)
 }
 
+/// An engine with f32 activations, as the CPU reference computes (int8 activations: tests/quant_gpu.rs).
 fn engine(model: &Model, kv_f16: bool, capture_hidden: bool) -> Engine {
     let ctx = GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)");
-    Engine::load(ctx, model, EngineOptions { ctx_len: 320, kv_f16, capture_hidden, checked_kernels: true }).unwrap()
+    Engine::load(
+        ctx,
+        model,
+        EngineOptions { ctx_len: 320, kv_f16, capture_hidden, checked_kernels: true, int8_activations: false },
+    )
+    .unwrap()
 }
 
 /// Logits at every prompt position (and, with capture, every layer's output) against the reference.

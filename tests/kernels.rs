@@ -18,7 +18,7 @@ use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
 use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
-use glm_wgpu::quant::{self, GgmlType};
+use glm_wgpu::quant::{self, activations, GgmlType};
 use half::f16;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -189,6 +189,23 @@ fn dot(w: &[f32], x: &[f32]) -> f64 {
     w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
+/// What a matvec over `t` multiplies `x` with: `x` rounded to int8 per block where the format takes
+/// int8 inputs (except per-head matrices), `x` itself otherwise.
+fn kernel_input(t: GgmlType, matrix: MatrixOf, x: &[f32]) -> Vec<f32> {
+    if matrix != MatrixOf::Slot && activations::takes_int8_input(t) {
+        activations::round_to_int8(x)
+    } else {
+        x.to_vec()
+    }
+}
+
+/// The folded input norm as the kernel applies it: x ⊙ g (f32, before any int8 rounding) and the
+/// RMS scale applied to the products.
+fn norm_parts(x: &[f32], g: &[f32]) -> (Vec<f32>, f64) {
+    let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
+    (x.iter().zip(g).map(|(v, w)| v * w).collect(), 1.0 / (ms + NORM_EPS as f64).sqrt())
+}
+
 fn silu_glu(g: f64, u: f64) -> f64 {
     g / (1.0 + (-g).exp()) * u
 }
@@ -242,6 +259,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         x: &xb,
         y: yb,
         route: &rb,
+        int8: true,
     };
     let engine = Tiling::for_shape(ctx, 1, 1, false);
     let tilings = [
@@ -380,8 +398,9 @@ fn matvec_single_store() {
             y0: &y0,
             route: &route,
         };
+        let xk = kernel_input(t, MatrixOf::Single, &x);
         for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
-            let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &x)).collect();
+            let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &xk)).collect();
             let name = format!("matvec {} Single/Store {rows}x{cols}", t.name());
             let name = format!("{name} [{tiling}]");
             worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
@@ -419,8 +438,9 @@ fn matvec_single_add() {
                     y0: &y0,
                     route: &route,
                 };
+                let xk = kernel_input(t, MatrixOf::Single, &x);
                 for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
-                    let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &x)).collect();
+                    let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &xk)).collect();
                     let name = format!("matvec {} Single/Add {rows}x{cols}", t.name());
                     let name = format!("{name} [{tiling}]");
                     worst = worst.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
@@ -530,9 +550,10 @@ fn matvec_glu_and_routed() {
                 y0: &y0,
                 route: &route,
             };
+            let xk = kernel_input(t, MatrixOf::Single, &x);
             for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
                 let want: Vec<f64> =
-                    (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &x), dot(up.row(0, r), &x))).collect();
+                    (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &xk), dot(up.row(0, r), &xk))).collect();
                 let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
                 let name = format!("{name} [{tiling}]");
                 worst_dense = worst_dense.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
@@ -568,10 +589,10 @@ fn matvec_glu_and_routed() {
                     for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
                         let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
                         for (s, &e) in ids.iter().enumerate() {
-                            let xs = &x[s * x_stride..s * x_stride + cols];
+                            let xs = kernel_input(t, MatrixOf::Routed, &x[s * x_stride..s * x_stride + cols]);
                             for r in 0..rows {
-                                let g = dot(gate.row(e as usize, r), xs);
-                                want.push(if glu { silu_glu(g, dot(up.row(e as usize, r), xs)) } else { g });
+                                let g = dot(gate.row(e as usize, r), &xs);
+                                want.push(if glu { silu_glu(g, dot(up.row(e as usize, r), &xs)) } else { g });
                                 got.push(f32::from_bits(y[s * y_stride + r]));
                                 written[s * y_stride + r] = true;
                             }
@@ -614,9 +635,7 @@ fn matvec_input_norm() {
             // Inputs far from unit scale, so a missing or wrong normalisation shows.
             let x = uniform(&mut rng, cols, 40.0);
             let g = uniform(&mut rng, cols, 2.0);
-            let inv =
-                1.0 / ((x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64) + NORM_EPS as f64).sqrt();
-            let xn: Vec<f32> = x.iter().zip(&g).map(|(&v, &w)| (v as f64 * inv * w as f64) as f32).collect();
+            let (xg, inv) = norm_parts(&x, &g);
             let n_exp = 5;
             let gate = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
             let up = Weight::new(ctx, &mut rng, t, &[n_exp, rows, cols], 1.0);
@@ -642,11 +661,12 @@ fn matvec_input_norm() {
                     y0: &y0,
                     route: &route,
                 };
+                let xk = kernel_input(t, matrix, &xg);
                 let mut want = Vec::new();
                 for &e in &experts {
                     for r in 0..rows {
-                        let v = dot(gate.row(e, r), &xn);
-                        want.push(if glu { silu_glu(v, dot(up.row(e, r), &xn)) } else { v });
+                        let v = inv * dot(gate.row(e, r), &xk);
+                        want.push(if glu { silu_glu(v, inv * dot(up.row(e, r), &xk)) } else { v });
                     }
                 }
                 for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
@@ -684,13 +704,8 @@ fn matvec_stacked() {
             let x = uniform(&mut rng, cols, 30.0);
             let g = uniform(&mut rng, cols, 2.0);
             for norm in [false, true] {
-                let xn: Vec<f32> = if norm {
-                    let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64;
-                    let inv = 1.0 / (ms + NORM_EPS as f64).sqrt();
-                    x.iter().zip(&g).map(|(&v, &w)| (v as f64 * inv * w as f64) as f32).collect()
-                } else {
-                    x.clone()
-                };
+                let (xg, inv) = if norm { norm_parts(&x, &g) } else { (x.clone(), 1.0) };
+                let (xk0, xk1) = (kernel_input(t0, MatrixOf::Single, &xg), kernel_input(t1, MatrixOf::Single, &xg));
                 let (xb, gb, rb) =
                     (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g), buf_u32(ctx, "route", &route_words(&[], &[])));
                 let engine = Tiling::for_shape(ctx, 1, 1, false);
@@ -714,6 +729,7 @@ fn matvec_stacked() {
                         x: &xb,
                         y: &yb0,
                         route: &rb,
+                        int8: true,
                     };
                     let d = matvec_tiled(ctx, &mut kc, args, tiling).unwrap();
                     run(ctx, &[&d]);
@@ -723,8 +739,8 @@ fn matvec_stacked() {
                         t0.name(),
                         t1.name()
                     );
-                    let want0: Vec<f64> = (0..rows0).map(|r| dot(w0.row(0, r), &xn)).collect();
-                    let want1: Vec<f64> = (0..rows1).map(|r| dot(w1.row(0, r), &xn)).collect();
+                    let want0: Vec<f64> = (0..rows0).map(|r| inv * dot(w0.row(0, r), &xk0)).collect();
+                    let want1: Vec<f64> = (0..rows1).map(|r| inv * dot(w1.row(0, r), &xk1)).collect();
                     worst = worst.max(check(&format!("{name} first"), &floats(&got0[..rows0]), &want0, REL_TOL));
                     worst = worst.max(check(&format!("{name} second"), &floats(&got1[..rows1]), &want1, REL_TOL));
                     check_untouched(&name, &got0[rows0..], &y0[rows0..]);
@@ -772,19 +788,19 @@ fn matvec_add_routed_sum() {
                 y0: &y0,
                 route: &route,
             };
+            let xs: Vec<Vec<f32>> =
+                (0..k).map(|s| kernel_input(t, MatrixOf::Routed, &x[s * x_stride..s * x_stride + cols])).collect();
+            let want: Vec<f64> = (0..rows)
+                .map(|r| {
+                    let sum: f64 = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(s, &e)| weights[s] as f64 * dot(w.row(e as usize, r), &xs[s]))
+                        .sum();
+                    base[r] as f64 + sum
+                })
+                .collect();
             for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
-                let want: Vec<f64> = (0..rows)
-                    .map(|r| {
-                        let sum: f64 = ids
-                            .iter()
-                            .enumerate()
-                            .map(|(s, &e)| {
-                                weights[s] as f64 * dot(w.row(e as usize, r), &x[s * x_stride..s * x_stride + cols])
-                            })
-                            .sum();
-                        base[r] as f64 + sum
-                    })
-                    .collect();
                 let name = format!(
                     "matvec {} Routed/AddRoutedSum {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride}",
                     t.name()
@@ -1222,6 +1238,8 @@ fn router_selects_and_weights() {
                 x: &xb,
                 y: &lb,
                 route: &rb,
+                // The router test checks the choice against exact f32 logits.
+                int8: false,
             };
             let logits = matvec(ctx, &mut kc, args).unwrap();
             let d = router(ctx, &mut kc, &c, false, &lb, &bb, &rb).unwrap();

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Build the kernels with wgpu's runtime bounds checks (to measure what they cost).
     #[arg(long)]
     pub checked_kernels: bool,
+    /// Multiply Q4_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
+    /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
+    #[arg(long)]
+    pub f32_activations: bool,
     /// Time every kernel of one decode step with GPU timestamps (one pass per kernel in this mode).
     #[arg(long)]
     pub profile: bool,
@@ -145,6 +149,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         kv_f16: a.kv_cache == KvCacheType::F16,
         capture_hidden: false,
         checked_kernels: a.checked_kernels,
+        int8_activations: !a.f32_activations,
     };
     let mut e = Engine::load(ctx, &model, options)?;
     let mut rng = StdRng::seed_from_u64(0);
@@ -173,7 +178,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let gbs = bytes as f64 * tg / 1e9;
     println!("model: {} ({})", a.model.display(), model.format_name());
     println!("gpu: {device}");
-    println!("kernels: {}", if a.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" });
+    println!(
+        "kernels: {}, {} activations",
+        if a.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
+        if a.f32_activations { "f32" } else { "int8" }
+    );
     println!("depth {}, {} reps (medians)", a.depth, a.reps);
     if a.prompt > 0 {
         println!("prefill: {pp:.1} tok/s over {} tokens (token by token)", a.prompt);
@@ -203,6 +212,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "format": model.format_name(),
             "gpu": device,
             "checked_kernels": a.checked_kernels,
+            "int8_activations": !a.f32_activations,
             "depth": a.depth,
             "reps": a.reps,
             "prompt_tokens": a.prompt,

@@ -58,6 +58,10 @@ pub struct ModelArgs {
     /// Build the kernels with wgpu's runtime bounds checks (slower; for debugging).
     #[arg(long)]
     pub checked_kernels: bool,
+    /// Multiply Q4_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
+    /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
+    #[arg(long)]
+    pub f32_activations: bool,
 }
 
 pub fn main(cli: Cli) -> Result<()> {

@@ -66,6 +66,7 @@ pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
         kv_f16: args.kv_cache == KvCacheType::F16,
         capture_hidden: false,
         checked_kernels: args.checked_kernels,
+        int8_activations: !args.f32_activations,
     }
 }
 

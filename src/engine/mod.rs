@@ -19,7 +19,7 @@ use crate::kernels::{
     router::router,
     InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
 };
-use crate::model::{Model, ModelConfig};
+use crate::model::{Model, ModelConfig, LORA_NORM_EPS};
 use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -34,11 +34,14 @@ pub struct EngineOptions {
     pub capture_hidden: bool,
     /// Keep wgpu's runtime bounds checks in the kernels (slower; the tests run this way).
     pub checked_kernels: bool,
+    /// Round the inputs of Q4_K/Q6_K/Q8_0 products to int8 (`quant::activations`): faster, and what
+    /// llama.cpp does; off, every product takes f32 inputs.
+    pub int8_activations: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false, checked_kernels: true }
+        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false, checked_kernels: true, int8_activations: true }
     }
 }
 
@@ -391,7 +394,7 @@ fn record(
 ) -> Result<(Vec<Dispatch>, Vec<Dispatch>, Dispatch)> {
     let mv = |kc: &mut KernelCache,
               w: &crate::gpu::GpuWeight,
-              norm: Option<&wgpu::Buffer>,
+              norm: Option<InputNorm>,
               x: &wgpu::Buffer,
               y: &wgpu::Buffer,
               out: Output| {
@@ -402,7 +405,7 @@ fn record(
                 w,
                 stacked: None,
                 up: None,
-                norm: norm.map(|weight| InputNorm { weight, eps: c.rms_eps }),
+                norm,
                 matrix: MatrixOf::Single,
                 out,
                 slots: 1,
@@ -411,6 +414,7 @@ fn record(
                 x,
                 y,
                 route: &b.route,
+                int8: o.int8_activations,
             },
         )
     };
@@ -442,14 +446,21 @@ fn record(
                     x: &b.x,
                     y: &b.qa,
                     route: &b.route,
+                    int8: o.int8_activations,
                 },
             )?
             .labeled(if stack { "attn_q_a_kv_a" } else { "attn_q_a" }),
         );
         if !stack {
-            body.push(mv(kc, &l.kv_a, Some(&l.attn_norm), &b.x, &b.ckv, Output::Store)?.labeled("attn_kv_a"));
+            body.push(
+                mv(kc, &l.kv_a, Some(InputNorm { weight: &l.attn_norm, eps: c.rms_eps }), &b.x, &b.ckv, Output::Store)?
+                    .labeled("attn_kv_a"),
+            );
         }
-        body.push(mv(kc, &l.q_b, Some(&l.q_a_norm), &b.qa, &b.q, Output::Store)?.labeled("attn_q_b"));
+        body.push(
+            mv(kc, &l.q_b, Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS }), &b.qa, &b.q, Output::Store)?
+                .labeled("attn_q_b"),
+        );
         let kv = KvStoreArgs { step: &b.step, ckv: &b.ckv, norm: &l.kv_a_norm, rope: &b.rope, cache: &b.kv_cache[i] };
         body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?.labeled("kv_store"));
         // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
@@ -470,6 +481,7 @@ fn record(
                     x: &b.q,
                     y: &b.q_lat,
                     route: &b.route,
+                    int8: o.int8_activations,
                 },
             )?
             .labeled("attn_k_b"),
@@ -503,6 +515,7 @@ fn record(
                     x: &b.ctx_lat,
                     y: &b.attn_out,
                     route: &b.route,
+                    int8: o.int8_activations,
                 },
             )?
             .labeled("attn_v_b"),
@@ -528,6 +541,7 @@ fn record(
                     x: &b.x,
                     y: act,
                     route: &b.route,
+                    int8: o.int8_activations,
                 },
             )
         };
@@ -540,8 +554,15 @@ fn record(
                 let appended = matches!(m.shared, SharedExpert::Appended);
                 let k = c.n_experts_used as u32 + appended as u32;
                 body.push(
-                    mv(kc, &m.router, Some(&l.ffn_norm), &b.x, &b.router_logits, Output::Store)?
-                        .labeled("moe_router_logits"),
+                    mv(
+                        kc,
+                        &m.router,
+                        Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
+                        &b.x,
+                        &b.router_logits,
+                        Output::Store,
+                    )?
+                    .labeled("moe_router_logits"),
                 );
                 body.push(router(ctx, kc, c, appended, &b.router_logits, &m.bias, &b.route)?.labeled("moe_router"));
                 body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
@@ -570,6 +591,7 @@ fn record(
                             x: &b.act,
                             y: &b.x,
                             route: &b.route,
+                            int8: o.int8_activations,
                         },
                     )?
                     .labeled("moe_down_exps"),
@@ -589,7 +611,10 @@ fn record(
         head.push(rms_norm(ctx, kc, c.hidden, c.rms_eps, &b.x, &w.output_norm, &b.xn)?.labeled("output_norm"));
         head.push(capture(ctx, kc, c.hidden, c.n_layers * c.hidden, &b.xn, hidden)?);
     }
-    head.push(mv(kc, &w.output, Some(&w.output_norm), &b.x, &b.logits, Output::Store)?.labeled("lm_head"));
+    head.push(
+        mv(kc, &w.output, Some(InputNorm { weight: &w.output_norm, eps: c.rms_eps }), &b.x, &b.logits, Output::Store)?
+            .labeled("lm_head"),
+    );
     let sample = argmax(ctx, kc, c.vocab, &b.step, &b.logits, &b.tokens)?;
     Ok((body, head, sample))
 }

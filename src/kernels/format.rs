@@ -1,8 +1,10 @@
 //! The WGSL side of each weight format: `wgsl/formats/<format>.wgsl` defines `load_chunk(c)` over
 //! `WEIGHTS`/`SCALES` and may define `dot_chunk(c, xs, xsum)`, the chunk's dot product with `xs`
 //! (whose sum is `xsum`), applying its scales after the sum; formats without one get the plain dot
-//! of `load_chunk`. A kernel instantiates the snippet once per weight binding with its own suffix.
-//! The quantized formats get `wgsl/formats/quant_common.wgsl` (f16 decoding, nibble/bit extraction) first.
+//! of `load_chunk`. Formats that take int8 activations ([`quant::activations`]) also define
+//! `dot_chunk_q8(c, xq, qsum)` over packed int8 inputs. A kernel instantiates the snippet once per
+//! weight binding with its own suffix. The quantized formats get `wgsl/formats/quant_common.wgsl`
+//! (f16 decoding, nibble/bit extraction) first.
 
 use crate::quant::{self, GgmlType};
 
@@ -42,6 +44,19 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, CHUNK_V4>, xsum: f32) -> f32 {
 }
 ";
 
+/// `dot_input(c, x)` over the `ChunkInput` of matrix-vector kernels: the int8 products scaled back
+/// for formats that take int8 activations, the f32 dot otherwise.
+const DOT_INPUT_INT8: &str = "
+fn dot_input(c: u32, x: ChunkInput) -> f32 {
+    return x.dx * dot_chunk_q8(c, x.xq, x.qsum);
+}
+";
+const DOT_INPUT_F32: &str = "
+fn dot_input(c: u32, x: ChunkInput) -> f32 {
+    return dot_chunk(c, x.xs, x.xsum);
+}
+";
+
 /// The full WGSL of a format, before suffixing.
 pub fn source(t: GgmlType) -> String {
     let (src, common) = snippet(t);
@@ -63,8 +78,17 @@ fn declared_names(src: &str) -> Vec<&str> {
 /// `suffix`. Renaming is by whole identifier, so one name may be a prefix or suffix of another (or of a
 /// builtin) without harm.
 pub fn instantiate(t: GgmlType, suffix: &str) -> String {
-    let src = source(t);
-    let mut names = declared_names(&src);
+    suffixed(&source(t), suffix)
+}
+
+/// [`instantiate`] plus `dot_input`, on int8 inputs if `int8` (the format must take them).
+pub fn instantiate_dot(t: GgmlType, suffix: &str, int8: bool) -> String {
+    assert!(!int8 || quant::activations::takes_int8_input(t), "{} has no int8 dot product", t.name());
+    suffixed(&(source(t) + if int8 { DOT_INPUT_INT8 } else { DOT_INPUT_F32 }), suffix)
+}
+
+fn suffixed(src: &str, suffix: &str) -> String {
+    let mut names = declared_names(src);
     names.extend(["WEIGHTS", "SCALES"]);
     let rename = |ident: &str| -> Option<String> {
         match ident {
@@ -114,6 +138,16 @@ pub fn chunk_vec4s(t: GgmlType) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_formats_define_the_int8_dot() {
+        for t in GgmlType::SUPPORTED {
+            if quant::activations::takes_int8_input(t) {
+                assert!(source(t).contains("fn dot_chunk_q8("), "{}", t.name());
+                assert!(instantiate_dot(t, "0", true).contains("fn dot_input0(c: u32, x: ChunkInput)"));
+            }
+        }
+    }
 
     #[test]
     fn instances_rename_whole_identifiers() {

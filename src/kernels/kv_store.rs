@@ -2,7 +2,7 @@
 
 use super::{mla_consts, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::Result;
 
 const WG: u32 = 64;
@@ -22,7 +22,8 @@ pub fn kv_store(
     kv_f16: bool,
     a: KvStoreArgs,
 ) -> Result<Dispatch> {
-    let consts = [mla_consts(c, kv_f16).as_slice(), &[("WG", Const::U32(WG)), ("EPS", Const::F32(c.rms_eps))]].concat();
+    let consts =
+        [mla_consts(c, kv_f16).as_slice(), &[("WG", Const::U32(WG)), ("EPS", Const::F32(LORA_NORM_EPS))]].concat();
     let source = compose(&consts, &[STEP, include_str!("../../wgsl/kv_store.wgsl"), REDUCE].concat());
     let bindings = [Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "kv_store", source, &bindings)?;

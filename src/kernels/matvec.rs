@@ -4,6 +4,7 @@
 use super::format;
 use super::team_reduce::Reduce;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
+use crate::quant::activations;
 use anyhow::{ensure, Result};
 
 /// How the threads of a workgroup share the rows: `teams` teams of `lanes` threads, each team
@@ -98,10 +99,20 @@ pub struct MatvecArgs<'a> {
     pub x: &'a wgpu::Buffer,
     pub y: &'a wgpu::Buffer,
     pub route: &'a wgpu::Buffer,
+    /// Round the input to int8 where the weight format takes it ([`activations`]).
+    pub int8: bool,
+}
+
+/// Whether the product over `w` rounds its input to int8: when asked, for the formats that take it,
+/// except per-head attention matrices.
+fn int8_input(a: &MatvecArgs, w: &GpuWeight) -> bool {
+    a.int8 && a.matrix != MatrixOf::Slot && activations::takes_int8_input(w.ggml_type)
 }
 
 fn source(a: &MatvecArgs, t: Tiling) -> String {
     let per_row = if a.up.is_some() { 2 } else { 1 };
+    let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
+    let (int8_0, int8_1) = (int8_input(a, a.w), int8_input(a, second));
     let mut consts = vec![
         ("LANES", Const::U32(t.lanes)),
         ("TEAMS", Const::U32(t.teams)),
@@ -113,16 +124,15 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
         ("OUT", Const::U32(a.out as u32)),
         ("NORM", Const::Bool(a.norm.is_some())),
         ("STACK", Const::Bool(a.stacked.is_some())),
+        ("INT8", Const::Bool(int8_0 || int8_1)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    let second = a.up.or(a.stacked.map(|s| s.w));
-    let up_type = second.map_or(a.w.ggml_type, |u| u.ggml_type);
     compose(&consts, &[body, reduce].concat())
-        + &format::instantiate(a.w.ggml_type, "0")
-        + &format::instantiate(up_type, "1")
+        + &format::instantiate_dot(a.w.ggml_type, "0", int8_0)
+        + &format::instantiate_dot(second.ggml_type, "1", int8_1)
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {

@@ -10,6 +10,10 @@ pub enum Gating {
     Softmax,
 }
 
+/// The eps of `q_a_layernorm` and `kv_a_layernorm`: HF builds them with the RMSNorm default, not
+/// `rms_norm_eps`.
+pub const LORA_NORM_EPS: f32 = 1e-6;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub hidden: usize,

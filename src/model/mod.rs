@@ -5,5 +5,5 @@ mod config;
 mod tensors;
 
 pub use checkpoint::{Checkpoint, HfCheckpoint, Model, TensorData};
-pub use config::{Gating, ModelConfig};
+pub use config::{Gating, ModelConfig, LORA_NORM_EPS};
 pub use tensors::expected_tensors;

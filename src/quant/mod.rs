@@ -5,6 +5,7 @@
 //! `q8_0`, `legacy` (Q4_0, Q4_1, Q5_0, Q5_1), `k_quants` (Q2_K … Q6_K) and `iq4` (IQ4_NL, IQ4_XS). CPU dequantization equals the
 //! `gguf` Python package's bit for bit (tests/quant_cpu.rs); the quantizers are ggml's reference ones.
 
+pub mod activations;
 mod float;
 pub mod iq4;
 pub mod k_quants;

@@ -9,24 +9,28 @@
 //! per-head k_nope and v (the two halves of HF's `kv_b_proj`), so it checks the GPU's absorbed form
 //! (q folded through W_k, W_v applied after the softmax) independently.
 //!
+//! Numerics follow the GPU where it deliberately differs from fp32 transformers: products over Q4_K,
+//! Q6_K and Q8_0 weights take their input rounded to int8 per 32-block ([`activations`]), and an RMSNorm
+//! feeding a product is applied as the GPU folds it, `W (x ⊙ g)` scaled by the RMS afterwards.
+//!
 //! RoPE: HF's `apply_rotary_pos_emb_interleave` rotates the pairs (x0,x1), (x2,x3), … and writes the
 //! result de-interleaved (all rotated first elements, then all rotated second elements). Here the
 //! pairs are rotated in place (llama.cpp's "NORM" rope). The same permutation applies to q_rope and
 //! k_rope, so q_rope·k_rope, and with it everything the model outputs, is identical; only the order
 //! of the k_rope entries in the cache differs from HF's cache.
 
-use crate::model::{Gating, Model, ModelConfig};
+use crate::model::{Gating, Model, ModelConfig, LORA_NORM_EPS};
+use crate::quant::activations;
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
-
-/// HF builds `q_a_layernorm` and `kv_a_layernorm` with the RMSNorm default eps, not `rms_norm_eps`.
-const LORA_NORM_EPS: f32 = 1e-6;
 
 /// A row-major `[rows, cols]` matrix: a Linear weight, `[out, in]`.
 struct Matrix {
     rows: usize,
     cols: usize,
     data: Vec<f32>,
+    /// Whether products round their input to int8, as the GPU does for this weight's format.
+    int8_input: bool,
 }
 
 impl Matrix {
@@ -37,12 +41,27 @@ impl Matrix {
     /// `W x`, rows in parallel.
     fn matvec(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len(), self.cols);
+        let rounded;
+        let x = if self.int8_input {
+            rounded = activations::round_to_int8(x);
+            &rounded
+        } else {
+            x
+        };
         self.data.par_chunks(self.cols).with_min_len(16).map(|row| dot(row, x)).collect()
     }
 
-    /// `W x` on the calling thread (for use inside an already parallel loop).
+    /// `W rms_norm(x)` as the GPU folds the norm: `W (x ⊙ g)`, then the RMS scale.
+    fn matvec_normed(&self, n: Normed) -> Vec<f32> {
+        let weighted: Vec<f32> = n.x.iter().zip(n.weight).map(|(v, w)| v * w).collect();
+        let s = rms_scale(n.x, n.eps);
+        self.matvec(&weighted).into_iter().map(|v| v * s).collect()
+    }
+
+    /// `W x` on the calling thread (for use inside an already parallel loop), f32 input.
     fn matvec_serial(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len(), self.cols);
+        assert!(!self.int8_input, "matvec_serial is for f32-input matrices");
         self.data.chunks_exact(self.cols).map(|row| dot(row, x)).collect()
     }
 
@@ -53,7 +72,7 @@ impl Matrix {
                 data[c * self.rows + r] = self.data[r * self.cols + c];
             }
         }
-        Matrix { rows: self.cols, cols: self.rows, data }
+        Matrix { rows: self.cols, cols: self.rows, data, int8_input: self.int8_input }
     }
 }
 
@@ -75,11 +94,24 @@ fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
+/// `1 / sqrt(mean(x²) + eps)`.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (mean_sq + eps).sqrt()
+}
+
 /// `x / sqrt(mean(x²) + eps) * w`.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let inv = 1.0 / (mean_sq + eps).sqrt();
+    let inv = rms_scale(x, eps);
     x.iter().zip(w).map(|(v, w)| w * (v * inv)).collect()
+}
+
+/// An RMSNorm of `x` with weights `weight`, left for the consuming products to apply.
+#[derive(Clone, Copy)]
+struct Normed<'a> {
+    x: &'a [f32],
+    weight: &'a [f32],
+    eps: f32,
 }
 
 fn softmax(x: &[f32]) -> Vec<f32> {
@@ -167,12 +199,13 @@ struct Attention {
 
 impl Attention {
     /// `x` is the attn-normed hidden state at position `pos = kv.len()`; appends to `kv`.
-    fn forward(&self, c: &ModelConfig, x: &[f32], kv: &mut LayerKv) -> Vec<f32> {
+    fn forward(&self, c: &ModelConfig, x: Normed, kv: &mut LayerKv) -> Vec<f32> {
         let (nope, rope_d, kv_lora) = (c.qk_nope, c.qk_rope, c.kv_lora_rank);
         let pos = kv.latent.len() / kv_lora;
 
-        let q = self.q_b.matvec(&rms_norm(&self.q_a.matvec(x), &self.q_a_norm, LORA_NORM_EPS));
-        let ckv = self.kv_a.matvec(x);
+        let q_a = self.q_a.matvec_normed(x);
+        let q = self.q_b.matvec_normed(Normed { x: &q_a, weight: &self.q_a_norm, eps: LORA_NORM_EPS });
+        let ckv = self.kv_a.matvec_normed(x);
         let latent = rms_norm(&ckv[..kv_lora], &self.kv_a_norm, LORA_NORM_EPS);
         let mut k_rope = ckv[kv_lora..].to_vec();
         rope(&mut k_rope, pos, c.rope_theta);
@@ -221,8 +254,8 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let (g, u) = (self.gate.matvec(x), self.up.matvec(x));
+    fn forward(&self, x: Normed) -> Vec<f32> {
+        let (g, u) = (self.gate.matvec_normed(x), self.up.matvec_normed(x));
         let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| silu(*g) * u).collect();
         self.down.matvec(&a)
     }
@@ -239,8 +272,8 @@ struct Moe {
 
 impl Moe {
     /// The chosen experts and their weights.
-    fn route(&self, c: &ModelConfig, x: &[f32]) -> Vec<(usize, f32)> {
-        let logits = self.router.matvec(x);
+    fn route(&self, c: &ModelConfig, x: Normed) -> Vec<(usize, f32)> {
+        let logits = self.router.matvec_normed(x);
         let scores = match c.gating {
             Gating::Sigmoid => logits.iter().map(|&l| sigmoid(l)).collect(),
             Gating::Softmax => softmax(&logits),
@@ -254,10 +287,10 @@ impl Moe {
         chosen.iter().map(|&e| (e, scores[e] * norm * c.routed_scale)).collect()
     }
 
-    fn forward(&self, c: &ModelConfig, x: &[f32]) -> Vec<f32> {
+    fn forward(&self, c: &ModelConfig, x: Normed) -> Vec<f32> {
         let mut out = match &self.shared {
             Some(s) => s.forward(x),
-            None => vec![0.0; x.len()],
+            None => vec![0.0; x.x.len()],
         };
         for (e, w) in self.route(c, x) {
             for (o, y) in out.iter_mut().zip(self.experts[e].forward(x)) {
@@ -306,62 +339,76 @@ fn vector(model: &Model, name: &str) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-fn matrix(model: &Model, name: &str) -> Result<Matrix> {
-    let (shape, data) = load_f32(model, name)?;
-    ensure!(shape.len() == 2, "tensor {name}: expected 2-D, got shape {shape:?}");
-    Ok(Matrix { rows: shape[0], cols: shape[1], data })
+/// Whether products over tensor `name` round their input to int8, given the engine's setting.
+fn int8_input(model: &Model, name: &str, int8: bool) -> Result<bool> {
+    Ok(int8 && activations::takes_int8_input(model.tensor_meta(name)?.0))
 }
 
-/// A 3-D `[n, rows, cols]` tensor as `n` matrices.
-fn matrices(model: &Model, name: &str) -> Result<Vec<Matrix>> {
+fn matrix(model: &Model, name: &str, int8: bool) -> Result<Matrix> {
+    let (shape, data) = load_f32(model, name)?;
+    ensure!(shape.len() == 2, "tensor {name}: expected 2-D, got shape {shape:?}");
+    Ok(Matrix { rows: shape[0], cols: shape[1], data, int8_input: int8_input(model, name, int8)? })
+}
+
+/// A 3-D `[n, rows, cols]` tensor as `n` matrices; `int8` if products take int8 inputs (per-head
+/// attention matrices never do).
+fn matrices(model: &Model, name: &str, int8: bool) -> Result<Vec<Matrix>> {
     let (shape, data) = load_f32(model, name)?;
     ensure!(shape.len() == 3, "tensor {name}: expected 3-D, got shape {shape:?}");
     let (rows, cols) = (shape[1], shape[2]);
-    Ok(data.chunks_exact(rows * cols).map(|m| Matrix { rows, cols, data: m.to_vec() }).collect())
+    let int8_input = int8_input(model, name, int8)?;
+    Ok(data.chunks_exact(rows * cols).map(|m| Matrix { rows, cols, data: m.to_vec(), int8_input }).collect())
 }
 
-fn mlp(model: &Model, prefix: &str, suffix: &str) -> Result<Mlp> {
+fn mlp(model: &Model, prefix: &str, suffix: &str, int8: bool) -> Result<Mlp> {
     Ok(Mlp {
-        gate: matrix(model, &format!("{prefix}ffn_gate{suffix}.weight"))?,
-        up: matrix(model, &format!("{prefix}ffn_up{suffix}.weight"))?,
-        down: matrix(model, &format!("{prefix}ffn_down{suffix}.weight"))?,
+        gate: matrix(model, &format!("{prefix}ffn_gate{suffix}.weight"), int8)?,
+        up: matrix(model, &format!("{prefix}ffn_up{suffix}.weight"), int8)?,
+        down: matrix(model, &format!("{prefix}ffn_down{suffix}.weight"), int8)?,
     })
 }
 
 impl CpuReference {
-    /// Dequantizes every weight of `model` to f32.
+    /// Dequantizes every weight of `model` to f32; every product takes f32 inputs (the engine with
+    /// `int8_activations` off).
     pub fn load(model: &Model) -> Result<Self> {
+        Self::load_with(model, false)
+    }
+
+    /// [`CpuReference::load`], with `int8_activations` as the engine's option of that name.
+    pub fn load_with(model: &Model, int8_activations: bool) -> Result<Self> {
+        let int8 = int8_activations;
         let c = model.config.clone();
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, &is_moe) in c.moe_layers.iter().enumerate() {
             let p = format!("blk.{i}.");
             let t = |n: &str| format!("{p}{n}");
             let attn = Attention {
-                q_a: matrix(model, &t("attn_q_a.weight"))?,
+                q_a: matrix(model, &t("attn_q_a.weight"), int8)?,
                 q_a_norm: vector(model, &t("attn_q_a_norm.weight"))?,
-                q_b: matrix(model, &t("attn_q_b.weight"))?,
-                kv_a: matrix(model, &t("attn_kv_a_mqa.weight"))?,
+                q_b: matrix(model, &t("attn_q_b.weight"), int8)?,
+                kv_a: matrix(model, &t("attn_kv_a_mqa.weight"), int8)?,
                 kv_a_norm: vector(model, &t("attn_kv_a_norm.weight"))?,
                 // k_b is [heads, kv_lora, qk_nope]: each head's W_k transposed.
-                w_k: matrices(model, &t("attn_k_b.weight"))?.iter().map(Matrix::transposed).collect(),
-                w_v: matrices(model, &t("attn_v_b.weight"))?,
-                o: matrix(model, &t("attn_output.weight"))?,
+                w_k: matrices(model, &t("attn_k_b.weight"), false)?.iter().map(Matrix::transposed).collect(),
+                w_v: matrices(model, &t("attn_v_b.weight"), false)?,
+                o: matrix(model, &t("attn_output.weight"), int8)?,
             };
             ensure!(attn.w_k.len() == c.n_heads && attn.w_v.len() == c.n_heads, "layer {i}: k_b/v_b head count");
             let ffn = if is_moe {
-                let gates = matrices(model, &t("ffn_gate_exps.weight"))?;
-                let ups = matrices(model, &t("ffn_up_exps.weight"))?;
-                let downs = matrices(model, &t("ffn_down_exps.weight"))?;
+                let gates = matrices(model, &t("ffn_gate_exps.weight"), int8)?;
+                let ups = matrices(model, &t("ffn_up_exps.weight"), int8)?;
+                let downs = matrices(model, &t("ffn_down_exps.weight"), int8)?;
                 let experts =
                     gates.into_iter().zip(ups).zip(downs).map(|((gate, up), down)| Mlp { gate, up, down }).collect();
                 Ffn::Moe(Moe {
-                    router: matrix(model, &t("ffn_gate_inp.weight"))?,
+                    router: matrix(model, &t("ffn_gate_inp.weight"), int8)?,
                     bias: vector(model, &t("exp_probs_b.bias"))?,
                     experts,
-                    shared: if c.n_shared_experts > 0 { Some(mlp(model, &p, "_shexp")?) } else { None },
+                    shared: if c.n_shared_experts > 0 { Some(mlp(model, &p, "_shexp", int8)?) } else { None },
                 })
             } else {
-                Ffn::Dense(mlp(model, &p, "")?)
+                Ffn::Dense(mlp(model, &p, "", int8)?)
             };
             layers.push(Layer {
                 attn_norm: vector(model, &t("attn_norm.weight"))?,
@@ -371,9 +418,9 @@ impl CpuReference {
             });
         }
         Ok(Self {
-            embed: matrix(model, "token_embd.weight")?,
+            embed: matrix(model, "token_embd.weight", false)?,
             output_norm: vector(model, "output_norm.weight")?,
-            output: matrix(model, "output.weight")?,
+            output: matrix(model, "output.weight", int8)?,
             layers,
             config: c,
         })
@@ -403,19 +450,18 @@ impl CpuReference {
             if let Some(hs) = hidden.as_deref_mut() {
                 hs.push(x.clone());
             }
-            let attn = layer.attn.forward(c, &rms_norm(&x, &layer.attn_norm, c.rms_eps), kv);
+            let attn = layer.attn.forward(c, Normed { x: &x, weight: &layer.attn_norm, eps: c.rms_eps }, kv);
             let h = add(&x, &attn);
-            let normed = rms_norm(&h, &layer.ffn_norm, c.rms_eps);
+            let normed = Normed { x: &h, weight: &layer.ffn_norm, eps: c.rms_eps };
             let ffn = match &layer.ffn {
-                Ffn::Dense(m) => m.forward(&normed),
-                Ffn::Moe(m) => m.forward(c, &normed),
+                Ffn::Dense(m) => m.forward(normed),
+                Ffn::Moe(m) => m.forward(c, normed),
             };
             x = add(&h, &ffn);
         }
-        let x = rms_norm(&x, &self.output_norm, c.rms_eps);
-        let logits = self.output.matvec(&x);
+        let logits = self.output.matvec_normed(Normed { x: &x, weight: &self.output_norm, eps: c.rms_eps });
         if let Some(hs) = hidden {
-            hs.push(x);
+            hs.push(rms_norm(&x, &self.output_norm, c.rms_eps));
         }
         logits
     }

@@ -42,3 +42,34 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
         + dot(q6(hi_nibbles(q.z), h1, 8u), xs[6]) + dot(q6(hi_nibbles(q.w), h1, 12u), xs[7]);
     return d * (f32(i8_of(sw, k)) * lo + f32(i8_of(sw, k + 1u)) * hi);
 }
+
+// Byte k of the result: the 6-bit quant (0 ..= 63) of weight k of the 4 in lo (low nibbles in bytes)
+// and the 2-bit fields `first` ..= `first + 3` of hi.
+fn q6_bytes(lo: u32, hi: u32, first: u32) -> u32 {
+    let t = hi >> (2u * first);
+    return lo | ((t << 4u) & 0x30u) | ((t << 10u) & 0x3000u) | ((t << 16u) & 0x300000u) | ((t << 22u) & 0x30000000u);
+}
+
+// The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 32) x per 16-weight half.
+fn dot_chunk_q8(c: u32, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let s = 21u * (c >> 3u);
+    let j = c & 7u;
+    let d = bitcast<f32>(SCALES[s + 20u]);
+    let sw = SCALES[s + 16u + (j >> 1u)];
+    let k = 2u * (j & 1u);
+    let h0 = SCALES[s + 2u * j];
+    let h1 = SCALES[s + 2u * j + 1u];
+    let q = WEIGHTS[c];
+    let lo = q & vec4<u32>(0x0f0f0f0fu);
+    let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+    let ones = 0x01010101u;
+    // Σ of the first half's inputs; the second half's is qsum minus it.
+    let q0 = dot4I8Packed(xq[0], ones) + dot4I8Packed(xq[1], ones) + dot4I8Packed(xq[2], ones)
+        + dot4I8Packed(xq[3], ones);
+    let sum0 = dot4I8Packed(q6_bytes(lo.x, h0, 0u), xq[0]) + dot4I8Packed(q6_bytes(lo.y, h0, 4u), xq[1])
+        + dot4I8Packed(q6_bytes(lo.z, h0, 8u), xq[2]) + dot4I8Packed(q6_bytes(lo.w, h0, 12u), xq[3]) - 32 * q0;
+    let sum1 = dot4I8Packed(q6_bytes(hi.x, h1, 0u), xq[4]) + dot4I8Packed(q6_bytes(hi.y, h1, 4u), xq[5])
+        + dot4I8Packed(q6_bytes(hi.z, h1, 8u), xq[6]) + dot4I8Packed(q6_bytes(hi.w, h1, 12u), xq[7])
+        - 32 * (qsum - q0);
+    return d * (f32(i8_of(sw, k)) * f32(sum0) + f32(i8_of(sw, k + 1u)) * f32(sum1));
+}

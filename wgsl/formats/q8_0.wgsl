@@ -22,3 +22,13 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
         + dot(i8x4(b.x), xs[4]) + dot(i8x4(b.y), xs[5]) + dot(i8x4(b.z), xs[6]) + dot(i8x4(b.w), xs[7]);
     return bitcast<f32>(SCALES[c]) * d;
 }
+
+// The chunk's dot with int8 inputs xq, in units of the inputs' scale.
+fn dot_chunk_q8(c: u32, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let a = WEIGHTS[2u * c];
+    let b = WEIGHTS[2u * c + 1u];
+    let sum = dot4I8Packed(a.x, xq[0]) + dot4I8Packed(a.y, xq[1]) + dot4I8Packed(a.z, xq[2])
+        + dot4I8Packed(a.w, xq[3]) + dot4I8Packed(b.x, xq[4]) + dot4I8Packed(b.y, xq[5])
+        + dot4I8Packed(b.z, xq[6]) + dot4I8Packed(b.w, xq[7]);
+    return bitcast<f32>(SCALES[c]) * f32(sum);
+}
