@@ -99,3 +99,17 @@ fn bench_writes_a_json_report_with_a_profile() {
     assert!(profile.iter().any(|l| l["label"] == "lm_head"));
     assert!(r["weight_bytes_per_token"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn bench_fills_a_synthetic_model_from_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let config = fixture_dir().join("config.json");
+    let args =
+        ["bench", "--synthetic", config.to_str().unwrap(), "--quant", "q8_0", "-p", "2", "-n", "4", "--reps", "1"];
+    let out = glm(&[&args[..], &["--json", json.to_str().unwrap()]].concat());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("random Q8_0 weights"));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["format"], "random Q8_0 weights");
+}

@@ -169,3 +169,13 @@ fn bad_sampling_parameters() {
     let err = run_err(&["run", "-m", model.to_str().unwrap(), "-p", "hi", "--top-p", "1.5"]);
     assert_contains(&err, "top-p");
 }
+
+#[test]
+fn bench_needs_a_model_or_a_readable_config() {
+    assert_contains(
+        &run_err(&["bench", "--synthetic", "/nonexistent/config.json"]),
+        "cannot read /nonexistent/config.json",
+    );
+    let err = run_err(&["bench", "--synthetic", fixture("perplexity.txt").to_str().unwrap()]);
+    assert_contains(&err, "is not valid JSON");
+}

@@ -1,19 +1,22 @@
 //! The quantized formats on the GPU: dequantization of gguf-py's test blocks (tests/fixtures/quant, extreme
 //! scales included) bit for bit through the embedding kernel, and the tiny model quantized to each type and
-//! to a Q4_K_M-style mix, GPU logits and greedy tokens against the CPU reference forward on the same file.
+//! to a Q4_K_M-style mix, GPU logits and greedy tokens against the CPU reference forward on the same file;
+//! the synthetic (random, GPU-filled) weights of `bench --synthetic`.
 //! (Every matvec path over every format on random shapes is in tests/kernels.rs.)
 
 mod common;
 
 use common::quantized::{q4_k_m_plan, quantized_model};
 use common::{assert_close, load_reference, REL_TOL};
-use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
+use glm_wgpu::engine::{Engine, EngineOptions, QuantMix, StepOutput};
 use glm_wgpu::gpu::{GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::embed::embed;
+use glm_wgpu::kernels::random_weight::{layout, word, Field};
 use glm_wgpu::kernels::Step;
-use glm_wgpu::model::{Model, TensorData};
+use glm_wgpu::model::{Model, ModelConfig, TensorData};
 use glm_wgpu::quant::GgmlType;
 use glm_wgpu::reference::CpuReference;
+use half::f16;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -252,4 +255,74 @@ fn int8_activations_match_the_cpu_reference() {
             worst.max(assert_close(&format!("int8 Q4_K_M prompt logits at {pos}"), &e.logits().unwrap(), &want, tol));
     }
     println!("[quant_gpu] int8 activations: worst prompt logit error {worst:.2e} of max |logit|");
+}
+
+/// `bench --synthetic`: every format's random fill equals its CPU twin word for word, and its scale
+/// fields decode to the ranges the kernel promises.
+#[test]
+fn random_weights_match_their_cpu_twin() {
+    let ctx = gpu();
+    let mut kc = KernelCache::new(true);
+    let cases: [(GgmlType, &[usize]); 4] = [
+        (GgmlType::F32, &[3, 700]),
+        (GgmlType::Q8_0, &[5, 96]),
+        (GgmlType::Q4K, &[130, 512]),
+        (GgmlType::Q6K, &[2, 3, 256]),
+    ];
+    for (t, shape) in cases {
+        let seed = 7;
+        let w = GpuWeight::random(&ctx, &mut kc, "w", t, shape, seed).unwrap();
+        let l = layout(t).unwrap();
+        let blocks = shape.iter().product::<usize>() / l.block_elems;
+        for (buf, n, seed, recipe) in [
+            (&w.words, blocks * l.words_per_block, 2 * seed, l.words),
+            (&w.scales, blocks * l.scales_per_block, 2 * seed + 1, l.scales),
+        ] {
+            let got: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_buffer(buf, 0, n as u64 * 4).unwrap());
+            for (i, &g) in got.iter().enumerate() {
+                let want = word(i as u32, seed, recipe);
+                assert_eq!(g, want, "{}: word {i} of {n}", t.name());
+                if i as u32 % recipe.stride != recipe.at {
+                    continue;
+                }
+                let ok = match recipe.field {
+                    Field::Bits => true,
+                    Field::F16DMin => {
+                        let (d, dmin) = (f16::from_bits(g as u16).to_f32(), f16::from_bits((g >> 16) as u16).to_f32());
+                        (2f32.powi(-10)..2f32.powi(-8)).contains(&d) && (2f32.powi(-11)..2f32.powi(-10)).contains(&dmin)
+                    }
+                    Field::F32Scale => (2f32.powi(-10)..2f32.powi(-8)).contains(&f32::from_bits(g)),
+                    Field::F32Weight => (2f32.powi(-7)..2f32.powi(-5)).contains(&f32::from_bits(g).abs()),
+                };
+                assert!(ok, "{}: word {i} = {g:#010x} is out of its field's range", t.name());
+            }
+        }
+    }
+}
+
+/// A synthetic model of each mix (the tiny fixture's shape) has the mix's types and decodes greedy
+/// tokens with finite, non-constant logits.
+#[test]
+fn synthetic_models_decode() {
+    let json = std::fs::read_to_string(common::fixture_dir().join("config.json")).unwrap();
+    let c = ModelConfig::from_hf_json(&serde_json::from_str(&json).unwrap()).unwrap();
+    for (mix, q_a, output) in
+        [(QuantMix::Q4KM, GgmlType::Q4K, GgmlType::Q6K), (QuantMix::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0)]
+    {
+        let opts = EngineOptions { ctx_len: 16, ..Default::default() };
+        let mut e = Engine::synthetic(gpu(), &c, mix, opts).unwrap();
+        assert_eq!(e.weights.layers[1].q_a.ggml_type, q_a, "{mix:?}");
+        assert_eq!(e.weights.output.ggml_type, output, "{mix:?}");
+        e.write_tokens(0, &[3, 1000]).unwrap();
+        e.step(StepOutput::CacheOnly).unwrap();
+        for _ in 0..4 {
+            e.step(StepOutput::Greedy).unwrap();
+            let tok = e.next_token().unwrap();
+            let logits = e.logits().unwrap();
+            assert!(logits.iter().all(|v| v.is_finite()), "{mix:?}: non-finite logits");
+            assert_eq!(tok as usize, common::argmax(&logits), "{mix:?}: greedy token");
+            let (lo, hi) = logits.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            assert!(hi > lo, "{mix:?}: constant logits");
+        }
+    }
 }

@@ -1,10 +1,10 @@
 //! `glm-wgpu bench`: prompt and decode speed of the forward, and a per-kernel GPU profile.
 
 use super::KvCacheType;
-use crate::engine::{Engine, EngineOptions, LaunchTime, StepOutput, MAX_IN_FLIGHT};
+use crate::engine::{Engine, EngineOptions, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
 use crate::gpu::GpuContext;
-use crate::model::Model;
-use anyhow::{ensure, Result};
+use crate::model::{Model, ModelConfig};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -15,8 +15,15 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
-    #[arg(short, long)]
-    pub model: PathBuf,
+    #[arg(short, long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Instead of a model file: an HF `config.json` whose shape is filled with random, valid
+    /// weights on the GPU (types from `--quant`).
+    #[arg(long, value_name = "CONFIG")]
+    pub synthetic: Option<PathBuf>,
+    /// The quantization mix of `--synthetic` weights.
+    #[arg(long, value_enum, default_value_t = QuantMix::Q4KM, requires = "synthetic")]
+    pub quant: QuantMix,
     /// GPU adapter: an index or part of its name.
     #[arg(long)]
     pub device: Option<String>,
@@ -134,13 +141,23 @@ fn print_profile(times: &[LaunchTime]) {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     ensure!(a.reps > 0, "--reps must be at least 1");
-    let model = Model::open(&a.model)?;
+    // The model file, or the config of a synthetic one; and how the report names it.
+    let (model, config, name, format) = match (&a.model, &a.synthetic) {
+        (Some(path), _) => {
+            let m = Model::open(path)?;
+            let (c, f) = (m.config.clone(), m.format_name().to_string());
+            (Some(m), c, path.display().to_string(), f)
+        }
+        (None, Some(path)) => {
+            let json = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let json = serde_json::from_str(&json).with_context(|| format!("{} is not valid JSON", path.display()))?;
+            let c = ModelConfig::from_hf_json(&json)?;
+            (None, c, format!("synthetic {}", path.display()), format!("random {} weights", a.quant.name()))
+        }
+        (None, None) => unreachable!("clap requires --model or --synthetic"),
+    };
     let ctx_len = a.depth + a.prompt.max(a.n_gen) + 1;
-    ensure!(
-        ctx_len <= model.config.max_ctx,
-        "depth + tokens = {ctx_len} exceeds the model's context of {}",
-        model.config.max_ctx
-    );
+    ensure!(ctx_len <= config.max_ctx, "depth + tokens = {ctx_len} exceeds the model's context of {}", config.max_ctx);
     let ctx = GpuContext::new(a.device.as_deref())?;
     let device = ctx.describe();
     eprintln!("gpu: {device}");
@@ -151,7 +168,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         checked_kernels: a.checked_kernels,
         int8_activations: !a.f32_activations,
     };
-    let mut e = Engine::load(ctx, &model, options)?;
+    let mut e = match &model {
+        Some(m) => Engine::load(ctx, m, options)?,
+        None => Engine::synthetic(ctx, &config, a.quant, options)?,
+    };
     let mut rng = StdRng::seed_from_u64(0);
 
     // Warm-up: first use of every pipeline, buffer and the driver's caches.
@@ -176,7 +196,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let mean_ms = ms(gaps.iter().sum::<f64>() / gaps.len().max(1) as f64);
     let bytes = e.weight_bytes_per_token();
     let gbs = bytes as f64 * tg / 1e9;
-    println!("model: {} ({})", a.model.display(), model.format_name());
+    println!("model: {name} ({format})");
     println!("gpu: {device}");
     println!(
         "kernels: {}, {} activations",
@@ -208,8 +228,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     };
     if let Some(path) = &a.json {
         let report = serde_json::json!({
-            "model": a.model.display().to_string(),
-            "format": model.format_name(),
+            "model": name,
+            "format": format,
             "gpu": device,
             "checked_kernels": a.checked_kernels,
             "int8_activations": !a.f32_activations,

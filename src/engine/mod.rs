@@ -2,8 +2,10 @@
 //! The token id lives on the GPU: the embedding reads `tokens[pos]`, greedy sampling writes
 //! `tokens[pos + 1]`, so the CPU never has to wait for a token before submitting the next step.
 
+mod synthetic;
 mod weights;
 
+pub use synthetic::QuantMix;
 pub use weights::{file_bytes, FeedForward, ModelWeights, SharedExpert};
 
 use crate::gpu::{map_read, read_f32, Dispatch, GpuContext, KernelCache};
@@ -167,15 +169,20 @@ pub struct Engine {
 
 impl Engine {
     pub fn load(ctx: GpuContext, model: &Model, options: EngineOptions) -> Result<Self> {
-        let c = model.config.clone();
-        ensure!(options.ctx_len >= 1, "context length must be at least 1");
-        ensure!(
-            options.ctx_len <= c.max_ctx,
-            "context length {} exceeds the model's maximum of {}",
-            options.ctx_len,
-            c.max_ctx
-        );
+        check_options(&model.config, &options)?;
         let weights = ModelWeights::upload(&ctx, model)?;
+        Self::new(ctx, model.config.clone(), weights, options)
+    }
+
+    /// A model of shape `c` with random weights of the mix's types, filled on the GPU: the full-size
+    /// model's speed without its file.
+    pub fn synthetic(ctx: GpuContext, c: &ModelConfig, mix: QuantMix, options: EngineOptions) -> Result<Self> {
+        check_options(c, &options)?;
+        let weights = ModelWeights::synthetic(&ctx, c, mix)?;
+        Self::new(ctx, c.clone(), weights, options)
+    }
+
+    fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, options: EngineOptions) -> Result<Self> {
         let bufs = Activations::new(&ctx, &c, &options)?;
         let mut kc = KernelCache::new(options.checked_kernels);
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
@@ -380,6 +387,12 @@ impl Engine {
         self.ctx.queue.submit([enc.finish()]);
         Ok(bytemuck::pod_read_unaligned(&map_read(&self.ctx, &staging, 4)?))
     }
+}
+
+fn check_options(c: &ModelConfig, o: &EngineOptions) -> Result<()> {
+    ensure!(o.ctx_len >= 1, "context length must be at least 1");
+    ensure!(o.ctx_len <= c.max_ctx, "context length {} exceeds the model's maximum of {}", o.ctx_len, c.max_ctx);
+    Ok(())
 }
 
 /// Records the dispatches of one token: the body (embedding and layers), the head (final norm and

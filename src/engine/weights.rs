@@ -1,9 +1,15 @@
-//! The model's weights uploaded to the GPU, one tensor at a time straight from the mapped file.
+//! The model's weights on the GPU: uploaded one tensor at a time straight from the mapped file, or
+//! filled with random values on the GPU for a synthetic model.
 
-use crate::gpu::{GpuContext, GpuWeight};
-use crate::model::{Model, TensorData};
+use super::synthetic::QuantMix;
+use crate::gpu::{GpuContext, GpuWeight, KernelCache};
+use crate::model::{expected_tensors, Model, ModelConfig, TensorData};
+use crate::quant::GgmlType;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 
 pub struct Ffn {
     pub gate: GpuWeight,
@@ -57,29 +63,73 @@ pub struct ModelWeights {
     pub bytes: u64,
 }
 
+/// Where the weights come from.
+enum Source<'a> {
+    File(&'a Model),
+    /// Random weights of a quantization mix's types, filled on the GPU.
+    Synthetic {
+        mix: QuantMix,
+        n_layers: usize,
+        shapes: HashMap<String, Vec<usize>>,
+        kc: KernelCache,
+        seed: u32,
+    },
+}
+
 struct Uploader<'a> {
     ctx: &'a GpuContext,
-    model: &'a Model,
+    source: Source<'a>,
     bar: ProgressBar,
     bytes: u64,
 }
 
 impl Uploader<'_> {
     fn weight(&mut self, name: &str) -> Result<GpuWeight> {
-        let t = self.model.tensor(name)?;
+        let model = match &self.source {
+            Source::File(model) => *model,
+            Source::Synthetic { shapes, .. } => {
+                let shape = shapes[name].clone();
+                return self.random(name, &shape);
+            }
+        };
+        let t = model.tensor(name)?;
         let w = GpuWeight::upload(self.ctx, name, &t)?;
         self.bytes += w.bytes();
         self.bar.inc(t.bytes.len() as u64);
         Ok(w)
     }
 
+    fn random(&mut self, name: &str, shape: &[usize]) -> Result<GpuWeight> {
+        let Source::Synthetic { mix, n_layers, kc, seed, .. } = &mut self.source else {
+            unreachable!("random weights of a model file")
+        };
+        *seed += 1;
+        let t = mix.tensor_type(name, shape[shape.len() - 1], *n_layers);
+        let w = GpuWeight::random(self.ctx, kc, name, t, shape, *seed)?;
+        self.bytes += w.bytes();
+        self.bar.inc(t.bytes_for(shape.iter().product()) as u64);
+        Ok(w)
+    }
+
     /// Small vectors (norms, biases) are kept as plain f32.
     fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
-        let t = self.model.tensor(name)?;
-        let v = t.to_f32()?;
+        let v = match &mut self.source {
+            Source::File(model) => {
+                let t = model.tensor(name)?;
+                self.bar.inc(t.bytes.len() as u64);
+                t.to_f32()?
+            }
+            // Norm weights near 1, biases near 0, as the synthetic GGUF has them.
+            Source::Synthetic { shapes, seed, .. } => {
+                *seed += 1;
+                let mut rng = StdRng::seed_from_u64(*seed as u64);
+                let centre = if name.ends_with(".bias") { 0.0 } else { 1.0 };
+                self.bar.inc(shapes[name][0] as u64 * 4);
+                (0..shapes[name][0]).map(|_| centre + rng.random_range(-0.1..0.1)).collect()
+            }
+        };
         let b = self.ctx.storage_init(name, bytemuck::cast_slice(&v))?;
         self.bytes += b.size();
-        self.bar.inc(t.bytes.len() as u64);
         Ok(b)
     }
 
@@ -88,11 +138,28 @@ impl Uploader<'_> {
         if n_shared == 0 {
             return Ok((self.ffn(p, "_exps")?, SharedExpert::None));
         }
+        if let Source::Synthetic { shapes, .. } = &self.source {
+            // One shared expert has the routed experts' types and shapes.
+            let [gate, up, down] = ["gate", "up", "down"].map(|m| {
+                let name = format!("{p}ffn_{m}_exps.weight");
+                let mut shape = shapes[&name].clone();
+                shape[0] += 1;
+                (name, shape)
+            });
+            let ffn = Ffn {
+                gate: self.random(&gate.0, &gate.1)?,
+                up: self.random(&up.0, &up.1)?,
+                down: self.random(&down.0, &down.1)?,
+            };
+            return Ok((ffn, SharedExpert::Appended));
+        }
+        let Source::File(model) = &self.source else { unreachable!() };
+        let model = *model;
         let names =
             ["gate", "up", "down"].map(|m| (format!("{p}ffn_{m}_exps.weight"), format!("{p}ffn_{m}_shexp.weight")));
         let mut tensors = Vec::new();
         for (e, s) in &names {
-            tensors.push((self.model.tensor(e)?, self.model.tensor(s)?));
+            tensors.push((model.tensor(e)?, model.tensor(s)?));
         }
         let appendable = tensors.iter().all(|(e, s)| e.ggml_type == s.ggml_type && e.shape[1..] == s.shape[..]);
         if !appendable {
@@ -134,13 +201,34 @@ pub fn file_bytes(model: &Model) -> Result<u64> {
 
 impl ModelWeights {
     pub fn upload(ctx: &GpuContext, model: &Model) -> Result<Self> {
-        let c = &model.config;
-        let bar = ProgressBar::new(file_bytes(model)?);
+        Self::load(ctx, &model.config, Source::File(model), file_bytes(model)?, "uploading weights")
+    }
+
+    /// Random weights of the mix's types for a model of shape `c`, filled on the GPU.
+    pub fn synthetic(ctx: &GpuContext, c: &ModelConfig, mix: QuantMix) -> Result<Self> {
+        let shapes: HashMap<_, _> = expected_tensors(c).into_iter().collect();
+        let total = shapes
+            .iter()
+            .map(|(name, shape)| {
+                let t = if shape.len() == 1 {
+                    GgmlType::F32
+                } else {
+                    mix.tensor_type(name, shape[shape.len() - 1], c.n_layers)
+                };
+                t.bytes_for(shape.iter().product()) as u64
+            })
+            .sum();
+        let source = Source::Synthetic { mix, n_layers: c.n_layers, shapes, kc: KernelCache::new(true), seed: 0 };
+        Self::load(ctx, c, source, total, "filling random weights")
+    }
+
+    fn load(ctx: &GpuContext, c: &ModelConfig, source: Source, total: u64, what: &str) -> Result<Self> {
+        let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("uploading weights {bar:40} {binary_bytes}/{binary_total_bytes} {eta}")
+            ProgressStyle::with_template(&format!("{what} {{bar:40}} {{binary_bytes}}/{{binary_total_bytes}} {{eta}}"))
                 .expect("static template"),
         );
-        let mut up = Uploader { ctx, model, bar, bytes: 0 };
+        let mut up = Uploader { ctx, source, bar, bytes: 0 };
         // A device that cannot hold the model reports it through this scope instead of aborting.
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let embed = up.weight("token_embd.weight")?;

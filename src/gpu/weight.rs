@@ -1,9 +1,10 @@
 //! Weights on the GPU in the repacked layout of their format (src/quant).
 
-use super::GpuContext;
+use super::{GpuContext, KernelCache};
+use crate::kernels::random_weight::{layout, random_weight};
 use crate::model::TensorData;
 use crate::quant::{self, GgmlType};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 pub struct GpuWeight {
     pub ggml_type: GgmlType,
@@ -21,6 +22,35 @@ impl GpuWeight {
         let words = ctx.storage_init(name, bytemuck::cast_slice(&r.words))?;
         let scales = ctx.storage_init(&format!("{name} scales"), bytemuck::cast_slice(&r.scales))?;
         Ok(Self { ggml_type: t.ggml_type, shape: t.shape.clone(), words, scales })
+    }
+
+    /// A tensor of random, valid weights of type `t` filled on the GPU (`bench --synthetic`).
+    pub fn random(
+        ctx: &GpuContext,
+        kc: &mut KernelCache,
+        name: &str,
+        t: GgmlType,
+        shape: &[usize],
+        seed: u32,
+    ) -> Result<Self> {
+        let l = layout(t)?;
+        let elems: usize = shape.iter().product();
+        ensure!(
+            shape.last().is_some_and(|&n| n % l.block_elems == 0),
+            "{name}: rows of {shape:?} are not whole {} blocks of {} weights",
+            t.name(),
+            l.block_elems
+        );
+        let blocks = elems / l.block_elems;
+        let (n_words, n_scales) = (blocks * l.words_per_block, blocks * l.scales_per_block);
+        let words = ctx.storage(name, n_words as u64 * 4)?;
+        let scales = ctx.storage(&format!("{name} scales"), n_scales as u64 * 4)?;
+        let mut fills = vec![random_weight(ctx, kc, n_words as u32, seed.wrapping_mul(2), l.words, &words)?];
+        if n_scales > 0 {
+            fills.push(random_weight(ctx, kc, n_scales as u32, seed.wrapping_mul(2) + 1, l.scales, &scales)?);
+        }
+        ctx.run(&fills.iter().collect::<Vec<_>>())?;
+        Ok(Self { ggml_type: t, shape: shape.to_vec(), words, scales })
     }
 
     pub fn row_len(&self) -> usize {

@@ -7,6 +7,7 @@ pub mod format;
 pub mod kv_store;
 pub mod matvec;
 pub mod mla_attention;
+pub mod random_weight;
 pub mod rms_norm;
 pub mod router;
 pub mod team_reduce;

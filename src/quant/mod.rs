@@ -10,7 +10,7 @@ mod float;
 pub mod iq4;
 pub mod k_quants;
 pub mod legacy;
-mod q8_0;
+pub mod q8_0;
 mod util;
 
 use anyhow::{bail, Result};

@@ -1,0 +1,118 @@
+//! `wgsl/random_weight.wgsl`: random, valid weights written straight into a format's GPU layout
+//! (`bench --synthetic`), with [`word`] as the kernel's exact CPU twin.
+
+use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
+use crate::quant::k_quants::{q4k, q6k, QK_K};
+use crate::quant::{q8_0, GgmlType};
+use anyhow::{bail, Result};
+
+const WG: u32 = 256;
+const MAX_GROUPS_X: u32 = 65535;
+
+/// What one word of a layout holds (`field_word` in the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Bits = 0,
+    /// Q4_K's f16 pair: d in [2^-10, 2^-8), dmin in [2^-11, 2^-10).
+    F16DMin = 1,
+    /// A block scale in [2^-10, 2^-8).
+    F32Scale = 2,
+    /// A plain f32 weight, ±[2^-7, 2^-5).
+    F32Weight = 3,
+}
+
+/// Every `stride`-th word from `at` is `field`; the others are random bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    pub stride: u32,
+    pub at: u32,
+    pub field: Field,
+}
+
+const BITS: Recipe = Recipe { stride: 1, at: 0, field: Field::Bits };
+
+/// How a format's GPU layout (`quant::repack`) is filled: words and scale words per block.
+pub struct Layout {
+    pub block_elems: usize,
+    pub words_per_block: usize,
+    pub scales_per_block: usize,
+    pub words: Recipe,
+    pub scales: Recipe,
+}
+
+pub fn layout(t: GgmlType) -> Result<Layout> {
+    Ok(match t {
+        GgmlType::F32 => Layout {
+            block_elems: 1,
+            words_per_block: 1,
+            scales_per_block: 0,
+            words: Recipe { field: Field::F32Weight, ..BITS },
+            scales: BITS,
+        },
+        GgmlType::Q8_0 => Layout {
+            block_elems: q8_0::BLOCK,
+            words_per_block: q8_0::BLOCK / 4,
+            scales_per_block: 1,
+            words: BITS,
+            scales: Recipe { field: Field::F32Scale, ..BITS },
+        },
+        // Scale words: d and dmin as f16, then 12 bytes of 6-bit scales and mins.
+        GgmlType::Q4K => Layout {
+            block_elems: QK_K,
+            words_per_block: QK_K / 8,
+            scales_per_block: q4k::GPU_STRIDE,
+            words: BITS,
+            scales: Recipe { stride: q4k::GPU_STRIDE as u32, at: 0, field: Field::F16DMin },
+        },
+        // Scale words: high bits, int8 scales, then d as f32.
+        GgmlType::Q6K => Layout {
+            block_elems: QK_K,
+            words_per_block: QK_K / 8,
+            scales_per_block: q6k::GPU_STRIDE,
+            words: BITS,
+            scales: Recipe { stride: q6k::GPU_STRIDE as u32, at: q6k::GPU_STRIDE as u32 - 1, field: Field::F32Scale },
+        },
+        _ => bail!("synthetic weights come in F32, Q8_0, Q4_K and Q6_K, not {}", t.name()),
+    })
+}
+
+fn hash(x: u32) -> u32 {
+    let mut h = x;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846ca68b);
+    h ^= h >> 16;
+    h
+}
+
+/// Word `i` of a fill with `seed`: what the kernel writes.
+pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
+    let h = hash(i ^ hash(seed));
+    let field = if i % r.stride == r.at { r.field } else { Field::Bits };
+    match field {
+        Field::Bits => h,
+        Field::F16DMin => (((5 + (h & 1)) << 10) | ((h >> 1) & 0x3ff)) | (((4 << 10) | ((h >> 11) & 0x3ff)) << 16),
+        Field::F32Scale => ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff),
+        Field::F32Weight => (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff),
+    }
+}
+
+/// Fills the first `n` words of `out`.
+pub fn random_weight(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    n: u32,
+    seed: u32,
+    r: Recipe,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let source = compose(&[("WG", Const::U32(WG))], include_str!("../../wgsl/random_weight.wgsl"));
+    let kernel = kc.get(ctx, "random_weight", source, &[Binding::Uniform, Binding::ReadWrite])?;
+    let groups = n.div_ceil(WG).max(1);
+    let groups_x = groups.min(MAX_GROUPS_X);
+    let params = [n, seed, r.stride, r.at, r.field as u32, groups_x, 0, 0];
+    let uniform = ctx.uniform("random_weight", bytemuck::cast_slice(&params));
+    let bind_group = kernel.bind(ctx, &[&uniform, out]);
+    Ok(Dispatch::new(kernel, bind_group, [groups_x, groups.div_ceil(groups_x), 1]))
+}

@@ -1,0 +1,70 @@
+// Fills a weight's words or scales (GPU layout of its format) with random but valid values, so the
+// full-size model can be benchmarked without its file. Every `stride`-th word from `at` is `field`,
+// the others random bits. Integer-only, so `kernels::random_weight::word` is its exact CPU twin.
+// Host constants: WG.
+
+struct Fill {
+    n: u32,
+    seed: u32,
+    stride: u32,
+    at: u32,
+    field: u32,
+    groups_x: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> fill: Fill;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+const BITS: u32 = 0u;
+const F16_D_DMIN: u32 = 1u;
+const F32_SCALE: u32 = 2u;
+const F32_WEIGHT: u32 = 3u;
+
+// Chris Wellons' lowbias32.
+fn hash(x: u32) -> u32 {
+    var h = x;
+    h ^= h >> 16u;
+    h *= 0x7feb352du;
+    h ^= h >> 15u;
+    h *= 0x846ca68bu;
+    h ^= h >> 16u;
+    return h;
+}
+
+fn field_word(field: u32, h: u32) -> u32 {
+    switch field {
+        // Q4_K's d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10), as f16 bits.
+        case F16_D_DMIN: {
+            let d = ((5u + (h & 1u)) << 10u) | ((h >> 1u) & 0x3ffu);
+            let dmin = (4u << 10u) | ((h >> 11u) & 0x3ffu);
+            return d | (dmin << 16u);
+        }
+        // A block scale in [2^-10, 2^-8), f32 bits.
+        case F32_SCALE: {
+            return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
+        }
+        // A plain weight, ±[2^-7, 2^-5), f32 bits.
+        case F32_WEIGHT: {
+            return (h & 0x80000000u) | ((120u + ((h >> 23u) & 1u)) << 23u) | (h & 0x7fffffu);
+        }
+        default: {
+            return h;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * fill.groups_x + wg.x) * WG + lid;
+    if i >= fill.n {
+        return;
+    }
+    let h = hash(i ^ hash(fill.seed));
+    var field = BITS;
+    if i % fill.stride == fill.at {
+        field = fill.field;
+    }
+    out[i] = field_word(field, h);
+}
