@@ -12,12 +12,11 @@ use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::argmax::argmax;
 use glm_wgpu::kernels::capture::capture;
 use glm_wgpu::kernels::embed::embed;
-use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
 use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
-use glm_wgpu::model::{Gating, ModelConfig, TensorData};
+use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
 use half::f16;
 use rand::rngs::StdRng;
@@ -926,77 +925,14 @@ fn capture_copies_into_slot() {
 // KV cache and attention
 // ---------------------------------------------------------------------------------------------
 
-/// Two positions (> 0) written in one pass; every other cache word stays poisoned.
+/// The split pass stores the current row (RMSNorm of ckv's latent, RoPE of its key) and computes
+/// ctx[h] = softmax_t(SCALE · (q_lat[h]·latent_t + rope(q_rope[h], pos)·key_t)) · latent_t over a
+/// cache of pos random positions plus that row; every other cache word stays as it was.
 #[test]
-fn kv_store_f32_and_f16() {
-    let ctx = gpu();
-    let mut rng = seeded(9);
-    let (mut worst32, mut worst16) = (0f64, 0f64);
-    for c in attention_configs() {
-        let mut kc = KernelCache::default();
-        let (lora, rope, kw) = (c.kv_lora_rank, c.qk_rope, c.kv_width());
-        let positions = 9;
-        for kv_f16 in [false, true] {
-            let table = rope_table(&mut rng, positions, rope / 2);
-            let rb = buf_f32(ctx, "rope", &table);
-            let norm = uniform(&mut rng, lora, 2.0);
-            let nb = buf_f32(ctx, "norm", &norm);
-            let words = if kv_f16 { kw / 2 } else { kw };
-            let cache0 = vec![if kv_f16 { NAN_F16X2 } else { NAN_BITS }; positions * words];
-            let cb = buf_u32(ctx, "cache", &cache0);
-            let writes: Vec<(usize, Vec<f32>)> =
-                [(3usize, 1.0f32), (8, 20.0)].into_iter().map(|(pos, amp)| (pos, uniform(&mut rng, kw, amp))).collect();
-            let bufs: Vec<_> =
-                writes.iter().map(|(pos, ckv)| (step(ctx, *pos as u32), buf_f32(ctx, "ckv", ckv))).collect();
-            let ds: Vec<Dispatch> = bufs
-                .iter()
-                .map(|(sb, kb)| {
-                    let a = KvStoreArgs { step: sb, ckv: kb, norm: &nb, rope: &rb, cache: &cb };
-                    kv_store(ctx, &mut kc, &c, kv_f16, a).unwrap()
-                })
-                .collect();
-            run(ctx, &ds.iter().collect::<Vec<_>>());
-            let cache = read_u32(ctx, &cb, positions * words);
-            for p in 0..positions {
-                let row = &cache[p * words..(p + 1) * words];
-                let name =
-                    format!("kv_store {} kv_lora {lora} rope {rope} pos {p}", if kv_f16 { "f16" } else { "f32" });
-                let Some((_, ckv)) = writes.iter().find(|(q, _)| *q == p) else {
-                    check_untouched(&name, row, &cache0[p * words..(p + 1) * words]);
-                    continue;
-                };
-                let ms = ckv[..lora].iter().map(|&v| v as f64 * v as f64).sum::<f64>() / lora as f64;
-                let inv = 1.0 / (ms + c.rms_eps as f64).sqrt();
-                let mut want: Vec<f64> = (0..lora).map(|i| ckv[i] as f64 * inv * norm[i] as f64).collect();
-                want.extend(rope_ref(&ckv[lora..], &table, p));
-                let got = cache_decode(row, kv_f16);
-                if kv_f16 {
-                    // Each value rounded to f16: compare per element.
-                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                        let e = (g as f64 - w).abs();
-                        let tol = F16_TOL * w.abs() + 1e-7;
-                        assert!(e <= tol, "{name}: element {i} is {g}, want {w} (|Δ| {e:.3e} > {tol:.3e})");
-                        worst16 = worst16.max(e / w.abs().max(1e-7));
-                    }
-                } else {
-                    let (lat, key) = got.split_at(lora);
-                    worst32 = worst32.max(check(&format!("{name} latent"), lat, &want[..lora], REL_TOL));
-                    worst32 = worst32.max(check(&format!("{name} roped key"), key, &want[lora..], REL_TOL));
-                }
-            }
-        }
-    }
-    report("kv_store f32", worst32);
-    report("kv_store f16 (per element)", worst16);
-}
-
-/// ctx[h] = softmax_t(SCALE · (q_lat[h]·latent_t + rope(q_rope[h], pos)·key_t)) · latent_t, over a
-/// cache of n = pos + 1 random positions (later positions poisoned).
-#[test]
-fn mla_attention_matches_softmax() {
+fn mla_attention_stores_the_row_and_matches_softmax() {
     let ctx = gpu();
     let mut rng = seeded(10);
-    let (mut worst32, mut worst16) = (0f64, 0f64);
+    let (mut worst32, mut worst16, mut worst_row32, mut worst_row16) = (0f64, 0f64, 0f64, 0f64);
     let max_ctx = 301;
     for c in attention_configs() {
         let mut kc = KernelCache::default();
@@ -1004,16 +940,18 @@ fn mla_attention_matches_softmax() {
             (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
         for kv_f16 in [false, true] {
-            // (n, q_lat amplitude): the last one makes scores span hundreds, so only a max-subtracted
-            // softmax survives.
-            for (n, amp) in [(1usize, 1.0f32), (5, 1.0), (67, 1.0), (300, 1.0), (67, 100.0)] {
+            // (n, q_lat amplitude, ckv amplitude): the q_lat of 100 makes scores span hundreds, so only
+            // a max-subtracted softmax survives.
+            for (n, amp, ckv_amp) in
+                [(1usize, 1.0f32, 1.0f32), (5, 1.0, 20.0), (67, 1.0, 1.0), (300, 1.0, 1.0), (67, 100.0, 1.0)]
+            {
                 let pos = n - 1;
                 let table = rope_table(&mut rng, max_ctx, rope / 2);
-                let values = uniform(&mut rng, n * kw, 1.0);
-                let mut words = cache_encode(&values, kv_f16);
                 let per_pos = if kv_f16 { kw / 2 } else { kw };
+                let mut words = cache_encode(&uniform(&mut rng, pos * kw, 1.0), kv_f16);
                 words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
-                let stored = cache_decode(&words[..n * per_pos], kv_f16);
+                let ckv = uniform(&mut rng, kw, ckv_amp);
+                let norm = uniform(&mut rng, lora, 2.0);
                 let q = uniform(&mut rng, heads * qk, 1.0);
                 let q_lat = uniform(&mut rng, heads * lora, amp);
                 let out_len = heads * lora + 5;
@@ -1021,6 +959,7 @@ fn mla_attention_matches_softmax() {
                 let sb = step(ctx, pos as u32);
                 let (qb, qlb, rb) =
                     (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
+                let (kb, nb) = (buf_f32(ctx, "ckv", &ckv), buf_f32(ctx, "norm", &norm));
                 let cb = buf_u32(ctx, "cache", &words);
                 let partials = buf_u32(ctx, "partials", &vec![NAN_BITS; partials_len(&c, max_ctx)]);
                 let ob = buf_u32(ctx, "ctx", &out0);
@@ -1030,11 +969,48 @@ fn mla_attention_matches_softmax() {
                     q_lat: &qlb,
                     rope: &rb,
                     cache: &cb,
+                    ckv: &kb,
+                    kv_norm: &nb,
                     partials: &partials,
                     out: &ob,
                 };
                 let [split, combine] = mla_attention(ctx, &mut kc, &c, max_ctx, kv_f16, a).unwrap();
                 run(ctx, &[&split, &combine]);
+                let name = format!(
+                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp}",
+                    if kv_f16 { "f16" } else { "f32" }
+                );
+
+                // The stored row, and the cache around it untouched.
+                let cache = read_u32(ctx, &cb, max_ctx * per_pos);
+                let row_words = pos * per_pos..n * per_pos;
+                check_untouched(
+                    &format!("{name} cache before pos"),
+                    &cache[..row_words.start],
+                    &words[..row_words.start],
+                );
+                check_untouched(&format!("{name} cache after pos"), &cache[row_words.end..], &words[row_words.end..]);
+                let ms = ckv[..lora].iter().map(|&v| v as f64 * v as f64).sum::<f64>() / lora as f64;
+                let inv = 1.0 / (ms + LORA_NORM_EPS as f64).sqrt();
+                let mut want_row: Vec<f64> = (0..lora).map(|i| ckv[i] as f64 * inv * norm[i] as f64).collect();
+                want_row.extend(rope_ref(&ckv[lora..], &table, pos));
+                let row = cache_decode(&cache[row_words], kv_f16);
+                if kv_f16 {
+                    // Each value rounded to f16: compare per element.
+                    for (i, (&g, &w)) in row.iter().zip(&want_row).enumerate() {
+                        let e = (g as f64 - w).abs();
+                        let tol = F16_TOL * w.abs() + 1e-7;
+                        assert!(e <= tol, "{name}: row element {i} is {g}, want {w} (|Δ| {e:.3e} > {tol:.3e})");
+                        worst_row16 = worst_row16.max(e / w.abs().max(1e-7));
+                    }
+                } else {
+                    let (lat, key) = row.split_at(lora);
+                    worst_row32 = worst_row32.max(check(&format!("{name} latent"), lat, &want_row[..lora], REL_TOL));
+                    worst_row32 = worst_row32.max(check(&format!("{name} roped key"), key, &want_row[lora..], REL_TOL));
+                }
+
+                // Attention over the cache as stored.
+                let stored = cache_decode(&cache[..n * per_pos], kv_f16);
                 let out = read_u32(ctx, &ob, out_len);
                 let mut want = Vec::with_capacity(heads * lora);
                 for h in 0..heads {
@@ -1055,10 +1031,6 @@ fn mla_attention_matches_softmax() {
                         want.push((0..n).map(|t| p[t] * stored[t * kw + d] as f64).sum::<f64>() / sum);
                     }
                 }
-                let name = format!(
-                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp}",
-                    if kv_f16 { "f16" } else { "f32" }
-                );
                 let e = check(&name, &floats(&out[..heads * lora]), &want, REL_TOL);
                 if kv_f16 {
                     worst16 = worst16.max(e);
@@ -1069,6 +1041,8 @@ fn mla_attention_matches_softmax() {
             }
         }
     }
+    report("mla_attention stored row f32", worst_row32);
+    report("mla_attention stored row f16 (per element)", worst_row16);
     report("mla_attention f32 cache", worst32);
     report("mla_attention f16 cache", worst16);
 }

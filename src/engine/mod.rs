@@ -13,8 +13,6 @@ use crate::kernels::{
     argmax::argmax,
     capture::capture,
     embed::embed,
-    kv_store::kv_store,
-    kv_store::KvStoreArgs,
     matvec,
     mla_attention::{mla_attention, partials_len, AttentionArgs},
     rms_norm::rms_norm,
@@ -474,8 +472,6 @@ fn record(
             mv(kc, &l.q_b, Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS }), &b.qa, &b.q, Output::Store)?
                 .labeled("attn_q_b"),
         );
-        let kv = KvStoreArgs { step: &b.step, ckv: &b.ckv, norm: &l.kv_a_norm, rope: &b.rope, cache: &b.kv_cache[i] };
-        body.push(kv_store(ctx, kc, c, o.kv_f16, kv)?.labeled("kv_store"));
         // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
         body.push(
             matvec(
@@ -505,6 +501,8 @@ fn record(
             q_lat: &b.q_lat,
             rope: &b.rope,
             cache: &b.kv_cache[i],
+            ckv: &b.ckv,
+            kv_norm: &l.kv_a_norm,
             partials: &b.partials,
             out: &b.ctx_lat,
         };

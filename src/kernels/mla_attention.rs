@@ -3,7 +3,7 @@
 
 use super::{mla_consts, Reduce, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::Result;
 
 const WG: u32 = 256;
@@ -19,7 +19,11 @@ pub struct AttentionArgs<'a> {
     pub q: &'a wgpu::Buffer,
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
+    /// The latent cache; the split pass stores the current position's row into it.
     pub cache: &'a wgpu::Buffer,
+    /// The current position's kv_a output (latent, then unroped key) and the latent's norm weight.
+    pub ckv: &'a wgpu::Buffer,
+    pub kv_norm: &'a wgpu::Buffer,
     /// Per head and split: max, sum, 2 pad floats, kv_lora context floats ([`partials_len`]).
     pub partials: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
@@ -53,14 +57,15 @@ pub fn mla_attention(
         ("NOPE", Const::U32(c.qk_nope as u32)),
         ("QK", Const::U32(c.qk_head() as u32)),
         ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
+        ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
     let consts = [mla_consts(c, kv_f16).as_slice(), &split_consts, &reduce_consts].concat();
     let source =
         compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), KV_CACHE, REDUCE, reduce].concat());
     let read = Binding::Read;
-    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
+    let bindings = [Binding::Uniform, read, read, read, Binding::ReadWrite, Binding::ReadWrite, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials]);
+    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
     let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
 
     let consts = [

@@ -4,7 +4,6 @@ pub mod argmax;
 pub mod capture;
 pub mod embed;
 pub mod format;
-pub mod kv_store;
 pub mod matvec;
 pub mod mla_attention;
 pub mod random_weight;
