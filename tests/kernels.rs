@@ -925,7 +925,7 @@ fn capture_copies_into_slot() {
 // KV cache and attention
 // ---------------------------------------------------------------------------------------------
 
-/// The split pass stores the current row (RMSNorm of ckv's latent, RoPE of its key) and computes
+/// The two passes store the current row (RMSNorm of ckv's latent, RoPE of its key) and compute
 /// ctx[h] = softmax_t(SCALE · (q_lat[h]·latent_t + rope(q_rope[h], pos)·key_t)) · latent_t over a
 /// cache of pos random positions plus that row; every other cache word stays as it was.
 #[test]

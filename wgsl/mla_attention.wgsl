@@ -3,15 +3,15 @@
 // score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)), and writes the split's max m,
 // sum l = Σ exp(score - m) and unnormalised context Σ exp(score - m) latent(t) to `partials`;
 // mla_attention_combine.wgsl merges the splits. A team of LANES threads scores one position.
-// The current position's row (RMSNorm of ckv's latent, RoPE of its key) is built by the splits
-// that hold it, each for itself, and stored to the cache by head 0's: no separate store pass.
+// The current position is not in the cache yet: the splits that hold it build its row
+// (mla_current_row.wgsl) in workgroup memory; the merge pass stores it.
 // Host constants: WG, LANES, NV (= 1), SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> cache: array<u32>;
+@group(0) @binding(4) var<storage, read> cache: array<u32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read> ckv: array<f32>;
 @group(0) @binding(7) var<storage, read> kv_norm: array<f32>;
@@ -28,51 +28,6 @@ var<workgroup> p: array<f32, SPLIT>;
 // The current position's cache row, as the cache will hold it.
 var<workgroup> cur: array<vec2<f32>, PAIRS>;
 
-fn cache_store2(i: u32, v: vec2<f32>) {
-    if KV_F16 {
-        cache[i / 2u] = pack2x16float(v);
-    } else {
-        cache[i] = bitcast<u32>(v.x);
-        cache[i + 1u] = bitcast<u32>(v.y);
-    }
-}
-
-// Row t of the cache, pair i: the current row from workgroup memory.
-fn row_pair(t: u32, i: u32) -> vec2<f32> {
-    if t == step.pos {
-        return cur[i];
-    }
-    return cache_load2(t * KV_W + 2u * i);
-}
-
-// Builds the current row in `cur`; head 0 also stores it.
-fn build_current_row(h: u32, tid: u32) {
-    var acc = 0.0;
-    for (var i = tid; i < KV_LORA; i += WG) {
-        acc += ckv[i] * ckv[i];
-    }
-    let inv = inverseSqrt(workgroup_sum(acc, tid) / f32(KV_LORA) + EPS);
-    for (var j = tid; j < PAIRS; j += WG) {
-        let i = 2u * j;
-        let a = ckv[i];
-        let b = ckv[i + 1u];
-        var v: vec2<f32>;
-        if i < KV_LORA {
-            v = vec2<f32>(a * inv * kv_norm[i], b * inv * kv_norm[i + 1u]);
-        } else {
-            let cs = rope[step.pos * (ROPE / 2u) + (i - KV_LORA) / 2u];
-            v = vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
-        }
-        if KV_F16 {
-            v = unpack2x16float(pack2x16float(v));
-        }
-        cur[j] = v;
-        if h == 0u {
-            cache_store2(step.pos * KV_W + i, v);
-        }
-    }
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.x;
@@ -82,8 +37,13 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         return;
     }
     let end = min(n, start + SPLIT);
+    // Positions read from the cache: all but the current one.
+    let cached_end = select(end, end - 1u, end == n);
     if end == n {
-        build_current_row(h, tid);
+        let inv = current_row_inv_rms(tid);
+        for (var j = tid; j < PAIRS; j += WG) {
+            cur[j] = current_row_pair(j, inv);
+        }
     }
     for (var i = tid; i < KV_LORA / 2u; i += WG) {
         qv[i] = vec2<f32>(q_lat[h * KV_LORA + 2u * i], q_lat[h * KV_LORA + 2u * i + 1u]);
@@ -103,10 +63,19 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         // Teams past the end score the last position again and drop it.
         let t = min(t0 + team, end - 1u);
         var v: array<f32, NV>;
-        for (var k = 0u; k < PAIRS_PER_LANE; k++) {
-            let i = lane + k * LANES;
-            if i < PAIRS {
-                v[0] += dot(qv[i], row_pair(t, i));
+        if t < cached_end {
+            for (var k = 0u; k < PAIRS_PER_LANE; k++) {
+                let i = lane + k * LANES;
+                if i < PAIRS {
+                    v[0] += dot(qv[i], cache_load2(t * KV_W + 2u * i));
+                }
+            }
+        } else {
+            for (var k = 0u; k < PAIRS_PER_LANE; k++) {
+                let i = lane + k * LANES;
+                if i < PAIRS {
+                    v[0] += dot(qv[i], cur[i]);
+                }
             }
         }
         reduce_team(&v, tid, lane);
@@ -134,8 +103,11 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     }
     for (var d = tid; d < KV_LORA / 2u; d += WG) {
         var acc = vec2<f32>(0.0);
-        for (var t = start; t < end; t++) {
-            acc += p[t - start] * row_pair(t, d);
+        for (var t = start; t < cached_end; t++) {
+            acc += p[t - start] * cache_load2(t * KV_W + 2u * d);
+        }
+        if cached_end < end {
+            acc += p[cached_end - start] * cur[d];
         }
         partials[base + 4u + 2u * d] = acc.x;
         partials[base + 5u + 2u * d] = acc.y;

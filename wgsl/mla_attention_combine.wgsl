@@ -1,10 +1,15 @@
 // Merges the splits of mla_attention.wgsl for head h: ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s.
-// Workgroup (h, g) writes context floats [g * WG, (g + 1) * WG).
-// Host constants: WG, SPLIT, N_SPLITS, KV_LORA.
+// Workgroup (h, g) writes context floats [g * WG, (g + 1) * WG); workgroup (0, 0) also stores the
+// current position's cache row (the split pass read the cache, so it could not).
+// Host constants: WG, SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ctx: array<f32>;
+@group(0) @binding(3) var<storage, read> ckv: array<f32>;
+@group(0) @binding(4) var<storage, read> kv_norm: array<f32>;
+@group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> cache: array<u32>;
 
 const PART: u32 = KV_LORA + 4u;
 
@@ -13,6 +18,18 @@ var<workgroup> share: array<f32, N_SPLITS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if wid.x == 0u && wid.y == 0u {
+        let inv = current_row_inv_rms(tid);
+        for (var j = tid; j < KV_W / 2u; j += WG) {
+            let v = current_row_pair(j, inv);
+            if KV_F16 {
+                cache[step.pos * (KV_W / 2u) + j] = pack2x16float(v);
+            } else {
+                cache[step.pos * KV_W + 2u * j] = bitcast<u32>(v.x);
+                cache[step.pos * KV_W + 2u * j + 1u] = bitcast<u32>(v.y);
+            }
+        }
+    }
     let h = wid.x;
     let splits = (step.pos + SPLIT) / SPLIT;
     let head = h * N_SPLITS * PART;

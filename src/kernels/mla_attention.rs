@@ -1,5 +1,6 @@
 //! `wgsl/mla_attention.wgsl` (attention split over the context) and
-//! `wgsl/mla_attention_combine.wgsl` (the merge of the splits).
+//! `wgsl/mla_attention_combine.wgsl` (the merge of the splits, which also stores the current
+//! position's cache row, `wgsl/mla_current_row.wgsl`).
 
 use super::{mla_consts, Reduce, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
@@ -14,12 +15,14 @@ const SPLIT: u32 = 32;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 64;
 
+const CURRENT_ROW: &str = include_str!("../../wgsl/mla_current_row.wgsl");
+
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
     pub q: &'a wgpu::Buffer,
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
-    /// The latent cache; the split pass stores the current position's row into it.
+    /// The latent cache; the merge pass stores the current position's row into it.
     pub cache: &'a wgpu::Buffer,
     /// The current position's kv_a output (latent, then unroped key) and the latent's norm weight.
     pub ckv: &'a wgpu::Buffer,
@@ -60,23 +63,29 @@ pub fn mla_attention(
         ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
     let consts = [mla_consts(c, kv_f16).as_slice(), &split_consts, &reduce_consts].concat();
-    let source =
-        compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), KV_CACHE, REDUCE, reduce].concat());
+    let source = compose(
+        &consts,
+        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CURRENT_ROW, KV_CACHE, REDUCE, reduce].concat(),
+    );
     let read = Binding::Read;
-    let bindings = [Binding::Uniform, read, read, read, Binding::ReadWrite, Binding::ReadWrite, read, read];
+    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
     let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
 
-    let consts = [
+    let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
         ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
-        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+        ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
-    let source = compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), REDUCE].concat());
-    let kernel = kc.get(ctx, "mla_attention_combine", source, &[Binding::Uniform, read, Binding::ReadWrite])?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
+    let consts = [mla_consts(c, kv_f16).as_slice(), &combine_consts].concat();
+    let source =
+        compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), CURRENT_ROW, REDUCE].concat());
+    let rw = Binding::ReadWrite;
+    let bindings = [Binding::Uniform, read, rw, read, read, read, rw];
+    let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
+    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out, a.ckv, a.kv_norm, a.rope, a.cache]);
     let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_WG);
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([split, combine])
