@@ -101,9 +101,7 @@ pub fn generate_from(
     engine.truncate(cached)?;
     engine.write_tokens(cached, &req.prompt[cached..])?;
     let start = Instant::now();
-    for _ in cached..n - 1 {
-        engine.step(StepOutput::CacheOnly)?;
-    }
+    engine.prefill(n - 1 - cached)?;
     let mut stats = GenerationStats {
         prompt_tokens: n,
         cached_tokens: cached,

@@ -18,13 +18,8 @@ fn gguf(name: &str) -> PathBuf {
 
 /// An engine with f32 activations, as the CPU reference computes (int8 activations: tests/quant_gpu.rs).
 fn engine(model: &Model, kv_f16: bool, capture_hidden: bool) -> Engine {
-    let ctx = GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)");
-    Engine::load(
-        ctx,
-        model,
-        EngineOptions { ctx_len: 320, kv_f16, capture_hidden, checked_kernels: true, int8_activations: false },
-    )
-    .unwrap()
+    let options = EngineOptions { ctx_len: 320, kv_f16, capture_hidden, int8_activations: false, ..Default::default() };
+    Engine::load(GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)"), model, options).unwrap()
 }
 
 /// Logits at every prompt position (and, with capture, every layer's output) against the reference.
@@ -149,4 +144,70 @@ fn q8_0_gguf_matches_the_cpu_reference() {
         logits = cpu.step(&mut cache, t, None);
     }
     assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, n), cpu_tokens);
+}
+
+/// Prompts through `Engine::prefill` in chunks that do and do not divide them, from an empty cache
+/// and after token-by-token steps: the logits that follow match transformers (prompt, the last 16
+/// of the 300-token sequence) and the greedy continuation is the reference's.
+#[test]
+fn prefill_matches_transformers() {
+    let r = load_reference();
+    let model = Model::open(&fixture_dir()).unwrap();
+    let n = r.prompt_ids.len();
+    for (chunk, kv_f16) in [(1, true), (3, false), (4, true), (64, true), (512, false)] {
+        let options =
+            EngineOptions { ctx_len: 320, kv_f16, int8_activations: false, prefill_chunk: chunk, ..Default::default() };
+        let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
+        let label = format!("chunk {chunk}, f16 cache {kv_f16}");
+        e.write_tokens(0, &r.prompt_ids).unwrap();
+        e.prefill(n - 1).unwrap();
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(&format!("{label}: prompt logits"), &e.logits().unwrap(), r.prompt_logits.row(n - 1), REL_TOL);
+
+        // Two steps, then a prefill that starts mid-cache.
+        e.reset();
+        e.step(StepOutput::CacheOnly).unwrap();
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(&format!("{label}: logits at 1"), &e.logits().unwrap(), r.prompt_logits.row(1), REL_TOL);
+        e.prefill(n - 3).unwrap();
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(
+            &format!("{label}: logits after steps"),
+            &e.logits().unwrap(),
+            r.prompt_logits.row(n - 1),
+            REL_TOL,
+        );
+
+        e.reset();
+        let long = r.long_ids.len();
+        e.write_tokens(0, &r.long_ids).unwrap();
+        e.prefill(long - 16).unwrap();
+        for i in 0..16 {
+            e.step(StepOutput::Logits).unwrap();
+            let row = r.long_logits_last16.row(i);
+            assert_close(&format!("{label}: long logits {i}"), &e.logits().unwrap(), row, REL_TOL);
+        }
+        assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, r.greedy_tokens.len()), r.greedy_tokens, "{label}");
+    }
+}
+
+/// With int8 activations the chunked products round each token's input as a decode step does:
+/// prefill and token-by-token steps give the same logits.
+#[test]
+fn int8_prefill_matches_token_steps() {
+    let r = load_reference();
+    let model = Model::open(&gguf("glm-tiny-q8_0.gguf")).unwrap();
+    let n = r.prompt_ids.len();
+    let options = EngineOptions { ctx_len: 64, prefill_chunk: 5, ..Default::default() };
+    let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
+    e.write_tokens(0, &r.prompt_ids).unwrap();
+    for _ in 0..n {
+        e.step(StepOutput::Logits).unwrap();
+    }
+    let want = e.logits().unwrap();
+    e.reset();
+    e.prefill(n - 1).unwrap();
+    e.step(StepOutput::Logits).unwrap();
+    let err = assert_close("int8 prefill logits", &e.logits().unwrap(), &want, 1e-4);
+    eprintln!("int8: prefill vs token steps {err:.2e} of max |logit|");
 }

@@ -113,7 +113,7 @@ fn read_u32(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
 }
 
 fn step(ctx: &GpuContext, pos: u32) -> wgpu::Buffer {
-    ctx.uniform("step", bytemuck::bytes_of(&Step { pos, pad: [0; 3] }))
+    ctx.uniform("step", bytemuck::bytes_of(&Step { pos, n: 1, pad: [0; 2] }))
 }
 
 fn run(ctx: &GpuContext, d: &[&Dispatch]) {
@@ -879,21 +879,25 @@ fn embed_matches_dequantized_row() {
             let table = Weight::new(ctx, &mut rng, t, &[vocab, cols], 1.0);
             let tokens: Vec<u32> = (0..12).map(|_| rng.random_range(0..vocab as u32)).collect();
             let tb = buf_u32(ctx, "tokens", &tokens);
-            for pos in [0u32, 5, 11] {
+            // (first position, tokens of the step, tokens the dispatch is sized for)
+            for (pos, n, max) in [(0usize, 1usize, 1u32), (5, 1, 1), (11, 1, 1), (2, 3, 4), (4, 4, 4)] {
                 let pad = 8;
-                let x0 = vec![NAN_BITS; cols + pad];
+                let x0 = vec![NAN_BITS; max as usize * cols + pad];
                 let xb = buf_u32(ctx, "x", &x0);
-                let sb = step(ctx, pos);
-                let d = embed(ctx, &mut kc, &table.gpu, &sb, &tb, &xb).unwrap();
+                let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(pos, n)));
+                let d = embed(ctx, &mut kc, &table.gpu, max, &sb, &tb, &xb).unwrap();
                 run(ctx, &[&d]);
-                let x = read_u32(ctx, &xb, cols + pad);
-                let tok = tokens[pos as usize] as usize;
-                let name = format!("embed {} {vocab}x{cols} pos {pos} token {tok}", t.name());
-                let want = bits(table.row(0, tok));
-                if let Some(i) = (0..cols).find(|&i| x[i] != want[i]) {
-                    panic!("{name}: element {i} is {}, want {}", f32::from_bits(x[i]), f32::from_bits(want[i]));
+                let x = read_u32(ctx, &xb, x0.len());
+                for r in 0..n {
+                    let tok = tokens[pos + r] as usize;
+                    let name = format!("embed {} {vocab}x{cols} pos {pos} row {r} token {tok}", t.name());
+                    let want = bits(table.row(0, tok));
+                    let row = &x[r * cols..(r + 1) * cols];
+                    if let Some(i) = (0..cols).find(|&i| row[i] != want[i]) {
+                        panic!("{name}: element {i} is {}, want {}", f32::from_bits(row[i]), f32::from_bits(want[i]));
+                    }
                 }
-                check_untouched(&name, &x[cols..], &x0[cols..]);
+                check_untouched("embed: rows past the step", &x[n * cols..], &x0[n * cols..]);
             }
         }
     }
@@ -1216,7 +1220,7 @@ fn router_selects_and_weights() {
                 int8: false,
             };
             let logits = matvec(ctx, &mut kc, args).unwrap();
-            let d = router(ctx, &mut kc, &c, false, &lb, &bb, &rb).unwrap();
+            let d = router(ctx, &mut kc, &c, false, 1, [&lb, &bb, &rb]).unwrap();
             run(ctx, &[&logits, &d]);
             let route = read_u32(ctx, &rb, 16);
             let name = format!(

@@ -1,4 +1,4 @@
-// Embedding lookup of the token at the current position: x = token_embd[tokens[pos]].
+// Embedding lookup of the tokens at positions step.pos + t, t < step.n: x[t] = token_embd[tokens[pos + t]].
 // Host constants: WG, CHUNKS (format chunks per row), CHUNK_V4.
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -10,10 +10,11 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if c < CHUNKS {
-        let v = load_chunk0(tokens[step.pos] * CHUNKS + c);
+    let t = gid.y;
+    if c < CHUNKS && t < step.n {
+        let v = load_chunk0(tokens[step.pos + t] * CHUNKS + c);
         for (var i = 0u; i < CHUNK_V4; i++) {
-            x[c * CHUNK_V4 + i] = v[i];
+            x[(t * CHUNKS + c) * CHUNK_V4 + i] = v[i];
         }
     }
 }

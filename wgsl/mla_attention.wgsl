@@ -4,7 +4,7 @@
 // sum l = Σ exp(score - m) and unnormalised context Σ exp(score - m) latent(t) to `partials`;
 // mla_attention_combine.wgsl merges the splits. A team of LANES threads scores one position.
 // The current position is not in the cache yet: the splits that hold it build its row
-// (mla_current_row.wgsl) in workgroup memory; the merge pass stores it.
+// (mla_cache_row.wgsl) in workgroup memory; the merge pass stores it.
 // Host constants: WG, LANES, NV (= 1), SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -40,9 +40,9 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     // Positions read from the cache: all but the current one.
     let cached_end = select(end, end - 1u, end == n);
     if end == n {
-        let inv = current_row_inv_rms(tid);
+        let inv = cache_row_inv_rms(0u, tid);
         for (var j = tid; j < PAIRS; j += WG) {
-            cur[j] = current_row_pair(j, inv);
+            cur[j] = cache_row_pair(0u, step.pos, j, inv);
         }
     }
     for (var i = tid; i < KV_LORA / 2u; i += WG) {

@@ -19,15 +19,9 @@ var<workgroup> share: array<f32, N_SPLITS>;
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     if wid.x == 0u && wid.y == 0u {
-        let inv = current_row_inv_rms(tid);
+        let inv = cache_row_inv_rms(0u, tid);
         for (var j = tid; j < KV_W / 2u; j += WG) {
-            let v = current_row_pair(j, inv);
-            if KV_F16 {
-                cache[step.pos * (KV_W / 2u) + j] = pack2x16float(v);
-            } else {
-                cache[step.pos * KV_W + 2u * j] = bitcast<u32>(v.x);
-                cache[step.pos * KV_W + 2u * j + 1u] = bitcast<u32>(v.y);
-            }
+            cache_store_pair(step.pos, j, cache_row_pair(0u, step.pos, j, inv));
         }
     }
     let h = wid.x;

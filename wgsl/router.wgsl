@@ -3,6 +3,7 @@
 // One workgroup, one thread per expert; each of the TOPK picks is a tree arg-max in shared memory
 // (ties go to the lower expert id, as a serial scan would).
 // With SHARED_SLOT, slot TOPK is the shared expert, stored as expert N_EXP, with weight 1.
+// Workgroup t routes token t of a prefill chunk (logits N_EXP floats and route 16 words per token).
 // Host constants: WG (a power of two ≥ N_EXP), N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -14,11 +15,12 @@ var<workgroup> picked: array<u32, TOPK>;
 var<workgroup> picked_score: array<f32, TOPK>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) e: u32) {
+fn main(@builtin(local_invocation_index) e: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let live = e < N_EXP;
+    let r = wid.x * 16u;
     var logit = -3.0e38;
     if live {
-        logit = logits[e];
+        logit = logits[wid.x * N_EXP + e];
     }
     var score: f32;
     if SOFTMAX {
@@ -54,12 +56,12 @@ fn main(@builtin(local_invocation_index) e: u32) {
             norm = 1.0 / (total + 1e-20);
         }
         for (var k = 0u; k < TOPK; k++) {
-            route[k] = picked[k];
-            route[8u + k] = bitcast<u32>(picked_score[k] * norm * SCALE);
+            route[r + k] = picked[k];
+            route[r + 8u + k] = bitcast<u32>(picked_score[k] * norm * SCALE);
         }
         if SHARED_SLOT {
-            route[TOPK] = N_EXP;
-            route[8u + TOPK] = bitcast<u32>(1.0);
+            route[r + TOPK] = N_EXP;
+            route[r + 8u + TOPK] = bitcast<u32>(1.0);
         }
     }
 }

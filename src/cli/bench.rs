@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
     #[arg(long)]
     pub f32_activations: bool,
+    /// Prompt tokens processed together (`-p` runs in chunks of this many).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
+    pub prefill_chunk: u64,
     /// Time every kernel of one decode step with GPU timestamps (one pass per kernel in this mode).
     #[arg(long)]
     pub profile: bool,
@@ -76,9 +79,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn fill(e: &mut Engine, rng: &mut StdRng, depth: usize) -> Result<()> {
     e.reset();
     at_depth(e, rng, 0, depth)?;
-    for _ in 0..depth {
-        e.step(StepOutput::CacheOnly)?;
-    }
+    e.prefill(depth)?;
     e.ctx.wait()
 }
 
@@ -89,14 +90,12 @@ fn at_depth(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<
     e.write_tokens(depth, &ids)
 }
 
-/// Prompt tokens per second over `n` cache-only steps.
+/// Prompt tokens per second over a prefill of `n` tokens.
 fn prefill(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<f64> {
     at_depth(e, rng, depth, n)?;
     e.ctx.wait()?;
     let t = Instant::now();
-    for _ in 0..n {
-        e.step(StepOutput::CacheOnly)?;
-    }
+    e.prefill(n)?;
     e.ctx.wait()?;
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
@@ -167,6 +166,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         capture_hidden: false,
         checked_kernels: a.checked_kernels,
         int8_activations: !a.f32_activations,
+        prefill_chunk: a.prefill_chunk as usize,
     };
     let mut e = match &model {
         Some(m) => Engine::load(ctx, m, options)?,
@@ -205,7 +205,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     );
     println!("depth {}, {} reps (medians)", a.depth, a.reps);
     if a.prompt > 0 {
-        println!("prefill: {pp:.1} tok/s over {} tokens (token by token)", a.prompt);
+        println!("prefill: {pp:.1} tok/s over {} tokens (chunks of {})", a.prompt, e.options.prefill_chunk);
     }
     if a.n_gen > 0 {
         println!("decode: {tg:.1} tok/s over {} tokens", a.n_gen);

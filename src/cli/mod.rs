@@ -62,6 +62,9 @@ pub struct ModelArgs {
     /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
     #[arg(long)]
     pub f32_activations: bool,
+    /// Prompt tokens processed together: each chunk reads the weights once.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
+    pub prefill_chunk: u64,
 }
 
 pub fn main(cli: Cli) -> Result<()> {

@@ -2,6 +2,7 @@
 //! The token id lives on the GPU: the embedding reads `tokens[pos]`, greedy sampling writes
 //! `tokens[pos + 1]`, so the CPU never has to wait for a token before submitting the next step.
 
+mod prefill;
 mod synthetic;
 mod weights;
 
@@ -37,11 +38,20 @@ pub struct EngineOptions {
     /// Round the inputs of Q4_K/Q6_K/Q8_0 products to int8 (`quant::activations`): faster, and what
     /// llama.cpp does; off, every product takes f32 inputs.
     pub int8_activations: bool,
+    /// Most prompt tokens [`Engine::prefill`] runs through the model together (at most the context).
+    pub prefill_chunk: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { ctx_len: 4096, kv_f16: true, capture_hidden: false, checked_kernels: true, int8_activations: true }
+        Self {
+            ctx_len: 4096,
+            kv_f16: true,
+            capture_hidden: false,
+            checked_kernels: true,
+            int8_activations: true,
+            prefill_chunk: 512,
+        }
     }
 }
 
@@ -109,7 +119,7 @@ impl Activations {
         // Routed slots, plus one for a shared expert appended to the routed ones.
         let act = c.dense_ffn.max((c.n_experts_used + c.n_shared_experts) * c.moe_ffn);
         Ok(Self {
-            step: ctx.uniform("step", bytemuck::bytes_of(&Step { pos: 0, pad: [0; 3] })),
+            step: ctx.uniform("step", bytemuck::bytes_of(&Step::at(0))),
             tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
             x: ctx.storage("x", f(c.hidden))?,
             xn: ctx.storage("xn", f(c.hidden))?,
@@ -160,6 +170,7 @@ pub struct Engine {
     body: Vec<Dispatch>,
     head: Vec<Dispatch>,
     sample: Dispatch,
+    prefill: prefill::Prefill,
     ring: TokenRing,
     pos: usize,
     pub kernels_compiled: usize,
@@ -180,10 +191,12 @@ impl Engine {
         Self::new(ctx, c.clone(), weights, options)
     }
 
-    fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, options: EngineOptions) -> Result<Self> {
+    fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, mut options: EngineOptions) -> Result<Self> {
+        options.prefill_chunk = options.prefill_chunk.min(options.ctx_len);
         let bufs = Activations::new(&ctx, &c, &options)?;
         let mut kc = KernelCache::new(options.checked_kernels);
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
+        let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
         Ok(Self {
             kernels_compiled: kc.len(),
@@ -195,6 +208,7 @@ impl Engine {
             body,
             head,
             sample,
+            prefill,
             ring: TokenRing { slots, next: 0, pending: VecDeque::new() },
             pos: 0,
         })
@@ -250,7 +264,7 @@ impl Engine {
     pub fn step(&mut self, out: StepOutput) -> Result<()> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
         let ctx = &self.ctx;
-        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step { pos: self.pos as u32, pad: [0; 3] }));
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -276,6 +290,38 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs the `n` tokens already written at the next positions through the model, as
+    /// [`StepOutput::CacheOnly`] steps would, in chunks of up to `prefill_chunk` tokens (one compute
+    /// pass and one submission each), and advances the position past them.
+    pub fn prefill(&mut self, n: usize) -> Result<()> {
+        ensure!(
+            self.pos + n <= self.ctx_len(),
+            "{} tokens exceed the context of {} positions",
+            self.pos + n,
+            self.ctx_len()
+        );
+        let mut done = 0;
+        while done < n {
+            let m = (n - done).min(self.prefill.chunk);
+            let ctx = &self.ctx;
+            ctx.queue.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(self.pos, m)));
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.prefill.dispatches.iter().for_each(|d| d.record(&mut pass));
+            }
+            ctx.queue.submit([enc.finish()]);
+            self.pos += m;
+            done += m;
+        }
+        Ok(())
+    }
+
+    /// Dispatches of one prefill chunk.
+    pub fn dispatches_per_chunk(&self) -> usize {
+        self.prefill.dispatches.len()
+    }
+
     /// The launches of one step producing `out`, in order.
     fn launches(&self, out: StepOutput) -> impl Iterator<Item = &Dispatch> {
         let head: &[Dispatch] = if out == StepOutput::CacheOnly { &[] } else { &self.head };
@@ -299,7 +345,7 @@ impl Engine {
             "{} has no timestamp queries: cannot profile",
             ctx.describe()
         );
-        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step { pos: self.pos as u32, pad: [0; 3] }));
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
         let launches: Vec<&Dispatch> = self.launches(out).collect();
         let n = launches.len() as u32 * 2;
         let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -390,6 +436,14 @@ impl Engine {
 fn check_options(c: &ModelConfig, o: &EngineOptions) -> Result<()> {
     ensure!(o.ctx_len >= 1, "context length must be at least 1");
     ensure!(o.ctx_len <= c.max_ctx, "context length {} exceeds the model's maximum of {}", o.ctx_len, c.max_ctx);
+    // A chunk's per-head and per-expert products put a workgroup layer per (token, head or slot).
+    let per_token = c.n_heads.max(c.n_experts_used + c.n_shared_experts);
+    ensure!(
+        o.prefill_chunk >= 1 && o.prefill_chunk * per_token <= 65535,
+        "prefill chunk of {} tokens: 1 to {} for this model",
+        o.prefill_chunk,
+        65535 / per_token
+    );
     Ok(())
 }
 
@@ -429,7 +483,7 @@ fn record(
             },
         )
     };
-    let mut body = vec![embed(ctx, kc, &w.embed, &b.step, &b.tokens, &b.x)?.labeled("embed")];
+    let mut body = vec![embed(ctx, kc, &w.embed, 1, &b.step, &b.tokens, &b.x)?.labeled("embed")];
     if let Some(hidden) = &b.hidden {
         body.push(capture(ctx, kc, c.hidden, 0, &b.x, hidden)?);
     }
@@ -575,7 +629,9 @@ fn record(
                     )?
                     .labeled("moe_router_logits"),
                 );
-                body.push(router(ctx, kc, c, appended, &b.router_logits, &m.bias, &b.route)?.labeled("moe_router"));
+                body.push(
+                    router(ctx, kc, c, appended, 1, [&b.router_logits, &m.bias, &b.route])?.labeled("moe_router"),
+                );
                 body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
                 // Both gate/up passes read the layer's input before either down pass adds to it.
                 let shared = match &m.shared {

@@ -10,6 +10,7 @@ pub fn embed(
     ctx: &GpuContext,
     cache: &mut KernelCache,
     table: &GpuWeight,
+    tokens_per_step: u32,
     step: &wgpu::Buffer,
     tokens: &wgpu::Buffer,
     x: &wgpu::Buffer,
@@ -28,5 +29,6 @@ pub fn embed(
     let kernel = cache.get(ctx, "embed", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[step, tokens, x, &table.words, &table.scales]);
     let row_bytes = table.bytes() / table.rows() as u64;
-    Ok(Dispatch::new(kernel, bind_group, [chunks.div_ceil(WG), 1, 1]).reading(row_bytes))
+    Ok(Dispatch::new(kernel, bind_group, [chunks.div_ceil(WG), tokens_per_step, 1])
+        .reading(row_bytes * tokens_per_step as u64))
 }

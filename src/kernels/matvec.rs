@@ -54,10 +54,15 @@ impl Tiling {
 pub enum MatrixOf {
     /// A 2-D weight: one matrix.
     Single,
-    /// Slot i uses matrix i (attention heads).
+    /// Slot i uses matrix i modulo the weight's matrices (attention heads, of one token or more).
     Slot,
     /// Slot i uses the expert the router chose for it.
     Routed,
+    /// Prefill: slot i is entry i of `moe_group` (passed as the route): its expert's matrix, applied
+    /// to the row of its token.
+    Grouped,
+    /// As `Grouped`, applied to input row i (the entry's own row, e.g. its gate/up output).
+    GroupedRows,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +204,8 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let groups0 = rows.div_ceil(per_group);
     let rows1 = a.stacked.map_or(0, |s| s.w.rows() as u32);
     let [gx, gy] = grid(groups0 + rows1.div_ceil(per_group));
-    let params = [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, groups0, rows1];
+    let params =
+        [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, groups0, rows1, a.w.n_matrices() as u32, 0, 0, 0];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
     let up = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
     // Without a norm the binding is never read; any buffer will do.

@@ -1,8 +1,8 @@
 //! `wgsl/mla_attention.wgsl` (attention split over the context) and
 //! `wgsl/mla_attention_combine.wgsl` (the merge of the splits, which also stores the current
-//! position's cache row, `wgsl/mla_current_row.wgsl`).
+//! position's cache row, `wgsl/mla_cache_row.wgsl`).
 
-use super::{mla_consts, Reduce, KV_CACHE, REDUCE, STEP};
+use super::{mla_consts, Reduce, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::Result;
@@ -14,8 +14,6 @@ const LANES: u32 = 32;
 const SPLIT: u32 = 32;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 64;
-
-const CURRENT_ROW: &str = include_str!("../../wgsl/mla_current_row.wgsl");
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -65,7 +63,7 @@ pub fn mla_attention(
     let consts = [mla_consts(c, kv_f16).as_slice(), &split_consts, &reduce_consts].concat();
     let source = compose(
         &consts,
-        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CURRENT_ROW, KV_CACHE, REDUCE, reduce].concat(),
+        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, REDUCE, reduce].concat(),
     );
     let read = Binding::Read;
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, read, read];
@@ -80,8 +78,10 @@ pub fn mla_attention(
         ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
     let consts = [mla_consts(c, kv_f16).as_slice(), &combine_consts].concat();
-    let source =
-        compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), CURRENT_ROW, REDUCE].concat());
+    let source = compose(
+        &consts,
+        &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), CACHE_ROW, CACHE_STORE, REDUCE].concat(),
+    );
     let rw = Binding::ReadWrite;
     let bindings = [Binding::Uniform, read, rw, read, read, read, rw];
     let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;

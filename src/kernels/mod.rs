@@ -4,8 +4,12 @@ pub mod argmax;
 pub mod capture;
 pub mod embed;
 pub mod format;
+pub mod kv_store;
 pub mod matvec;
 pub mod mla_attention;
+pub mod mla_attention_prefill;
+pub mod moe_group;
+pub mod moe_sum;
 pub mod random_weight;
 pub mod rms_norm;
 pub mod router;
@@ -17,6 +21,8 @@ pub use team_reduce::Reduce;
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
 const KV_CACHE: &str = include_str!("../../wgsl/kv_cache.wgsl");
 const REDUCE: &str = include_str!("../../wgsl/reduce.wgsl");
+const CACHE_ROW: &str = include_str!("../../wgsl/mla_cache_row.wgsl");
+const CACHE_STORE: &str = include_str!("../../wgsl/kv_cache_store.wgsl");
 
 /// The latent-cache shape constants the MLA kernels share.
 fn mla_consts(c: &crate::model::ModelConfig, kv_f16: bool) -> [(&'static str, crate::gpu::Const); 4] {
@@ -29,10 +35,22 @@ fn mla_consts(c: &crate::model::ModelConfig, kv_f16: bool) -> [(&'static str, cr
     ]
 }
 
-/// The per-token uniform (`wgsl/step.wgsl`), padded to 16 bytes.
+/// The per-step uniform (`wgsl/step.wgsl`), padded to 16 bytes: the (first) position, and the
+/// tokens of a prefill chunk (1 for a decode step).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Step {
     pub pos: u32,
-    pub pad: [u32; 3],
+    pub n: u32,
+    pub pad: [u32; 2],
+}
+
+impl Step {
+    pub fn at(pos: usize) -> Self {
+        Self { pos: pos as u32, n: 1, pad: [0; 2] }
+    }
+
+    pub fn chunk(pos: usize, n: usize) -> Self {
+        Self { pos: pos as u32, n: n as u32, pad: [0; 2] }
+    }
 }

@@ -1,5 +1,5 @@
 //! `wgsl/router.wgsl`: top-k expert choice from router logits (which `matvec` computes), plus
-//! optionally the slot of a shared expert stored as expert `n_experts`.
+//! optionally the slot of a shared expert stored as expert `n_experts`; one workgroup per token.
 
 use super::REDUCE;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
@@ -11,9 +11,8 @@ pub fn router(
     kc: &mut KernelCache,
     c: &ModelConfig,
     shared_slot: bool,
-    logits: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    route: &wgpu::Buffer,
+    tokens: u32,
+    [logits, bias, route]: [&wgpu::Buffer; 3],
 ) -> Result<Dispatch> {
     ensure!(c.n_experts_used + shared_slot as usize <= 8, "the route buffer holds at most 8 slots");
     ensure!(c.n_experts <= 256, "the router handles at most 256 experts, not {}", c.n_experts);
@@ -29,5 +28,5 @@ pub fn router(
     let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), REDUCE].concat());
     let kernel = kc.get(ctx, "router", source, &[Binding::Read, Binding::Read, Binding::ReadWrite])?;
     let bind_group = kernel.bind(ctx, &[logits, bias, route]);
-    Ok(Dispatch::new(kernel, bind_group, [1, 1, 1]))
+    Ok(Dispatch::new(kernel, bind_group, [tokens, 1, 1]))
 }

@@ -1,0 +1,53 @@
+//! `wgsl/mla_attention_prefill.wgsl`: causal attention of a prefill chunk, one workgroup per head
+//! and token, online softmax over blocks of the cache.
+
+use super::{mla_consts, Reduce, KV_CACHE, STEP};
+use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
+use crate::model::ModelConfig;
+use anyhow::{ensure, Result};
+
+const WG: u32 = 256;
+const LANES: u32 = 32;
+const BLOCK: u32 = 32;
+
+pub struct PrefillAttentionArgs<'a> {
+    pub step: &'a wgpu::Buffer,
+    /// Per token and head: the query (qk_head floats) and q_lat (kv_lora floats).
+    pub q: &'a wgpu::Buffer,
+    pub q_lat: &'a wgpu::Buffer,
+    pub rope: &'a wgpu::Buffer,
+    /// Holds the chunk's rows already (`kv_store`).
+    pub cache: &'a wgpu::Buffer,
+    /// Per token and head: kv_lora context floats.
+    pub out: &'a wgpu::Buffer,
+}
+
+pub fn mla_attention_prefill(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    kv_f16: bool,
+    chunk: u32,
+    a: PrefillAttentionArgs,
+) -> Result<Dispatch> {
+    ensure!(chunk <= 65535, "prefill chunks hold at most 65535 tokens");
+    let (reduce, reduce_consts) = Reduce::for_adapter(ctx).source();
+    let own = [
+        ("WG", Const::U32(WG)),
+        ("LANES", Const::U32(LANES)),
+        ("NV", Const::U32(1)),
+        ("BLOCK", Const::U32(BLOCK)),
+        ("N_HEADS", Const::U32(c.n_heads as u32)),
+        ("NOPE", Const::U32(c.qk_nope as u32)),
+        ("QK", Const::U32(c.qk_head() as u32)),
+        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
+    ];
+    let consts = [mla_consts(c, kv_f16).as_slice(), &own, &reduce_consts].concat();
+    let source =
+        compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_prefill.wgsl"), KV_CACHE, reduce].concat());
+    let read = Binding::Read;
+    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
+    let kernel = kc.get(ctx, "mla_attention_prefill", source, &bindings)?;
+    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.out]);
+    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32, chunk, 1]))
+}
