@@ -97,6 +97,9 @@ fn bench_writes_a_json_report_with_a_profile() {
     let profile = r["profile"].as_array().unwrap();
     assert_eq!(profile.len() as u64, r["dispatches_per_token"].as_u64().unwrap());
     assert!(profile.iter().any(|l| l["label"] == "lm_head"));
+    let prefill = r["prefill_profile"].as_array().unwrap();
+    assert_eq!(prefill.len() as u64, r["prefill_dispatches_per_chunk"].as_u64().unwrap());
+    assert!(prefill.iter().any(|l| l["label"] == "moe_group"));
     assert!(r["weight_bytes_per_token"].as_u64().unwrap() > 0);
 }
 

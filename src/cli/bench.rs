@@ -119,7 +119,7 @@ fn decode(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<Ve
     Ok(gaps)
 }
 
-fn print_profile(times: &[LaunchTime]) {
+fn print_profile(what: &str, times: &[LaunchTime]) {
     let mut by: BTreeMap<&str, (usize, f64, u64)> = BTreeMap::new();
     for t in times {
         let e = by.entry(&t.label).or_default();
@@ -130,7 +130,7 @@ fn print_profile(times: &[LaunchTime]) {
     let total: f64 = times.iter().map(|t| t.micros).sum();
     let mut rows: Vec<_> = by.into_iter().collect();
     rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    println!("\nprofile of one decode step ({} launches, {:.1} µs of kernel time):", times.len(), total);
+    println!("\nprofile of {what} ({} launches, {:.1} µs of kernel time):", times.len(), total);
     println!("{:<20} {:>6} {:>11} {:>7} {:>10}", "kernel", "count", "total µs", "share", "GB/s");
     for (label, (count, us, bytes)) in rows {
         let gbs = if bytes > 0 { bytes as f64 / (us * 1e3) } else { 0.0 };
@@ -215,17 +215,28 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             ms(percentile(&gaps, 0.95))
         );
     }
-    println!("dispatches/token: {}", e.dispatches_per_token());
+    println!("dispatches/token: {} (decode), {} per prefill chunk", e.dispatches_per_token(), e.dispatches_per_chunk());
     println!("weights read/token: {:.3} GB, {gbs:.1} GB/s at the decode rate", bytes as f64 / 1e9);
 
-    let profile = if a.profile {
+    let json_times = |t: &[LaunchTime]| {
+        t.iter()
+            .map(|l| serde_json::json!({ "label": l.label, "micros": l.micros, "weight_bytes": l.weight_bytes }))
+            .collect::<Vec<_>>()
+    };
+    let (mut profile, mut prefill_profile) = (None, None);
+    if a.profile {
         at_depth(&mut e, &mut rng, a.depth, 1)?;
         let times = e.step_profiled(StepOutput::Greedy)?;
-        print_profile(&times);
-        Some(times)
-    } else {
-        None
-    };
+        print_profile("one decode step", &times);
+        profile = Some(json_times(&times));
+        if a.prompt > 0 {
+            let n = a.prompt.min(e.options.prefill_chunk);
+            at_depth(&mut e, &mut rng, a.depth, n)?;
+            let times = e.prefill_profiled(n)?;
+            print_profile(&format!("one prefill chunk of {n} tokens"), &times);
+            prefill_profile = Some(json_times(&times));
+        }
+    }
     if let Some(path) = &a.json {
         let report = serde_json::json!({
             "model": name,
@@ -243,9 +254,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "dispatches_per_token": e.dispatches_per_token(),
             "weight_bytes_per_token": bytes,
             "weight_gb_s": gbs,
-            "profile": profile.map(|t| t.iter().map(|l| serde_json::json!({
-                "label": l.label, "micros": l.micros, "weight_bytes": l.weight_bytes
-            })).collect::<Vec<_>>()),
+            "profile": profile,
+            "prefill_chunk": e.options.prefill_chunk,
+            "prefill_dispatches_per_chunk": e.dispatches_per_chunk(),
+            "prefill_profile": prefill_profile,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

@@ -339,54 +339,23 @@ impl Engine {
     /// the GPU but not queued for read-back.
     pub fn step_profiled(&mut self, out: StepOutput) -> Result<Vec<LaunchTime>> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
-        let ctx = &self.ctx;
-        ensure!(
-            ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            "{} has no timestamp queries: cannot profile",
-            ctx.describe()
-        );
-        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
-        let launches: Vec<&Dispatch> = self.launches(out).collect();
-        let n = launches.len() as u32 * 2;
-        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: n,
-        });
-        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: n as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let staging = ctx.readback("profile", n as u64 * 8);
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        for (i, d) in launches.iter().enumerate() {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                }),
-            });
-            d.record(&mut pass);
-        }
-        enc.resolve_query_set(&queries, 0..n, &resolved, 0);
-        enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, n as u64 * 8);
-        ctx.queue.submit([enc.finish()]);
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&map_read(ctx, &staging, n as u64 * 8)?);
-        let ns_per_tick = ctx.queue.get_timestamp_period() as f64;
-        let times = launches
-            .iter()
-            .zip(ticks.chunks(2))
-            .map(|(d, t)| LaunchTime {
-                label: d.label.clone(),
-                micros: t[1].saturating_sub(t[0]) as f64 * ns_per_tick / 1e3,
-                weight_bytes: d.weight_bytes,
-            })
-            .collect();
+        self.ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
+        let times = time_launches(&self.ctx, &self.launches(out).collect::<Vec<_>>())?;
         self.pos += 1;
+        Ok(times)
+    }
+
+    /// [`Engine::prefill`] of one chunk of `n` tokens, each launch timed in a compute pass of its own.
+    pub fn prefill_profiled(&mut self, n: usize) -> Result<Vec<LaunchTime>> {
+        ensure!(
+            n >= 1 && n <= self.prefill.chunk,
+            "a profiled prefill is one chunk of 1 to {} tokens",
+            self.prefill.chunk
+        );
+        ensure!(self.pos + n <= self.ctx_len(), "{} tokens exceed the context of {}", self.pos + n, self.ctx_len());
+        self.ctx.queue.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(self.pos, n)));
+        let times = time_launches(&self.ctx, &self.prefill.dispatches.iter().collect::<Vec<_>>())?;
+        self.pos += n;
         Ok(times)
     }
 
@@ -431,6 +400,54 @@ impl Engine {
         self.ctx.queue.submit([enc.finish()]);
         Ok(bytemuck::pod_read_unaligned(&map_read(&self.ctx, &staging, 4)?))
     }
+}
+
+/// Runs `launches` in one compute pass each, timed by GPU timestamps.
+fn time_launches(ctx: &GpuContext, launches: &[&Dispatch]) -> Result<Vec<LaunchTime>> {
+    ensure!(
+        ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        "{} has no timestamp queries: cannot profile",
+        ctx.describe()
+    );
+    let n = launches.len() as u32 * 2;
+    let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("profile"),
+        ty: wgpu::QueryType::Timestamp,
+        count: n,
+    });
+    let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("profile resolve"),
+        size: n as u64 * 8,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = ctx.readback("profile", n as u64 * 8);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    for (i, d) in launches.iter().enumerate() {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &queries,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            }),
+        });
+        d.record(&mut pass);
+    }
+    enc.resolve_query_set(&queries, 0..n, &resolved, 0);
+    enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, n as u64 * 8);
+    ctx.queue.submit([enc.finish()]);
+    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&map_read(ctx, &staging, n as u64 * 8)?);
+    let ns_per_tick = ctx.queue.get_timestamp_period() as f64;
+    Ok(launches
+        .iter()
+        .zip(ticks.chunks(2))
+        .map(|(d, t)| LaunchTime {
+            label: d.label.clone(),
+            micros: t[1].saturating_sub(t[0]) as f64 * ns_per_tick / 1e3,
+            weight_bytes: d.weight_bytes,
+        })
+        .collect())
 }
 
 fn check_options(c: &ModelConfig, o: &EngineOptions) -> Result<()> {
