@@ -1,8 +1,9 @@
 //! The WGSL side of each weight format: `wgsl/formats/<format>.wgsl` defines `load_chunk(c)` over
 //! `WEIGHTS`/`SCALES` and may define `dot_chunk(c, xs, xsum)`, the chunk's dot product with `xs`
 //! (whose sum is `xsum`), applying its scales after the sum; formats without one get the plain dot
-//! of `load_chunk`. Formats that take int8 activations ([`quant::activations`]) also define
-//! `dot_chunk_q8(c, xq, qsum)` over packed int8 inputs. A kernel instantiates the snippet once per
+//! of `load_chunk`. Formats that take int8 activations ([`quant::activations`]) also define an
+//! `Int8Chunk` (`load_int8_chunk(c)`: the chunk unpacked once) and `dot_int8_chunk(w, xq, qsum)`, its
+//! dot with packed int8 inputs (several, in the prefill products). A kernel instantiates the snippet once per
 //! weight binding with its own suffix. The quantized formats get `wgsl/formats/quant_common.wgsl`
 //! (f16 decoding, nibble/bit extraction) first.
 
@@ -48,7 +49,7 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, CHUNK_V4>, xsum: f32) -> f32 {
 /// for formats that take int8 activations, the f32 dot otherwise.
 const DOT_INPUT_INT8: &str = "
 fn dot_input(c: u32, x: ChunkInput) -> f32 {
-    return x.dx * dot_chunk_q8(c, x.xq, x.qsum);
+    return x.dx * dot_int8_chunk(load_int8_chunk(c), x.xq, x.qsum);
 }
 ";
 const DOT_INPUT_F32: &str = "
@@ -65,10 +66,13 @@ pub fn source(t: GgmlType) -> String {
     format!("{common}\n{src}{dot}")
 }
 
-/// Names the snippet declares at line start (`fn name(`, `const NAME`), which each instance suffixes.
+/// Names the snippet declares at line start (`fn name(`, `const NAME`, `struct Name`), which each
+/// instance suffixes.
 fn declared_names(src: &str) -> Vec<&str> {
     src.lines()
-        .filter_map(|l| l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")))
+        .filter_map(|l| {
+            l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")).or_else(|| l.strip_prefix("struct "))
+        })
         .map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
         .filter(|n| !n.is_empty())
         .collect()
@@ -143,7 +147,7 @@ mod tests {
     fn int8_formats_define_the_int8_dot() {
         for t in GgmlType::SUPPORTED {
             if quant::activations::takes_int8_input(t) {
-                assert!(source(t).contains("fn dot_chunk_q8("), "{}", t.name());
+                assert!(source(t).contains("fn dot_int8_chunk("), "{}", t.name());
                 assert!(instantiate_dot(t, "0", true).contains("fn dot_input0(c: u32, x: ChunkInput)"));
             }
         }

@@ -50,11 +50,17 @@ fn q6_bytes(lo: u32, hi: u32, first: u32) -> u32 {
     return lo | ((t << 4u) & 0x30u) | ((t << 10u) & 0x3000u) | ((t << 16u) & 0x300000u) | ((t << 22u) & 0x30000000u);
 }
 
-// The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 32) x per 16-weight half.
-fn dot_chunk_q8(c: u32, xq: array<u32, 8>, qsum: i32) -> f32 {
+// Chunk c unpacked for int8 products: its 6-bit quants (0 ..= 63) as bytes, d and the two int8 scales.
+struct Int8Chunk {
+    q: array<u32, 8>,
+    d: f32,
+    sc0: f32,
+    sc1: f32,
+}
+
+fn load_int8_chunk(c: u32) -> Int8Chunk {
     let s = 21u * (c >> 3u);
     let j = c & 7u;
-    let d = bitcast<f32>(SCALES[s + 20u]);
     let sw = SCALES[s + 16u + (j >> 1u)];
     let k = 2u * (j & 1u);
     let h0 = SCALES[s + 2u * j];
@@ -62,14 +68,26 @@ fn dot_chunk_q8(c: u32, xq: array<u32, 8>, qsum: i32) -> f32 {
     let q = WEIGHTS[c];
     let lo = q & vec4<u32>(0x0f0f0f0fu);
     let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+    return Int8Chunk(
+        array<u32, 8>(
+            q6_bytes(lo.x, h0, 0u), q6_bytes(lo.y, h0, 4u), q6_bytes(lo.z, h0, 8u), q6_bytes(lo.w, h0, 12u),
+            q6_bytes(hi.x, h1, 0u), q6_bytes(hi.y, h1, 4u), q6_bytes(hi.z, h1, 8u), q6_bytes(hi.w, h1, 12u),
+        ),
+        bitcast<f32>(SCALES[s + 20u]),
+        f32(i8_of(sw, k)),
+        f32(i8_of(sw, k + 1u)),
+    );
+}
+
+// The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 32) x per 16-weight half.
+fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
     let ones = 0x01010101u;
     // Σ of the first half's inputs; the second half's is qsum minus it.
     let q0 = dot4I8Packed(xq[0], ones) + dot4I8Packed(xq[1], ones) + dot4I8Packed(xq[2], ones)
         + dot4I8Packed(xq[3], ones);
-    let sum0 = dot4I8Packed(q6_bytes(lo.x, h0, 0u), xq[0]) + dot4I8Packed(q6_bytes(lo.y, h0, 4u), xq[1])
-        + dot4I8Packed(q6_bytes(lo.z, h0, 8u), xq[2]) + dot4I8Packed(q6_bytes(lo.w, h0, 12u), xq[3]) - 32 * q0;
-    let sum1 = dot4I8Packed(q6_bytes(hi.x, h1, 0u), xq[4]) + dot4I8Packed(q6_bytes(hi.y, h1, 4u), xq[5])
-        + dot4I8Packed(q6_bytes(hi.z, h1, 8u), xq[6]) + dot4I8Packed(q6_bytes(hi.w, h1, 12u), xq[7])
-        - 32 * (qsum - q0);
-    return d * (f32(i8_of(sw, k)) * f32(sum0) + f32(i8_of(sw, k + 1u)) * f32(sum1));
+    let sum0 = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
+        + dot4I8Packed(w.q[3], xq[3]) - 32 * q0;
+    let sum1 = dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5]) + dot4I8Packed(w.q[6], xq[6])
+        + dot4I8Packed(w.q[7], xq[7]) - 32 * (qsum - q0);
+    return w.d * (w.sc0 * f32(sum0) + w.sc1 * f32(sum1));
 }

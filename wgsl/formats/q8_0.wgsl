@@ -23,12 +23,22 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     return bitcast<f32>(SCALES[c]) * d;
 }
 
-// The chunk's dot with int8 inputs xq, in units of the inputs' scale.
-fn dot_chunk_q8(c: u32, xq: array<u32, 8>, qsum: i32) -> f32 {
+// Chunk c unpacked for int8 products: its quants and d.
+struct Int8Chunk {
+    q: array<u32, 8>,
+    d: f32,
+}
+
+fn load_int8_chunk(c: u32) -> Int8Chunk {
     let a = WEIGHTS[2u * c];
     let b = WEIGHTS[2u * c + 1u];
-    let sum = dot4I8Packed(a.x, xq[0]) + dot4I8Packed(a.y, xq[1]) + dot4I8Packed(a.z, xq[2])
-        + dot4I8Packed(a.w, xq[3]) + dot4I8Packed(b.x, xq[4]) + dot4I8Packed(b.y, xq[5])
-        + dot4I8Packed(b.z, xq[6]) + dot4I8Packed(b.w, xq[7]);
-    return bitcast<f32>(SCALES[c]) * f32(sum);
+    return Int8Chunk(array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w), bitcast<f32>(SCALES[c]));
+}
+
+// The chunk's dot with int8 inputs xq, in units of the inputs' scale.
+fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let sum = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
+        + dot4I8Packed(w.q[3], xq[3]) + dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5])
+        + dot4I8Packed(w.q[6], xq[6]) + dot4I8Packed(w.q[7], xq[7]);
+    return w.d * f32(sum);
 }
