@@ -12,7 +12,13 @@ use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::argmax::argmax;
 use glm_wgpu::kernels::capture::capture;
 use glm_wgpu::kernels::embed::embed;
+use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
+use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulTiling, Tiles};
 use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
+use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
+use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
+use glm_wgpu::kernels::moe_sum::moe_sum;
+use glm_wgpu::kernels::quantize_rows::{quantize_rows, Int8Rows};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
 use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
@@ -1305,4 +1311,315 @@ fn argmax_lowest_index_wins() {
         }
     }
     report("argmax (exact)", 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill: int8 row products, expert grouping, chunk attention
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of `x` (`cols` each) as the prefill products take them: x ⊙ g rounded to int8, and 1/rms(x).
+fn int8_rows(x: &[f32], g: &[f32], cols: usize) -> Vec<(Vec<f32>, f64)> {
+    x.chunks(cols)
+        .map(|r| {
+            let (xg, s) = norm_parts(r, g);
+            (activations::round_to_int8(&xg), s)
+        })
+        .collect()
+}
+
+/// quantize_rows + matmul over a chunk of 11 token rows of which the step holds 9: stores, residual
+/// adds and gate/up pairs against the CPU on the same int8 rows; rows past the step stay untouched.
+#[test]
+fn prefill_matmul_over_token_rows() {
+    let ctx = gpu();
+    let mut rng = seeded(20);
+    let mut kc = KernelCache::default();
+    let tiling = MatmulTiling::for_adapter(ctx);
+    let (chunk, n) = (11usize, 9usize);
+    let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(3, n)));
+    let mut worst = 0f64;
+    for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+        for (rows, cols) in [(37usize, 256usize), (130, 512)] {
+            let amp = (18.0 / cols as f32).sqrt();
+            let (gate, up) =
+                (Weight::new(ctx, &mut rng, t, &[rows, cols], amp), Weight::new(ctx, &mut rng, t, &[rows, cols], amp));
+            let x = uniform(&mut rng, chunk * cols, 1.0);
+            let g = uniform(&mut rng, cols, 2.0);
+            let (xb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g));
+            let inputs = int8_rows(&x, &g, cols);
+            let int8 = Int8Rows::new(ctx, chunk, cols).unwrap();
+            for (glu, add) in [(false, false), (false, true), (true, false)] {
+                let y0: Vec<u32> =
+                    if add { bits(&uniform(&mut rng, chunk * rows, 1.0)) } else { vec![NAN_BITS; chunk * rows] };
+                let yb = buf_u32(ctx, "y", &y0);
+                let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
+                let q = quantize_rows(ctx, &mut kc, chunk as u32, cols as u32, norm, &xb, &int8).unwrap();
+                let a = MatmulArgs {
+                    w: &gate.gpu,
+                    up: glu.then_some(&up.gpu),
+                    step: &sb,
+                    x: &int8,
+                    y: &yb,
+                    y_stride: rows as u32,
+                    add,
+                    tiles: Tiles::Tokens,
+                    max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+                };
+                let m = matmul(ctx, &mut kc, a, tiling).unwrap();
+                run(ctx, &[&q, &m]);
+                let y = read_u32(ctx, &yb, chunk * rows);
+                let name = format!("prefill matmul {} {rows}x{cols} glu {glu} add {add}", t.name());
+                let mut want = Vec::new();
+                for (r, (xr, s)) in inputs[..n].iter().enumerate() {
+                    for row in 0..rows {
+                        let gv = s * dot(gate.row(0, row), xr);
+                        let v = if glu { silu_glu(gv, s * dot(up.row(0, row), xr)) } else { gv };
+                        want.push(v + if add { f32::from_bits(y0[r * rows + row]) as f64 } else { 0.0 });
+                    }
+                }
+                worst = worst.max(check(&name, &floats(&y[..n * rows]), &want, REL_TOL));
+                check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
+            }
+        }
+    }
+    report("prefill matmul (token rows)", worst);
+}
+
+/// moe_group groups 9 tokens × 3 slots by expert (a bijection, experts contiguous, tiles covering
+/// each expert's run); the grouped gate/up and down products and moe_sum then match the CPU.
+#[test]
+fn prefill_experts_grouped_by_expert() {
+    let ctx = gpu();
+    let mut rng = seeded(21);
+    let mut kc = KernelCache::default();
+    let tiling = MatmulTiling::for_adapter(ctx);
+    let (chunk, n, ks, n_exp) = (11usize, 9usize, 3usize, 5usize);
+    let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(0, n)));
+    let mut worst = 0f64;
+    for t in [GgmlType::Q4K, GgmlType::Q8_0] {
+        let (ffn, hidden) = (256usize, 64usize);
+        let amp = (18.0 / hidden as f32).sqrt();
+        let gate = Weight::new(ctx, &mut rng, t, &[n_exp, ffn, hidden], amp);
+        let up = Weight::new(ctx, &mut rng, t, &[n_exp, ffn, hidden], amp);
+        let down = Weight::new(ctx, &mut rng, GgmlType::Q8_0, &[n_exp, hidden, ffn], (18.0 / ffn as f32).sqrt());
+        let x = uniform(&mut rng, chunk * hidden, 1.0);
+        let g = uniform(&mut rng, hidden, 2.0);
+        let (xb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g));
+        // Each token's slots: distinct experts (skewed towards expert 1), random weights.
+        let mut route = vec![0u32; chunk * 16];
+        let mut picks = Vec::new();
+        for tok in 0..chunk {
+            let mut ids: Vec<u32> = (0..n_exp as u32).collect();
+            ids.shuffle(&mut rng);
+            if rng.random_bool(0.5) {
+                let one = ids.iter().position(|&e| e == 1).unwrap();
+                ids.swap(0, one);
+            }
+            let w = uniform(&mut rng, ks, 1.0);
+            route[tok * 16..tok * 16 + ks].copy_from_slice(&ids[..ks]);
+            route[tok * 16 + 8..tok * 16 + 8 + ks].copy_from_slice(&bits(&w));
+            picks.push((ids[..ks].to_vec(), w));
+        }
+        let grouping = Grouping { chunk: chunk as u32, slots: ks as u32, n_mat: n_exp as u32, tile: tiling.inputs };
+        let rb = buf_u32(ctx, "route", &route);
+        let words = grouping.entries() as usize;
+        let (eb, seb) =
+            (buf_u32(ctx, "entries", &vec![NAN_BITS; words]), buf_u32(ctx, "slot_entry", &vec![NAN_BITS; words]));
+        let tb = buf_u32(ctx, "tiles", &vec![NAN_BITS; grouping.tile_words() as usize]);
+        let group = moe_group(ctx, &mut kc, grouping, [&sb, &rb, &eb, &seb, &tb]).unwrap();
+        run(ctx, &[&group]);
+        let (entries, slot_entry) = (read_u32(ctx, &eb, words), read_u32(ctx, &seb, n * ks));
+        let tiles = read_u32(ctx, &tb, grouping.tile_words() as usize);
+        let name = format!("moe_group {}", t.name());
+        let mut seen = vec![false; n * ks];
+        for tok in 0..n {
+            for k in 0..ks {
+                let i = slot_entry[tok * ks + k] as usize;
+                assert!(i < n * ks && !seen[i], "{name}: slot ({tok}, {k}) → entry {i} out of range or taken twice");
+                seen[i] = true;
+                assert_eq!(entries[i], picks[tok].0[k] | (tok as u32) << 16, "{name}: entry {i}");
+            }
+        }
+        let experts: Vec<u32> = entries[..n * ks].iter().map(|e| e & 0xffff).collect();
+        assert!(experts.windows(2).all(|w| w[0] <= w[1]), "{name}: experts not grouped: {experts:?}");
+        assert!(entries[n * ks..].iter().all(|&e| e == 0), "{name}: entries past the chunk's slots");
+        let mut covered = 0;
+        for j in 0..tiles[0] as usize {
+            let (e, count, first) = (tiles[1 + 2 * j] & 0xffff, tiles[1 + 2 * j] >> 16, tiles[2 + 2 * j] as usize);
+            assert!((1..=tiling.inputs).contains(&count), "{name}: tile {j} of {count} entries");
+            assert_eq!(first, covered, "{name}: tile {j} starts at {first}");
+            assert!(experts[first..first + count as usize].iter().all(|&x| x == e), "{name}: tile {j} mixes experts");
+            covered += count as usize;
+        }
+        assert_eq!(covered, n * ks, "{name}: tiles cover {covered} entries");
+
+        // Gate/up of each entry's token, then down of each entry's own row.
+        let int8 = Int8Rows::new(ctx, words, ffn).unwrap();
+        let act0 = vec![NAN_BITS; words * ffn];
+        let ab = buf_u32(ctx, "act", &act0);
+        let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
+        let q = quantize_rows(ctx, &mut kc, chunk as u32, hidden as u32, norm, &xb, &int8).unwrap();
+        let tiles_of = |of_token| Tiles::Grouped { tiles: &tb, entries: &eb, of_token };
+        let a = MatmulArgs {
+            w: &gate.gpu,
+            up: Some(&up.gpu),
+            step: &sb,
+            x: &int8,
+            y: &ab,
+            y_stride: ffn as u32,
+            add: false,
+            tiles: tiles_of(true),
+            max_tiles: grouping.max_tiles(),
+        };
+        let gu = matmul(ctx, &mut kc, a, tiling).unwrap();
+        run(ctx, &[&q, &gu]);
+        let act = floats(&read_u32(ctx, &ab, n * ks * ffn));
+        let inputs = int8_rows(&x, &g, hidden);
+        let mut want = Vec::new();
+        for &e in &entries[..n * ks] {
+            let (m, tok) = ((e & 0xffff) as usize, (e >> 16) as usize);
+            let (xr, s) = &inputs[tok];
+            want.extend((0..ffn).map(|r| silu_glu(s * dot(gate.row(m, r), xr), s * dot(up.row(m, r), xr))));
+        }
+        worst = worst.max(check(&format!("{name} gate/up"), &act, &want, REL_TOL));
+
+        let out0 = vec![NAN_BITS; words * hidden];
+        let ob = buf_u32(ctx, "expert out", &out0);
+        let q = quantize_rows(ctx, &mut kc, words as u32, ffn as u32, None, &ab, &int8).unwrap();
+        let a = MatmulArgs {
+            w: &down.gpu,
+            up: None,
+            step: &sb,
+            x: &int8,
+            y: &ob,
+            y_stride: hidden as u32,
+            add: false,
+            tiles: tiles_of(false),
+            max_tiles: grouping.max_tiles(),
+        };
+        let dn = matmul(ctx, &mut kc, a, tiling).unwrap();
+        run(ctx, &[&q, &dn]);
+        let out = read_u32(ctx, &ob, words * hidden);
+        let mut want = Vec::new();
+        for (i, &e) in entries[..n * ks].iter().enumerate() {
+            let xr = activations::round_to_int8(&act[i * ffn..(i + 1) * ffn]);
+            want.extend((0..hidden).map(|r| dot(down.row((e & 0xffff) as usize, r), &xr)));
+        }
+        worst = worst.max(check(&format!("{name} down"), &floats(&out[..n * ks * hidden]), &want, REL_TOL));
+        check_untouched(&format!("{name} down past the slots"), &out[n * ks * hidden..], &out0[n * ks * hidden..]);
+
+        // moe_sum: x[t] += Σ_k w_k · out[slot_entry[t, k]].
+        let res0 = uniform(&mut rng, chunk * hidden, 1.0);
+        let resb = buf_f32(ctx, "residual", &res0);
+        let sum = moe_sum(ctx, &mut kc, hidden as u32, chunk as u32, ks as u32, [&sb, &rb, &seb, &ob, &resb]).unwrap();
+        run(ctx, &[&sum]);
+        let res = read_u32(ctx, &resb, chunk * hidden);
+        let out = floats(&out);
+        let mut want = Vec::new();
+        for tok in 0..n {
+            for i in 0..hidden {
+                let s: f64 = (0..ks)
+                    .map(|k| picks[tok].1[k] as f64 * out[slot_entry[tok * ks + k] as usize * hidden + i] as f64)
+                    .sum();
+                want.push(res0[tok * hidden + i] as f64 + s);
+            }
+        }
+        worst = worst.max(check(&format!("{name} moe_sum"), &floats(&res[..n * hidden]), &want, REL_TOL));
+        check_untouched(&format!("{name} moe_sum past the step"), &res[n * hidden..], &bits(&res0[n * hidden..]));
+    }
+    report("prefill experts (gate/up, down, sum)", worst);
+}
+
+/// kv_store writes the chunk's rows after a random cached prefix, and mla_attention_prefill attends
+/// each of the step's tokens causally over the cache as stored; rows and outputs past the step
+/// stay untouched.
+#[test]
+fn prefill_attention_is_causal_softmax() {
+    let ctx = gpu();
+    let mut rng = seeded(22);
+    let (mut worst, mut worst_row) = (0f64, 0f64);
+    for c in attention_configs() {
+        let mut kc = KernelCache::default();
+        let (heads, lora, rope, kw, qk, nope) =
+            (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
+        let scale = (1.0 / (qk as f32).sqrt()) as f64;
+        for kv_f16 in [false, true] {
+            // (cached prefix, chunk size, tokens in the step): the long prefix spans several blocks.
+            for (p0, chunk, n) in [(0usize, 4usize, 4usize), (5, 7, 6), (70, 4, 3)] {
+                let max_ctx = p0 + chunk + 2;
+                let table = rope_table(&mut rng, max_ctx, rope / 2);
+                let per_pos = if kv_f16 { kw / 2 } else { kw };
+                let mut words = cache_encode(&uniform(&mut rng, p0 * kw, 1.0), kv_f16);
+                words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
+                let ckv = uniform(&mut rng, chunk * kw, 3.0);
+                let norm = uniform(&mut rng, lora, 2.0);
+                let q = uniform(&mut rng, chunk * heads * qk, 1.0);
+                let q_lat = uniform(&mut rng, chunk * heads * lora, 1.0);
+                let out0 = vec![NAN_BITS; chunk * heads * lora];
+                let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(p0, n)));
+                let (kb, nb, rb) =
+                    (buf_f32(ctx, "ckv", &ckv), buf_f32(ctx, "norm", &norm), buf_f32(ctx, "rope", &table));
+                let (qb, qlb) = (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat));
+                let cb = buf_u32(ctx, "cache", &words);
+                let ob = buf_u32(ctx, "out", &out0);
+                let store = KvStoreArgs { step: &sb, ckv: &kb, kv_norm: &nb, rope: &rb, cache: &cb };
+                let s = kv_store(ctx, &mut kc, &c, kv_f16, chunk as u32, store).unwrap();
+                let att = PrefillAttentionArgs { step: &sb, q: &qb, q_lat: &qlb, rope: &rb, cache: &cb, out: &ob };
+                let a = mla_attention_prefill(ctx, &mut kc, &c, kv_f16, chunk as u32, att).unwrap();
+                run(ctx, &[&s, &a]);
+                let name = format!(
+                    "prefill attention {} heads {heads} kv_lora {lora} prefix {p0} tokens {n} of {chunk}",
+                    if kv_f16 { "f16" } else { "f32" }
+                );
+                let cache = read_u32(ctx, &cb, max_ctx * per_pos);
+                check_untouched(&format!("{name}: prefix"), &cache[..p0 * per_pos], &words[..p0 * per_pos]);
+                check_untouched(
+                    &format!("{name}: past the step"),
+                    &cache[(p0 + n) * per_pos..],
+                    &words[(p0 + n) * per_pos..],
+                );
+                let stored = cache_decode(&cache[..(p0 + n) * per_pos], kv_f16);
+                for tk in 0..n {
+                    let r = &ckv[tk * kw..(tk + 1) * kw];
+                    let ms = r[..lora].iter().map(|&v| v as f64 * v as f64).sum::<f64>() / lora as f64;
+                    let inv = 1.0 / (ms + LORA_NORM_EPS as f64).sqrt();
+                    let mut want: Vec<f64> = (0..lora).map(|i| r[i] as f64 * inv * norm[i] as f64).collect();
+                    want.extend(rope_ref(&r[lora..], &table, p0 + tk));
+                    let got = &stored[(p0 + tk) * kw..(p0 + tk + 1) * kw];
+                    let tol = if kv_f16 { 2.0 * F16_TOL } else { REL_TOL };
+                    worst_row = worst_row.max(check(&format!("{name}: row of token {tk}"), got, &want, tol));
+                }
+                let out = read_u32(ctx, &ob, out0.len());
+                let mut want = Vec::new();
+                for tk in 0..n {
+                    for h in 0..heads {
+                        let qh = tk * heads + h;
+                        let ql = &q_lat[qh * lora..(qh + 1) * lora];
+                        let qr = rope_ref(&q[qh * qk + nope..(qh + 1) * qk], &table, p0 + tk);
+                        let s: Vec<f64> = (0..=p0 + tk)
+                            .map(|t| {
+                                let row = &stored[t * kw..(t + 1) * kw];
+                                let lat: f64 = ql.iter().zip(&row[..lora]).map(|(&a, &b)| a as f64 * b as f64).sum();
+                                let key: f64 = qr.iter().zip(&row[lora..]).map(|(&a, &b)| a * b as f64).sum();
+                                scale * (lat + key)
+                            })
+                            .collect();
+                        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                        let p: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                        let sum: f64 = p.iter().sum();
+                        for d in 0..lora {
+                            want.push(
+                                p.iter().enumerate().map(|(t, pt)| pt * stored[t * kw + d] as f64).sum::<f64>() / sum,
+                            );
+                        }
+                    }
+                }
+                let len = n * heads * lora;
+                worst = worst.max(check(&name, &floats(&out[..len]), &want, REL_TOL));
+                check_untouched(&format!("{name}: outputs past the step"), &out[len..], &out0[len..]);
+            }
+        }
+    }
+    report("prefill kv_store rows", worst_row);
+    report("prefill attention", worst);
 }

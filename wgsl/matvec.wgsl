@@ -12,7 +12,7 @@
 // NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input),
 // INT8 (some matrix takes int8 inputs: round each input chunk as src/quant/activations.rs does).
-// The reduction snippet (subgroup or shared memory) defines reduce_team; the format snippets define
+// The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
 // dot_input0 / dot_input1 over a ChunkInput.
 
 struct Params {
@@ -44,37 +44,12 @@ struct Params {
 
 const WG: u32 = LANES * TEAMS;
 
-// One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8 with a
-// power-of-two scale dx (x ≈ dx · q, four q per word, byte k = element k) and Σ q.
+// One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8
+// (int8_input.wgsl).
 struct ChunkInput {
     xs: array<vec4<f32>, CHUNK_V4>,
     xsum: f32,
-    xq: array<u32, 8>,
-    qsum: i32,
-    dx: f32,
-}
-
-// As src/quant/activations.rs: q = min(round(x · 2^(7-e)), 127) with e the frexp exponent of the
-// chunk's largest |x| (at least -100). Scaling by a power of two is exact; adding 1.5 · 2^23 rounds to
-// an integer (ties to even) whose two's-complement low byte is then the int8.
-fn round_to_int8(x: ptr<function, ChunkInput>) {
-    var amax = vec4<f32>(0.0);
-    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-        amax = max(amax, abs((*x).xs[i]));
-    }
-    let biased = (bitcast<u32>(max(max(amax.x, amax.y), max(amax.z, amax.w))) >> 23u) & 0xffu;
-    let e = max(i32(biased) - 126, -100);
-    let up = bitcast<f32>(u32(134 - e) << 23u);
-    let ones = 0x01010101u;
-    var qsum = 0;
-    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-        let b = bitcast<vec4<u32>>(min((*x).xs[i] * up, vec4<f32>(127.0)) + vec4<f32>(12582912.0)) & vec4<u32>(0xffu);
-        let w = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-        (*x).xq[i] = w;
-        qsum += dot4I8Packed(w, ones);
-    }
-    (*x).qsum = qsum;
-    (*x).dx = bitcast<f32>(u32(120 + e) << 23u);
+    q: Int8Input,
 }
 
 fn matrix_of(slot: u32) -> u32 {
@@ -138,7 +113,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             xin.xsum += dot(xi, vec4<f32>(1.0));
         }
         if INT8 {
-            round_to_int8(&xin);
+            xin.q = round_to_int8(xin.xs);
         }
         let m = matrix_of(s);
         for (var r = 0u; r < ROWS; r++) { // unroll

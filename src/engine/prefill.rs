@@ -1,7 +1,10 @@
 //! Prompt processing in chunks: every op of a layer runs once over all of a chunk's tokens, so each
 //! weight is read once per chunk (experts once per chunk too: their tokens are grouped by expert
-//! on the GPU) instead of once per token. The chunk's dispatches are recorded once and replayed
-//! for every chunk; the step uniform says where the chunk starts and how many tokens it holds.
+//! on the GPU) instead of once per token. Products of int8-format weights (with int8 activations)
+//! round their input rows once and unpack each weight chunk once per tile of inputs (`matmul`);
+//! the others, and the per-head attention products, run the decode matvec over the rows. The
+//! chunk's dispatches are recorded once and replayed for every chunk; the step uniform says where
+//! the chunk starts and how many tokens it holds.
 
 use super::weights::{FeedForward, Ffn, ModelWeights, SharedExpert};
 use super::{Activations, EngineOptions};
@@ -9,14 +12,17 @@ use crate::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::{
     embed::embed,
     kv_store::{kv_store, KvStoreArgs},
+    matmul::{matmul, MatmulArgs, MatmulTiling, Tiles},
     matvec,
     mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs},
-    moe_group::moe_group,
+    moe_group::{moe_group, Grouping},
     moe_sum::moe_sum,
+    quantize_rows::{quantize_rows, Int8Rows},
     router::router,
     InputNorm, MatrixOf, MatvecArgs, Output, Step,
 };
 use crate::model::{ModelConfig, LORA_NORM_EPS};
+use crate::quant::activations::takes_int8_input;
 use anyhow::Result;
 
 /// The recorded chunk, replayed for every chunk of a prompt.
@@ -42,7 +48,10 @@ struct ChunkBuffers {
     route: wgpu::Buffer,
     entries: wgpu::Buffer,
     slot_entry: wgpu::Buffer,
+    tiles: wgpu::Buffer,
     expert_out: wgpu::Buffer,
+    /// The current int8 product's input rows.
+    int8: Int8Rows,
 }
 
 impl Prefill {
@@ -57,6 +66,7 @@ impl Prefill {
         let t = o.prefill_chunk;
         let f = |n: usize| (n * t * 4) as u64;
         let slots = c.n_experts_used + c.n_shared_experts;
+        let widest = [c.hidden, c.q_lora_rank, c.n_heads * c.v_head, c.dense_ffn, slots * c.moe_ffn];
         let b = ChunkBuffers {
             step: ctx.uniform("prefill step", bytemuck::bytes_of(&Step::chunk(0, t))),
             x: ctx.storage("prefill x", f(c.hidden))?,
@@ -72,10 +82,119 @@ impl Prefill {
             route: ctx.storage("prefill route", f(16))?,
             entries: ctx.storage("prefill entries", f(slots.max(1)))?,
             slot_entry: ctx.storage("prefill slot_entry", f(slots.max(1)))?,
+            tiles: ctx.storage("prefill tiles", grouping(c, t, ctx).tile_words() as u64 * 4)?,
             expert_out: ctx.storage("prefill expert_out", f(slots.max(1) * c.hidden))?,
+            int8: Int8Rows::new(ctx, t * slots.max(1), widest.into_iter().max().unwrap_or(0))?,
         };
         let dispatches = record(ctx, kc, c, o, w, d, &b)?;
         Ok(Self { chunk: t, step: b.step, dispatches })
+    }
+}
+
+fn grouping(c: &ModelConfig, chunk: usize, ctx: &GpuContext) -> Grouping {
+    Grouping {
+        chunk: chunk as u32,
+        slots: (c.n_experts_used + c.n_shared_experts).max(1) as u32,
+        n_mat: (c.n_experts + c.n_shared_experts) as u32,
+        tile: MatmulTiling::for_adapter(ctx).inputs,
+    }
+}
+
+/// One product over a chunk's rows: `x` holds input rows of `cols` values (one per token, or per
+/// routed entry), `y` gets output rows `y_stride` floats apart.
+struct Product<'a> {
+    w: &'a GpuWeight,
+    up: Option<&'a GpuWeight>,
+    norm: Option<InputNorm<'a>>,
+    add: bool,
+    tiles: Tiles<'a>,
+    x: &'a wgpu::Buffer,
+    cols: u32,
+    y: &'a wgpu::Buffer,
+    y_stride: u32,
+}
+
+struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    o: &'a EngineOptions,
+    b: &'a ChunkBuffers,
+    chunk: u32,
+    tiling: MatmulTiling,
+    grouping: Grouping,
+    ds: Vec<Dispatch>,
+}
+
+impl Recorder<'_> {
+    fn push(&mut self, d: Dispatch, label: &str) {
+        self.ds.push(d.labeled(label));
+    }
+
+    /// Through `matmul` (input rows rounded once) if the weight takes int8 inputs, else through the
+    /// decode matvec with a slot per row.
+    fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
+        let (t, g) = (self.chunk, self.grouping);
+        let (rows, max_tiles, matrix, route) = match p.tiles {
+            Tiles::Tokens => (t, t.div_ceil(self.tiling.inputs), MatrixOf::Single, &self.b.route),
+            Tiles::Grouped { of_token: true, entries, .. } => (t, g.max_tiles(), MatrixOf::Grouped, entries),
+            Tiles::Grouped { of_token: false, entries, .. } => {
+                (g.entries(), g.max_tiles(), MatrixOf::GroupedRows, entries)
+            }
+        };
+        if !(self.o.int8_activations && takes_int8_input(p.w.ggml_type)) {
+            let slots = if matrix == MatrixOf::Single { t } else { g.entries() };
+            let out = if p.add { Output::Add } else { Output::Store };
+            let d =
+                self.matvec(kc, p.w, p.up, p.norm, matrix, out, slots, [(p.x, p.cols), (p.y, p.y_stride)], route)?;
+            self.push(d, label);
+            return Ok(());
+        }
+        let q = quantize_rows(self.ctx, kc, rows, p.cols, p.norm, p.x, &self.b.int8)?;
+        self.push(q, "quantize_rows");
+        let a = MatmulArgs {
+            w: p.w,
+            up: p.up,
+            step: &self.b.step,
+            x: &self.b.int8,
+            y: p.y,
+            y_stride: p.y_stride,
+            add: p.add,
+            tiles: p.tiles,
+            max_tiles,
+        };
+        let d = matmul(self.ctx, kc, a, self.tiling)?;
+        self.push(d, label);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matvec(
+        &self,
+        kc: &mut KernelCache,
+        w: &GpuWeight,
+        up: Option<&GpuWeight>,
+        norm: Option<InputNorm>,
+        matrix: MatrixOf,
+        out: Output,
+        slots: u32,
+        [(x, x_stride), (y, y_stride)]: [(&wgpu::Buffer, u32); 2],
+        route: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let a = MatvecArgs {
+            w,
+            stacked: None,
+            up,
+            norm,
+            matrix,
+            out,
+            slots,
+            x_stride,
+            y_stride,
+            x,
+            y,
+            route,
+            int8: self.o.int8_activations,
+        };
+        matvec(self.ctx, kc, a)
     }
 }
 
@@ -88,58 +207,55 @@ fn record(
     d: &Activations,
     b: &ChunkBuffers,
 ) -> Result<Vec<Dispatch>> {
-    let (t, step) = (o.prefill_chunk as u32, &b.step);
-    let heads = c.n_heads as u32;
-    // A product over every token's row (or every head of every token, or every routed entry).
-    let mm = |kc: &mut KernelCache,
-              w: &GpuWeight,
-              up: Option<&GpuWeight>,
-              norm: Option<InputNorm>,
-              matrix,
-              out,
-              slots,
-              io: [(&wgpu::Buffer, u32); 2],
-              route| {
-        let [(x, x_stride), (y, y_stride)] = io;
-        matvec(
-            ctx,
-            kc,
-            MatvecArgs {
-                w,
-                stacked: None,
-                up,
-                norm,
-                matrix,
-                out,
-                slots,
-                x_stride,
-                y_stride,
-                x,
-                y,
-                route,
-                int8: o.int8_activations,
-            },
-        )
+    let t = o.prefill_chunk as u32;
+    let mut r = Recorder {
+        ctx,
+        o,
+        b,
+        chunk: t,
+        tiling: MatmulTiling::for_adapter(ctx),
+        grouping: grouping(c, t as usize, ctx),
+        ds: Vec::new(),
     };
-    let dense = |kc: &mut KernelCache, w: &GpuWeight, norm: Option<InputNorm>, out, io: [(&wgpu::Buffer, u32); 2]| {
-        mm(kc, w, None, norm, MatrixOf::Single, out, t, io, &b.route)
+    let step = &b.step;
+    let (heads, hidden) = (c.n_heads as u32, c.hidden as u32);
+    let (q_lora, kv_w, qk, lora, v_head) =
+        (c.q_lora_rank as u32, c.kv_width() as u32, c.qk_head() as u32, c.kv_lora_rank as u32, c.v_head as u32);
+    let dense = |w, norm, add, x, cols, y, y_stride| Product {
+        w,
+        up: None,
+        norm,
+        add,
+        tiles: Tiles::Tokens,
+        x,
+        cols,
+        y,
+        y_stride,
     };
-    let hidden = c.hidden as u32;
-    let mut ds = vec![embed(ctx, kc, &w.embed, t, step, &d.tokens, &b.x)?.labeled("embed")];
+    let e = embed(ctx, kc, &w.embed, t, step, &d.tokens, &b.x)?;
+    r.push(e, "embed");
     for (i, l) in w.layers.iter().enumerate() {
         let attn_norm = Some(InputNorm { weight: &l.attn_norm, eps: c.rms_eps });
-        let (q_lora, kv_w, qk) = (c.q_lora_rank as u32, c.kv_width() as u32, c.qk_head() as u32);
-        ds.push(dense(kc, &l.q_a, attn_norm, Output::Store, [(&b.x, hidden), (&b.qa, q_lora)])?.labeled("attn_q_a"));
-        ds.push(dense(kc, &l.kv_a, attn_norm, Output::Store, [(&b.x, hidden), (&b.ckv, kv_w)])?.labeled("attn_kv_a"));
+        r.product(kc, dense(&l.q_a, attn_norm, false, &b.x, hidden, &b.qa, q_lora), "attn_q_a")?;
+        r.product(kc, dense(&l.kv_a, attn_norm, false, &b.x, hidden, &b.ckv, kv_w), "attn_kv_a")?;
         let q_norm = Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS });
-        ds.push(dense(kc, &l.q_b, q_norm, Output::Store, [(&b.qa, q_lora), (&b.q, heads * qk)])?.labeled("attn_q_b"));
+        r.product(kc, dense(&l.q_b, q_norm, false, &b.qa, q_lora, &b.q, heads * qk), "attn_q_b")?;
         let kv = KvStoreArgs { step, ckv: &b.ckv, kv_norm: &l.kv_a_norm, rope: &d.rope, cache: &d.kv_cache[i] };
-        ds.push(kv_store(ctx, kc, c, o.kv_f16, t, kv)?.labeled("kv_store"));
-        let lora = c.kv_lora_rank as u32;
-        let per_head = |kc: &mut KernelCache, w: &GpuWeight, io| {
-            mm(kc, w, None, None, MatrixOf::Slot, Output::Store, t * heads, io, &b.route)
-        };
-        ds.push(per_head(kc, &l.k_b, [(&b.q, qk), (&b.q_lat, lora)])?.labeled("attn_k_b"));
+        let s = kv_store(ctx, kc, c, o.kv_f16, t, kv)?;
+        r.push(s, "kv_store");
+        // Per-head products: a slot per (token, head), f32 inputs as in decode.
+        let kb = r.matvec(
+            kc,
+            &l.k_b,
+            None,
+            None,
+            MatrixOf::Slot,
+            Output::Store,
+            t * heads,
+            [(&b.q, qk), (&b.q_lat, lora)],
+            &b.route,
+        )?;
+        r.push(kb, "attn_k_b");
         let att = PrefillAttentionArgs {
             step,
             q: &b.q,
@@ -148,84 +264,88 @@ fn record(
             cache: &d.kv_cache[i],
             out: &b.ctx_lat,
         };
-        ds.push(mla_attention_prefill(ctx, kc, c, o.kv_f16, t, att)?.labeled("mla_attention"));
-        let v_head = c.v_head as u32;
-        ds.push(per_head(kc, &l.v_b, [(&b.ctx_lat, lora), (&b.attn_out, v_head)])?.labeled("attn_v_b"));
-        ds.push(
-            dense(kc, &l.o, None, Output::Add, [(&b.attn_out, heads * v_head), (&b.x, hidden)])?.labeled("attn_output"),
-        );
+        let a = mla_attention_prefill(ctx, kc, c, o.kv_f16, t, att)?;
+        r.push(a, "mla_attention");
+        let vb = r.matvec(
+            kc,
+            &l.v_b,
+            None,
+            None,
+            MatrixOf::Slot,
+            Output::Store,
+            t * heads,
+            [(&b.ctx_lat, lora), (&b.attn_out, v_head)],
+            &b.route,
+        )?;
+        r.push(vb, "attn_v_b");
+        r.product(kc, dense(&l.o, None, true, &b.attn_out, heads * v_head, &b.x, hidden), "attn_output")?;
 
         let ffn_norm = Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps });
-        let glu = |kc: &mut KernelCache, f: &Ffn, act: &wgpu::Buffer| {
+        fn glu<'a>(
+            f: &'a Ffn,
+            norm: Option<InputNorm<'a>>,
+            x: &'a wgpu::Buffer,
+            cols: u32,
+            act: &'a wgpu::Buffer,
+        ) -> Product<'a> {
             let width = f.gate.rows() as u32;
-            mm(
-                kc,
-                &f.gate,
-                Some(&f.up),
-                ffn_norm,
-                MatrixOf::Single,
-                Output::Store,
-                t,
-                [(&b.x, hidden), (act, width)],
-                &b.route,
-            )
-        };
+            Product {
+                w: &f.gate,
+                up: Some(&f.up),
+                norm,
+                add: false,
+                tiles: Tiles::Tokens,
+                x,
+                cols,
+                y: act,
+                y_stride: width,
+            }
+        }
         match &l.ffn {
             FeedForward::Dense(f) => {
-                ds.push(glu(kc, f, &b.act)?.labeled("ffn_gate_up"));
-                let width = f.gate.rows() as u32;
-                ds.push(dense(kc, &f.down, None, Output::Add, [(&b.act, width), (&b.x, hidden)])?.labeled("ffn_down"));
+                r.product(kc, glu(f, ffn_norm, &b.x, hidden, &b.act), "ffn_gate_up")?;
+                r.product(kc, dense(&f.down, None, true, &b.act, f.gate.rows() as u32, &b.x, hidden), "ffn_down")?;
             }
             FeedForward::Moe(m) => {
                 let appended = matches!(m.shared, SharedExpert::Appended);
                 let slots = c.n_experts_used as u32 + appended as u32;
                 let n_exp = c.n_experts as u32;
-                ds.push(
-                    dense(kc, &m.router, ffn_norm, Output::Store, [(&b.x, hidden), (&b.router_logits, n_exp)])?
-                        .labeled("moe_router_logits"),
-                );
-                ds.push(router(ctx, kc, c, appended, t, [&b.router_logits, &m.bias, &b.route])?.labeled("moe_router"));
-                let n_mat = m.experts.gate.n_matrices() as u32;
-                ds.push(
-                    moe_group(ctx, kc, t, slots, n_mat, [step, &b.route, &b.entries, &b.slot_entry])?
-                        .labeled("moe_group"),
-                );
-                let ffn = c.moe_ffn as u32;
-                let e = &m.experts;
-                let io = [(&b.x, hidden), (&b.act, ffn)];
-                ds.push(
-                    mm(
+                r.product(
+                    kc,
+                    dense(&m.router, ffn_norm, false, &b.x, hidden, &b.router_logits, n_exp),
+                    "moe_router_logits",
+                )?;
+                let rt = router(ctx, kc, c, appended, t, [&b.router_logits, &m.bias, &b.route])?;
+                r.push(rt, "moe_router");
+                let g = Grouping { slots, n_mat: m.experts.gate.n_matrices() as u32, ..r.grouping };
+                r.grouping = g;
+                let grp = moe_group(ctx, kc, g, [step, &b.route, &b.entries, &b.slot_entry, &b.tiles])?;
+                r.push(grp, "moe_group");
+                let (ffn, e) = (c.moe_ffn as u32, &m.experts);
+                let tiles = |of_token| Tiles::Grouped { tiles: &b.tiles, entries: &b.entries, of_token };
+                let gate_up = Product {
+                    up: Some(&e.up),
+                    tiles: tiles(true),
+                    ..dense(&e.gate, ffn_norm, false, &b.x, hidden, &b.act, ffn)
+                };
+                r.product(kc, gate_up, "moe_gate_up_exps")?;
+                if let SharedExpert::Apart(s) = &m.shared {
+                    r.product(kc, glu(s, ffn_norm, &b.x, hidden, &b.act_shared), "moe_gate_up_shexp")?;
+                }
+                let down =
+                    Product { tiles: tiles(false), ..dense(&e.down, None, false, &b.act, ffn, &b.expert_out, hidden) };
+                r.product(kc, down, "moe_down_exps")?;
+                if let SharedExpert::Apart(s) = &m.shared {
+                    r.product(
                         kc,
-                        &e.gate,
-                        Some(&e.up),
-                        ffn_norm,
-                        MatrixOf::Grouped,
-                        Output::Store,
-                        t * slots,
-                        io,
-                        &b.entries,
-                    )?
-                    .labeled("moe_gate_up_exps"),
-                );
-                if let SharedExpert::Apart(s) = &m.shared {
-                    ds.push(glu(kc, s, &b.act_shared)?.labeled("moe_gate_up_shexp"));
+                        dense(&s.down, None, true, &b.act_shared, s.gate.rows() as u32, &b.x, hidden),
+                        "moe_down_shexp",
+                    )?;
                 }
-                let io = [(&b.act, ffn), (&b.expert_out, hidden)];
-                ds.push(
-                    mm(kc, &e.down, None, None, MatrixOf::GroupedRows, Output::Store, t * slots, io, &b.entries)?
-                        .labeled("moe_down_exps"),
-                );
-                if let SharedExpert::Apart(s) = &m.shared {
-                    let width = s.gate.rows() as u32;
-                    ds.push(
-                        dense(kc, &s.down, None, Output::Add, [(&b.act_shared, width), (&b.x, hidden)])?
-                            .labeled("moe_down_shexp"),
-                    );
-                }
-                let sum = [step, &b.route, &b.slot_entry, &b.expert_out, &b.x];
-                ds.push(moe_sum(ctx, kc, hidden, t, slots, sum)?.labeled("moe_sum"));
+                let sum = moe_sum(ctx, kc, hidden, t, slots, [step, &b.route, &b.slot_entry, &b.expert_out, &b.x])?;
+                r.push(sum, "moe_sum");
             }
         }
     }
-    Ok(ds)
+    Ok(r.ds)
 }

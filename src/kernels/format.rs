@@ -49,7 +49,7 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, CHUNK_V4>, xsum: f32) -> f32 {
 /// for formats that take int8 activations, the f32 dot otherwise.
 const DOT_INPUT_INT8: &str = "
 fn dot_input(c: u32, x: ChunkInput) -> f32 {
-    return x.dx * dot_int8_chunk(load_int8_chunk(c), x.xq, x.qsum);
+    return x.q.dx * dot_int8_chunk(load_int8_chunk(c), x.q.xq, x.q.qsum);
 }
 ";
 const DOT_INPUT_F32: &str = "

@@ -135,7 +135,7 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    compose(&consts, &[body, reduce].concat())
+    compose(&consts, &[body, super::INT8_INPUT, reduce].concat())
         + &format::instantiate_dot(a.w.ggml_type, "0", int8_0)
         + &format::instantiate_dot(second.ggml_type, "1", int8_1)
 }

@@ -1,0 +1,53 @@
+// Prefill: input rows of the int8 products rounded once (matmul.wgsl reads them), as a decode matvec
+// rounds its input: with NORM, row r's chunks of x ⊙ g are rounded and s[r] = 1 / rms(x_r) is kept for
+// after the product; without, s[r] = 1. Workgroup r does row r (the grid spills into y).
+// Host constants: WG, CHUNK_V4 (= 8), CHUNKS (per row), NORM, EPS.
+
+struct Params {
+    rows: u32,
+    groups_x: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> gnorm: array<vec4<f32>>;
+// Chunk c of row r: int8 quants in xq[2(r·CHUNKS + c)], [.. + 1]; (dx, qsum bits) in xd[r·CHUNKS + c].
+@group(0) @binding(3) var<storage, read_write> xq: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> xd: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> s: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let r = wid.x + wid.y * p.groups_x;
+    if r >= p.rows {
+        return;
+    }
+    var sumsq = 0.0;
+    for (var c = tid; c < CHUNKS; c += WG) {
+        var xs: array<vec4<f32>, CHUNK_V4>;
+        for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+            let v = x[(r * CHUNKS + c) * CHUNK_V4 + i];
+            sumsq += dot(v, v);
+            if NORM {
+                xs[i] = v * gnorm[c * CHUNK_V4 + i];
+            } else {
+                xs[i] = v;
+            }
+        }
+        let q = round_to_int8(xs);
+        let o = r * CHUNKS + c;
+        xq[2u * o] = vec4<u32>(q.xq[0], q.xq[1], q.xq[2], q.xq[3]);
+        xq[2u * o + 1u] = vec4<u32>(q.xq[4], q.xq[5], q.xq[6], q.xq[7]);
+        xd[o] = vec2<f32>(q.dx, bitcast<f32>(q.qsum));
+    }
+    if NORM {
+        let total = workgroup_sum(sumsq, tid);
+        if tid == 0u {
+            s[r] = inverseSqrt(total / f32(CHUNKS * CHUNK_V4 * 4u) + EPS);
+        }
+    } else if tid == 0u {
+        s[r] = 1.0;
+    }
+}
