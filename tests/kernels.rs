@@ -13,7 +13,7 @@ use glm_wgpu::kernels::argmax::argmax;
 use glm_wgpu::kernels::capture::capture;
 use glm_wgpu::kernels::embed::embed;
 use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
-use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulTiling, Tiles};
+use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
 use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
@@ -1358,7 +1358,7 @@ fn prefill_matmul_over_token_rows() {
                     w: &gate.gpu,
                     up: glu.then_some(&up.gpu),
                     step: &sb,
-                    x: &int8,
+                    x: MatmulInput::Int8(&int8),
                     y: &yb,
                     y_stride: rows as u32,
                     add,
@@ -1383,6 +1383,89 @@ fn prefill_matmul_over_token_rows() {
         }
     }
     report("prefill matmul (token rows)", worst);
+}
+
+/// matmul on f32 rows (formats without int8 inputs, per-head products): token rows with stores,
+/// adds and gate/up pairs, and per-head matrices over (token, head) rows longer than the weight's.
+#[test]
+fn prefill_matmul_over_f32_rows() {
+    let ctx = gpu();
+    let mut rng = seeded(23);
+    let mut kc = KernelCache::default();
+    let tiling = MatmulTiling::for_adapter(ctx);
+    let (chunk, n) = (11usize, 9usize);
+    let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(0, n)));
+    let mut worst = 0f64;
+    for (t, cols) in [(GgmlType::F32, 12usize), (GgmlType::BF16, 40), (GgmlType::Q4_0, 96), (GgmlType::Q4K, 256)] {
+        let rows = 37;
+        let amp = (18.0 / cols as f32).sqrt();
+        let (gate, up) =
+            (Weight::new(ctx, &mut rng, t, &[rows, cols], amp), Weight::new(ctx, &mut rng, t, &[rows, cols], amp));
+        let x = uniform(&mut rng, chunk * cols, 1.0);
+        let xb = buf_f32(ctx, "x", &x);
+        for (glu, add) in [(false, false), (false, true), (true, false)] {
+            let y0: Vec<u32> =
+                if add { bits(&uniform(&mut rng, chunk * rows, 1.0)) } else { vec![NAN_BITS; chunk * rows] };
+            let yb = buf_u32(ctx, "y", &y0);
+            let a = MatmulArgs {
+                w: &gate.gpu,
+                up: glu.then_some(&up.gpu),
+                step: &sb,
+                x: MatmulInput::F32 { x: &xb, stride: cols as u32 },
+                y: &yb,
+                y_stride: rows as u32,
+                add,
+                tiles: Tiles::Tokens,
+                max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+            };
+            run(ctx, &[&matmul(ctx, &mut kc, a, tiling).unwrap()]);
+            let y = read_u32(ctx, &yb, chunk * rows);
+            let name = format!("prefill matmul f32 rows {} {rows}x{cols} glu {glu} add {add}", t.name());
+            let mut want = Vec::new();
+            for r in 0..n {
+                let xr = &x[r * cols..(r + 1) * cols];
+                for row in 0..rows {
+                    let gv = dot(gate.row(0, row), xr);
+                    let v = if glu { silu_glu(gv, dot(up.row(0, row), xr)) } else { gv };
+                    want.push(v + if add { f32::from_bits(y0[r * rows + row]) as f64 } else { 0.0 });
+                }
+            }
+            worst = worst.max(check(&name, &floats(&y[..n * rows]), &want, REL_TOL));
+            check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
+        }
+    }
+    // Per-head: 3 heads, rows of 64 + 32 floats of which the weight takes the first 64 (as k_b takes q_nope).
+    let (heads, cols, stride, rows) = (3usize, 64usize, 96usize, 40usize);
+    for t in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], (18.0 / cols as f32).sqrt());
+        let x = uniform(&mut rng, chunk * heads * stride, 1.0);
+        let xb = buf_f32(ctx, "x", &x);
+        let y0 = vec![NAN_BITS; chunk * heads * rows];
+        let yb = buf_u32(ctx, "y", &y0);
+        let a = MatmulArgs {
+            w: &w.gpu,
+            up: None,
+            step: &sb,
+            x: MatmulInput::F32 { x: &xb, stride: stride as u32 },
+            y: &yb,
+            y_stride: rows as u32,
+            add: false,
+            tiles: Tiles::Heads(heads as u32),
+            max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+        };
+        run(ctx, &[&matmul(ctx, &mut kc, a, tiling).unwrap()]);
+        let y = read_u32(ctx, &yb, y0.len());
+        let name = format!("prefill matmul per head {}", t.name());
+        let mut want = Vec::new();
+        for r in 0..n * heads {
+            let xr = &x[r * stride..r * stride + cols];
+            want.extend((0..rows).map(|row| dot(w.row(r % heads, row), xr)));
+        }
+        let len = n * heads * rows;
+        worst = worst.max(check(&name, &floats(&y[..len]), &want, REL_TOL));
+        check_untouched(&name, &y[len..], &y0[len..]);
+    }
+    report("prefill matmul (f32 rows)", worst);
 }
 
 /// moe_group groups 9 tokens × 3 slots by expert (a bijection, experts contiguous, tiles covering
@@ -1464,7 +1547,7 @@ fn prefill_experts_grouped_by_expert() {
             w: &gate.gpu,
             up: Some(&up.gpu),
             step: &sb,
-            x: &int8,
+            x: MatmulInput::Int8(&int8),
             y: &ab,
             y_stride: ffn as u32,
             add: false,
@@ -1490,7 +1573,7 @@ fn prefill_experts_grouped_by_expert() {
             w: &down.gpu,
             up: None,
             step: &sb,
-            x: &int8,
+            x: MatmulInput::Int8(&int8),
             y: &ob,
             y_stride: hidden as u32,
             add: false,

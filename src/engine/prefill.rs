@@ -12,7 +12,7 @@ use crate::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::{
     embed::embed,
     kv_store::{kv_store, KvStoreArgs},
-    matmul::{matmul, MatmulArgs, MatmulTiling, Tiles},
+    matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles},
     matvec,
     mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs},
     moe_group::{moe_group, Grouping},
@@ -100,8 +100,9 @@ fn grouping(c: &ModelConfig, chunk: usize, ctx: &GpuContext) -> Grouping {
     }
 }
 
-/// One product over a chunk's rows: `x` holds input rows of `cols` values (one per token, or per
-/// routed entry), `y` gets output rows `y_stride` floats apart.
+/// One product over a chunk's rows: `x` holds input rows `cols` floats apart (one per token, per
+/// routed entry, or per token and head; a head's row may be longer than the weight's, as q is),
+/// `y` gets output rows `y_stride` floats apart.
 struct Product<'a> {
     w: &'a GpuWeight,
     up: Option<&'a GpuWeight>,
@@ -129,18 +130,38 @@ impl Recorder<'_> {
         self.ds.push(d.labeled(label));
     }
 
-    /// Through `matmul` (input rows rounded once) if the weight takes int8 inputs, else through the
-    /// decode matvec with a slot per row.
+    /// Through `matmul`: on input rows rounded once if the weight takes int8 inputs, else on the
+    /// f32 rows; a folded norm on f32 rows goes through the decode matvec with a slot per row.
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
         let (rows, max_tiles, matrix, route) = match p.tiles {
-            Tiles::Tokens => (t, t.div_ceil(self.tiling.inputs), MatrixOf::Single, &self.b.route),
+            Tiles::Tokens | Tiles::Heads(_) => (t, t.div_ceil(self.tiling.inputs), MatrixOf::Single, &self.b.route),
             Tiles::Grouped { of_token: true, entries, .. } => (t, g.max_tiles(), MatrixOf::Grouped, entries),
             Tiles::Grouped { of_token: false, entries, .. } => {
                 (g.entries(), g.max_tiles(), MatrixOf::GroupedRows, entries)
             }
         };
-        if !(self.o.int8_activations && takes_int8_input(p.w.ggml_type)) {
+        // Per-head products keep f32 inputs, as in decode.
+        let per_head = matches!(p.tiles, Tiles::Heads(_));
+        let int8 = self.o.int8_activations && takes_int8_input(p.w.ggml_type) && !per_head;
+        if !int8 && p.norm.is_none() {
+            let input = MatmulInput::F32 { x: p.x, stride: p.cols };
+            let a = MatmulArgs {
+                w: p.w,
+                up: p.up,
+                step: &self.b.step,
+                x: input,
+                y: p.y,
+                y_stride: p.y_stride,
+                add: p.add,
+                tiles: p.tiles,
+                max_tiles,
+            };
+            let d = matmul(self.ctx, kc, a, self.tiling)?;
+            self.push(d, label);
+            return Ok(());
+        }
+        if !int8 {
             let slots = if matrix == MatrixOf::Single { t } else { g.entries() };
             let out = if p.add { Output::Add } else { Output::Store };
             let d =
@@ -154,7 +175,7 @@ impl Recorder<'_> {
             w: p.w,
             up: p.up,
             step: &self.b.step,
-            x: &self.b.int8,
+            x: MatmulInput::Int8(&self.b.int8),
             y: p.y,
             y_stride: p.y_stride,
             add: p.add,
@@ -243,19 +264,19 @@ fn record(
         let kv = KvStoreArgs { step, ckv: &b.ckv, kv_norm: &l.kv_a_norm, rope: &d.rope, cache: &d.kv_cache[i] };
         let s = kv_store(ctx, kc, c, o.kv_f16, t, kv)?;
         r.push(s, "kv_store");
-        // Per-head products: a slot per (token, head), f32 inputs as in decode.
-        let kb = r.matvec(
-            kc,
-            &l.k_b,
-            None,
-            None,
-            MatrixOf::Slot,
-            Output::Store,
-            t * heads,
-            [(&b.q, qk), (&b.q_lat, lora)],
-            &b.route,
-        )?;
-        r.push(kb, "attn_k_b");
+        // Per-head products, over (token, head) rows.
+        let per_head = |w, x, stride, y, y_stride| Product {
+            w,
+            up: None,
+            norm: None,
+            add: false,
+            tiles: Tiles::Heads(heads),
+            x,
+            cols: stride,
+            y,
+            y_stride,
+        };
+        r.product(kc, per_head(&l.k_b, &b.q, qk, &b.q_lat, lora), "attn_k_b")?;
         let att = PrefillAttentionArgs {
             step,
             q: &b.q,
@@ -266,18 +287,7 @@ fn record(
         };
         let a = mla_attention_prefill(ctx, kc, c, o.kv_f16, t, att)?;
         r.push(a, "mla_attention");
-        let vb = r.matvec(
-            kc,
-            &l.v_b,
-            None,
-            None,
-            MatrixOf::Slot,
-            Output::Store,
-            t * heads,
-            [(&b.ctx_lat, lora), (&b.attn_out, v_head)],
-            &b.route,
-        )?;
-        r.push(vb, "attn_v_b");
+        r.product(kc, per_head(&l.v_b, &b.ctx_lat, lora, &b.attn_out, v_head), "attn_v_b")?;
         r.product(kc, dense(&l.o, None, true, &b.attn_out, heads * v_head, &b.x, hidden), "attn_output")?;
 
         let ffn_norm = Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps });

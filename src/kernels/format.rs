@@ -58,6 +58,32 @@ fn dot_input(c: u32, x: ChunkInput) -> f32 {
 }
 ";
 
+/// The weight side of the prefill matmul: a loaded chunk (`WChunk`), its load and its dot with an
+/// input chunk (`XChunk`, which the kernel defines): int8 products for formats that take them,
+/// f32 dots of the dequantised chunk otherwise.
+const TILE_INT8: &str = "
+alias WChunk = Int8Chunk;
+fn load_w(c: u32) -> WChunk {
+    return load_int8_chunk(c);
+}
+fn dot_w(w: WChunk, x: XChunk) -> f32 {
+    return x.dx * dot_int8_chunk(w, x.xq, x.qsum);
+}
+";
+const TILE_F32: &str = "
+alias WChunk = array<vec4<f32>, CHUNK_V4>;
+fn load_w(c: u32) -> WChunk {
+    return load_chunk(c);
+}
+fn dot_w(w: WChunk, x: XChunk) -> f32 {
+    var d = 0.0;
+    for (var i = 0u; i < CHUNK_V4; i++) {
+        d += dot(w[i], x.xs[i]);
+    }
+    return d;
+}
+";
+
 /// The full WGSL of a format, before suffixing.
 pub fn source(t: GgmlType) -> String {
     let (src, common) = snippet(t);
@@ -66,13 +92,11 @@ pub fn source(t: GgmlType) -> String {
     format!("{common}\n{src}{dot}")
 }
 
-/// Names the snippet declares at line start (`fn name(`, `const NAME`, `struct Name`), which each
-/// instance suffixes.
+/// Names the snippet declares at line start (`fn name(`, `const NAME`, `struct Name`, `alias Name`),
+/// which each instance suffixes.
 fn declared_names(src: &str) -> Vec<&str> {
     src.lines()
-        .filter_map(|l| {
-            l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")).or_else(|| l.strip_prefix("struct "))
-        })
+        .filter_map(|l| ["fn ", "const ", "struct ", "alias "].iter().find_map(|p| l.strip_prefix(p)))
         .map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
         .filter(|n| !n.is_empty())
         .collect()
@@ -89,6 +113,12 @@ pub fn instantiate(t: GgmlType, suffix: &str) -> String {
 pub fn instantiate_dot(t: GgmlType, suffix: &str, int8: bool) -> String {
     assert!(!int8 || quant::activations::takes_int8_input(t), "{} has no int8 dot product", t.name());
     suffixed(&(source(t) + if int8 { DOT_INPUT_INT8 } else { DOT_INPUT_F32 }), suffix)
+}
+
+/// [`instantiate`] plus the prefill matmul's `WChunk`, `load_w` and `dot_w`, on int8 inputs if `int8`.
+pub fn instantiate_tile(t: GgmlType, suffix: &str, int8: bool) -> String {
+    assert!(!int8 || quant::activations::takes_int8_input(t), "{} has no int8 dot product", t.name());
+    suffixed(&(source(t) + if int8 { TILE_INT8 } else { TILE_F32 }), suffix)
 }
 
 fn suffixed(src: &str, suffix: &str) -> String {

@@ -1,10 +1,10 @@
-//! `wgsl/matmul.wgsl`: prefill products of int8-format weights with a chunk's int8 input rows
-//! (`quantize_rows`), each weight chunk unpacked once for a tile of inputs.
+//! `wgsl/matmul.wgsl`: prefill products over a chunk's input rows, each weight chunk loaded once
+//! for a tile of inputs: int8 rows (`quantize_rows`) for the formats that take them, f32 rows else.
 
 use super::format;
 use super::quantize_rows::Int8Rows;
 use super::team_reduce::Reduce;
-use super::{INT8_INPUT, STEP};
+use super::STEP;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::quant::activations;
 use anyhow::{ensure, Result};
@@ -30,8 +30,19 @@ impl MatmulTiling {
 pub enum Tiles<'a> {
     /// Tile j: token rows [j·inputs, (j + 1)·inputs) of the chunk.
     Tokens,
+    /// Per-head matrices: head h (grid z) of token t is input and output row t·heads + h.
+    Heads(u32),
     /// `moe_group`'s tiles of expert entries: input row = the entry's token (`of_token`) or the entry.
     Grouped { tiles: &'a wgpu::Buffer, entries: &'a wgpu::Buffer, of_token: bool },
+}
+
+/// The input rows.
+#[derive(Clone, Copy)]
+pub enum MatmulInput<'a> {
+    /// Rounded by `quantize_rows` (the weight's format must take int8 inputs).
+    Int8(&'a Int8Rows),
+    /// f32 rows `stride` floats apart.
+    F32 { x: &'a wgpu::Buffer, stride: u32 },
 }
 
 pub struct MatmulArgs<'a> {
@@ -39,7 +50,7 @@ pub struct MatmulArgs<'a> {
     /// The up projection of a gate/up pair: out = silu(w x) * (up x).
     pub up: Option<&'a GpuWeight>,
     pub step: &'a wgpu::Buffer,
-    pub x: &'a Int8Rows,
+    pub x: MatmulInput<'a>,
     pub y: &'a wgpu::Buffer,
     /// Floats between output rows.
     pub y_stride: u32,
@@ -51,16 +62,17 @@ pub struct MatmulArgs<'a> {
 }
 
 pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTiling) -> Result<Dispatch> {
+    let int8 = matches!(a.x, MatmulInput::Int8(_));
     ensure!(
-        activations::takes_int8_input(a.w.ggml_type),
-        "the prefill matmul takes int8 formats, not {}",
+        !int8 || activations::takes_int8_input(a.w.ggml_type),
+        "{} weights take f32 inputs, not int8 rows",
         a.w.ggml_type.name()
     );
     let up = a.up.unwrap_or(a.w);
     ensure!(up.ggml_type == a.w.ggml_type && up.shape == a.w.shape, "gate and up projections differ");
     ensure!(a.max_tiles <= 65535, "{} tiles exceed one grid dimension", a.max_tiles);
     let grouped = match a.tiles {
-        Tiles::Tokens => 0,
+        Tiles::Tokens | Tiles::Heads(_) => 0,
         Tiles::Grouped { of_token: true, .. } => 1,
         Tiles::Grouped { of_token: false, .. } => 2,
     };
@@ -71,46 +83,56 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
         ("ROWS", Const::U32(t.rows)),
         ("NT", Const::U32(t.inputs)),
         ("NV", Const::U32(t.rows * t.inputs * if glu { 2 } else { 1 })),
-        ("CHUNK_V4", Const::U32(8)),
+        ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
         ("GLU", Const::Bool(glu)),
         ("ADD", Const::Bool(a.add)),
         ("GROUPED", Const::U32(grouped)),
+        ("HEADS", Const::U32(if let Tiles::Heads(h) = a.tiles { h } else { 0 })),
+        ("INT8", Const::Bool(int8)),
     ];
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
-    let source = compose(&consts, &[STEP, include_str!("../../wgsl/matmul.wgsl"), INT8_INPUT, reduce].concat())
-        + &format::instantiate(a.w.ggml_type, "0")
-        + &format::instantiate(up.ggml_type, "1");
+    let source = compose(&consts, &[STEP, include_str!("../../wgsl/matmul.wgsl"), reduce].concat())
+        + &format::instantiate_tile(a.w.ggml_type, "0", int8)
+        + &format::instantiate_tile(up.ggml_type, "1", int8);
     let read = Binding::Read;
-    let bindings =
-        [Binding::Uniform, Binding::Uniform, read, read, read, Binding::ReadWrite, read, read, read, read, read, read];
+    let bindings = [
+        Binding::Uniform,
+        Binding::Uniform,
+        read,
+        read,
+        read,
+        Binding::ReadWrite,
+        read,
+        read,
+        read,
+        read,
+        read,
+        read,
+        read,
+    ];
     let kernel = kc.get(ctx, "matmul", source, &bindings)?;
     let rows = a.w.rows() as u32;
     let gx = rows.div_ceil(t.rows * t.teams);
-    let params = [rows, a.w.chunks_per_row() as u32, a.y_stride, gx];
-    let uniform = ctx.uniform("matmul params", bytemuck::cast_slice(&params));
-    // Without grouping the tile buffers are never read; any buffer will do.
-    let (tiles, entries) = match a.tiles {
-        Tiles::Tokens => (&a.x.s, &a.x.s),
-        Tiles::Grouped { tiles, entries, .. } => (tiles, entries),
+    // Bindings a variant never reads get any other read-only buffer.
+    let (xq, xd, s, xf, x_stride) = match a.x {
+        MatmulInput::Int8(r) => (&r.xq, &r.xd, &r.s, &r.s, 0),
+        MatmulInput::F32 { x, stride } => {
+            ensure!(stride.is_multiple_of(4), "matmul input stride {stride} is not a multiple of 4");
+            (x, x, x, x, stride / 4)
+        }
     };
+    let (tiles, entries) = match a.tiles {
+        Tiles::Grouped { tiles, entries, .. } => (tiles, entries),
+        _ => (xq, xq),
+    };
+    let params = [rows, a.w.chunks_per_row() as u32, a.y_stride, x_stride];
+    let uniform = ctx.uniform("matmul params", bytemuck::cast_slice(&params));
     let bind_group = kernel.bind(
         ctx,
-        &[
-            &uniform,
-            a.step,
-            &a.x.xq,
-            &a.x.xd,
-            &a.x.s,
-            a.y,
-            tiles,
-            entries,
-            &a.w.words,
-            &a.w.scales,
-            &up.words,
-            &up.scales,
-        ],
+        &[&uniform, a.step, xq, xd, s, a.y, tiles, entries, &a.w.words, &a.w.scales, &up.words, &up.scales, xf],
     );
     let bytes = a.w.bytes() * if glu { 2 } else { 1 };
-    Ok(Dispatch::new(kernel, bind_group, [gx, a.max_tiles, 1]).reading(bytes))
+    let heads = if let Tiles::Heads(h) = a.tiles { h } else { 1 };
+    Ok(Dispatch::new(kernel, bind_group, [gx, a.max_tiles, heads]).reading(bytes))
 }
