@@ -1317,6 +1317,12 @@ fn argmax_lowest_index_wins() {
 // Prefill: int8 row products, expert grouping, chunk attention
 // ---------------------------------------------------------------------------------------------
 
+/// A matmul with the tiling the engine picks for its rows.
+fn prefill_matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs) -> Dispatch {
+    let t = MatmulTiling::for_rows(ctx, a.w.chunks_per_row() as u32);
+    matmul(ctx, kc, a, t).unwrap()
+}
+
 /// Rows of `x` (`cols` each) as the prefill products take them: x ⊙ g rounded to int8, and 1/rms(x).
 fn int8_rows(x: &[f32], g: &[f32], cols: usize) -> Vec<(Vec<f32>, f64)> {
     x.chunks(cols)
@@ -1334,7 +1340,6 @@ fn prefill_matmul_over_token_rows() {
     let ctx = gpu();
     let mut rng = seeded(20);
     let mut kc = KernelCache::default();
-    let tiling = MatmulTiling::for_adapter(ctx);
     let (chunk, n) = (11usize, 9usize);
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(3, n)));
     let mut worst = 0f64;
@@ -1363,9 +1368,9 @@ fn prefill_matmul_over_token_rows() {
                     y_stride: rows as u32,
                     add,
                     tiles: Tiles::Tokens,
-                    max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+                    max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
                 };
-                let m = matmul(ctx, &mut kc, a, tiling).unwrap();
+                let m = prefill_matmul(ctx, &mut kc, a);
                 run(ctx, &[&q, &m]);
                 let y = read_u32(ctx, &yb, chunk * rows);
                 let name = format!("prefill matmul {} {rows}x{cols} glu {glu} add {add}", t.name());
@@ -1392,7 +1397,6 @@ fn prefill_matmul_over_f32_rows() {
     let ctx = gpu();
     let mut rng = seeded(23);
     let mut kc = KernelCache::default();
-    let tiling = MatmulTiling::for_adapter(ctx);
     let (chunk, n) = (11usize, 9usize);
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(0, n)));
     let mut worst = 0f64;
@@ -1416,9 +1420,9 @@ fn prefill_matmul_over_f32_rows() {
                 y_stride: rows as u32,
                 add,
                 tiles: Tiles::Tokens,
-                max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+                max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
             };
-            run(ctx, &[&matmul(ctx, &mut kc, a, tiling).unwrap()]);
+            run(ctx, &[&prefill_matmul(ctx, &mut kc, a)]);
             let y = read_u32(ctx, &yb, chunk * rows);
             let name = format!("prefill matmul f32 rows {} {rows}x{cols} glu {glu} add {add}", t.name());
             let mut want = Vec::new();
@@ -1451,9 +1455,9 @@ fn prefill_matmul_over_f32_rows() {
             y_stride: rows as u32,
             add: false,
             tiles: Tiles::Heads(heads as u32),
-            max_tiles: (chunk as u32).div_ceil(tiling.inputs),
+            max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
         };
-        run(ctx, &[&matmul(ctx, &mut kc, a, tiling).unwrap()]);
+        run(ctx, &[&prefill_matmul(ctx, &mut kc, a)]);
         let y = read_u32(ctx, &yb, y0.len());
         let name = format!("prefill matmul per head {}", t.name());
         let mut want = Vec::new();
@@ -1475,7 +1479,6 @@ fn prefill_experts_grouped_by_expert() {
     let ctx = gpu();
     let mut rng = seeded(21);
     let mut kc = KernelCache::default();
-    let tiling = MatmulTiling::for_adapter(ctx);
     let (chunk, n, ks, n_exp) = (11usize, 9usize, 3usize, 5usize);
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(0, n)));
     let mut worst = 0f64;
@@ -1503,7 +1506,8 @@ fn prefill_experts_grouped_by_expert() {
             route[tok * 16 + 8..tok * 16 + 8 + ks].copy_from_slice(&bits(&w));
             picks.push((ids[..ks].to_vec(), w));
         }
-        let grouping = Grouping { chunk: chunk as u32, slots: ks as u32, n_mat: n_exp as u32, tile: tiling.inputs };
+        let grouping =
+            Grouping { chunk: chunk as u32, slots: ks as u32, n_mat: n_exp as u32, tile: MatmulTiling::INPUTS };
         let rb = buf_u32(ctx, "route", &route);
         let words = grouping.entries() as usize;
         let (eb, seb) =
@@ -1529,7 +1533,7 @@ fn prefill_experts_grouped_by_expert() {
         let mut covered = 0;
         for j in 0..tiles[0] as usize {
             let (e, count, first) = (tiles[1 + 2 * j] & 0xffff, tiles[1 + 2 * j] >> 16, tiles[2 + 2 * j] as usize);
-            assert!((1..=tiling.inputs).contains(&count), "{name}: tile {j} of {count} entries");
+            assert!((1..=MatmulTiling::INPUTS).contains(&count), "{name}: tile {j} of {count} entries");
             assert_eq!(first, covered, "{name}: tile {j} starts at {first}");
             assert!(experts[first..first + count as usize].iter().all(|&x| x == e), "{name}: tile {j} mixes experts");
             covered += count as usize;
@@ -1554,7 +1558,7 @@ fn prefill_experts_grouped_by_expert() {
             tiles: tiles_of(true),
             max_tiles: grouping.max_tiles(),
         };
-        let gu = matmul(ctx, &mut kc, a, tiling).unwrap();
+        let gu = prefill_matmul(ctx, &mut kc, a);
         run(ctx, &[&q, &gu]);
         let act = floats(&read_u32(ctx, &ab, n * ks * ffn));
         let inputs = int8_rows(&x, &g, hidden);
@@ -1580,7 +1584,7 @@ fn prefill_experts_grouped_by_expert() {
             tiles: tiles_of(false),
             max_tiles: grouping.max_tiles(),
         };
-        let dn = matmul(ctx, &mut kc, a, tiling).unwrap();
+        let dn = prefill_matmul(ctx, &mut kc, a);
         run(ctx, &[&q, &dn]);
         let out = read_u32(ctx, &ob, words * hidden);
         let mut want = Vec::new();

@@ -82,7 +82,7 @@ impl Prefill {
             route: ctx.storage("prefill route", f(16))?,
             entries: ctx.storage("prefill entries", f(slots.max(1)))?,
             slot_entry: ctx.storage("prefill slot_entry", f(slots.max(1)))?,
-            tiles: ctx.storage("prefill tiles", grouping(c, t, ctx).tile_words() as u64 * 4)?,
+            tiles: ctx.storage("prefill tiles", grouping(c, t).tile_words() as u64 * 4)?,
             expert_out: ctx.storage("prefill expert_out", f(slots.max(1) * c.hidden))?,
             int8: Int8Rows::new(ctx, t * slots.max(1), widest.into_iter().max().unwrap_or(0))?,
         };
@@ -91,12 +91,12 @@ impl Prefill {
     }
 }
 
-fn grouping(c: &ModelConfig, chunk: usize, ctx: &GpuContext) -> Grouping {
+fn grouping(c: &ModelConfig, chunk: usize) -> Grouping {
     Grouping {
         chunk: chunk as u32,
         slots: (c.n_experts_used + c.n_shared_experts).max(1) as u32,
         n_mat: (c.n_experts + c.n_shared_experts) as u32,
-        tile: MatmulTiling::for_adapter(ctx).inputs,
+        tile: MatmulTiling::INPUTS,
     }
 }
 
@@ -120,7 +120,6 @@ struct Recorder<'a> {
     o: &'a EngineOptions,
     b: &'a ChunkBuffers,
     chunk: u32,
-    tiling: MatmulTiling,
     grouping: Grouping,
     ds: Vec<Dispatch>,
 }
@@ -135,7 +134,7 @@ impl Recorder<'_> {
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
         let (rows, max_tiles, matrix, route) = match p.tiles {
-            Tiles::Tokens | Tiles::Heads(_) => (t, t.div_ceil(self.tiling.inputs), MatrixOf::Single, &self.b.route),
+            Tiles::Tokens | Tiles::Heads(_) => (t, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Single, &self.b.route),
             Tiles::Grouped { of_token: true, entries, .. } => (t, g.max_tiles(), MatrixOf::Grouped, entries),
             Tiles::Grouped { of_token: false, entries, .. } => {
                 (g.entries(), g.max_tiles(), MatrixOf::GroupedRows, entries)
@@ -157,7 +156,7 @@ impl Recorder<'_> {
                 tiles: p.tiles,
                 max_tiles,
             };
-            let d = matmul(self.ctx, kc, a, self.tiling)?;
+            let d = matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?;
             self.push(d, label);
             return Ok(());
         }
@@ -182,7 +181,7 @@ impl Recorder<'_> {
             tiles: p.tiles,
             max_tiles,
         };
-        let d = matmul(self.ctx, kc, a, self.tiling)?;
+        let d = matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?;
         self.push(d, label);
         Ok(())
     }
@@ -229,15 +228,7 @@ fn record(
     b: &ChunkBuffers,
 ) -> Result<Vec<Dispatch>> {
     let t = o.prefill_chunk as u32;
-    let mut r = Recorder {
-        ctx,
-        o,
-        b,
-        chunk: t,
-        tiling: MatmulTiling::for_adapter(ctx),
-        grouping: grouping(c, t as usize, ctx),
-        ds: Vec::new(),
-    };
+    let mut r = Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize), ds: Vec::new() };
     let step = &b.step;
     let (heads, hidden) = (c.n_heads as u32, c.hidden as u32);
     let (q_lora, kv_w, qk, lora, v_head) =

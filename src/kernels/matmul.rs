@@ -20,8 +20,15 @@ pub struct MatmulTiling {
 }
 
 impl MatmulTiling {
-    pub fn for_adapter(ctx: &GpuContext) -> Self {
-        Self { lanes: 16, teams: 4, rows: 2, inputs: 8, reduce: Reduce::for_adapter(ctx) }
+    /// Inputs per tile (also `moe_group`'s tile size).
+    pub const INPUTS: u32 = 8;
+
+    /// For rows of `chunks` format chunks: lanes enough for about four chunks each (at most 16), in
+    /// workgroups of 64 threads, 2 rows × 8 inputs per team. (H200: k_b's 6-chunk rows ran 3× slower
+    /// with 16 lanes.)
+    pub fn for_rows(ctx: &GpuContext, chunks: u32) -> Self {
+        let lanes = 1 << (chunks / 4).max(1).ilog2().min(4);
+        Self { lanes, teams: 64 / lanes, rows: 2, inputs: Self::INPUTS, reduce: Reduce::for_adapter(ctx) }
     }
 }
 
