@@ -1,5 +1,5 @@
-//! `wgsl/mla_attention_prefill.wgsl`: causal attention of a prefill chunk, one workgroup per head
-//! and token, online softmax over blocks of the cache.
+//! `wgsl/mla_attention_prefill.wgsl`: causal attention of a prefill chunk, one workgroup per token
+//! and group of heads (which share each cache row's load), online softmax over blocks of the cache.
 
 use super::{mla_consts, Reduce, KV_CACHE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
@@ -9,6 +9,12 @@ use anyhow::{ensure, Result};
 const WG: u32 = 256;
 const LANES: u32 = 32;
 const BLOCK: u32 = 32;
+
+/// Heads per workgroup: the largest divisor of `n_heads` up to 5 (the queries of 5 heads take
+/// 11.5 KB of workgroup memory; each cache row load then serves 5 heads).
+fn head_group(n_heads: usize) -> u32 {
+    (1..=5).rev().find(|&g| n_heads.is_multiple_of(g)).unwrap_or(1) as u32
+}
 
 pub struct PrefillAttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -35,7 +41,8 @@ pub fn mla_attention_prefill(
     let own = [
         ("WG", Const::U32(WG)),
         ("LANES", Const::U32(LANES)),
-        ("NV", Const::U32(1)),
+        ("NV", Const::U32(head_group(c.n_heads))),
+        ("HG", Const::U32(head_group(c.n_heads))),
         ("BLOCK", Const::U32(BLOCK)),
         ("N_HEADS", Const::U32(c.n_heads as u32)),
         ("NOPE", Const::U32(c.qk_nope as u32)),
@@ -49,5 +56,5 @@ pub fn mla_attention_prefill(
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "mla_attention_prefill", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.out]);
-    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32, chunk, 1]))
+    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / head_group(c.n_heads), chunk, 1]))
 }
