@@ -77,30 +77,42 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             }
         }
         workgroupBarrier();
-        var e: array<f32, HG>;
+        // Every thread takes the same new maxima; the block's weights e^(p - m) are computed once,
+        // in place, and summed by every thread.
+        var bm: array<f32, HG>;
         for (var h = 0u; h < HG; h++) { // unroll
-            var bm = m[h];
+            bm[h] = m[h];
             for (var i = 0u; i < end - b0; i++) {
-                bm = max(bm, p[h][i]);
+                bm[h] = max(bm[h], p[h][i]);
             }
-            let corr = exp(m[h] - bm);
+        }
+        workgroupBarrier();
+        for (var j = tid; j < HG * BLOCK; j += WG) {
+            let h = j / BLOCK;
+            let i = j % BLOCK;
+            if i < end - b0 {
+                p[h][i] = exp(p[h][i] - bm[h]);
+            }
+        }
+        workgroupBarrier();
+        for (var h = 0u; h < HG; h++) { // unroll
+            let corr = exp(m[h] - bm[h]);
             l[h] *= corr;
             for (var k = 0u; k < CTX_PAIRS; k++) {
                 acc[h][k] *= corr;
             }
-            m[h] = bm;
+            m[h] = bm[h];
+            for (var i = 0u; i < end - b0; i++) {
+                l[h] += p[h][i];
+            }
         }
         for (var i = 0u; i < end - b0; i++) {
-            for (var h = 0u; h < HG; h++) { // unroll
-                e[h] = exp(p[h][i] - m[h]);
-                l[h] += e[h];
-            }
             for (var k = 0u; k < CTX_PAIRS; k++) {
                 let d = tid + k * WG;
                 if d < KV_LORA / 2u {
                     let row = cache_load2((b0 + i) * KV_W + 2u * d);
                     for (var h = 0u; h < HG; h++) { // unroll
-                        acc[h][k] += e[h] * row;
+                        acc[h][k] += p[h][i] * row;
                     }
                 }
             }
