@@ -103,11 +103,9 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         let ids = &tokens[c * chunk..(c + 1) * chunk];
         engine.reset();
         engine.write_tokens(0, ids)?;
-        for pos in 0..chunk - 1 {
-            if pos < first {
-                engine.step(StepOutput::CacheOnly)?;
-                continue;
-            }
+        // The unscored first half only fills the cache.
+        engine.prefill(first)?;
+        for pos in first..chunk - 1 {
             engine.step(StepOutput::Logits)?;
             let lp = log_softmax(&engine.logits()?);
             nll -= lp[ids[pos + 1] as usize];
