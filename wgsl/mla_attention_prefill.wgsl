@@ -25,10 +25,11 @@ var<workgroup> p: array<array<f32, BLOCK>, HG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let t = wid.y;
-    if t >= step.n {
+    // The latest tokens (most positions) first, so the short ones fill the tail.
+    if wid.y >= step.n {
         return;
     }
+    let t = step.n - 1u - wid.y;
     let pos = step.pos + t;
     let n = pos + 1u;
     let q0 = t * N_HEADS + wid.x * HG;
