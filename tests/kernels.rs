@@ -1344,7 +1344,8 @@ fn prefill_matmul_over_token_rows() {
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(3, n)));
     let mut worst = 0f64;
     for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
-        for (rows, cols) in [(37usize, 256usize), (130, 512)] {
+        // 8 and 16 chunks per row take one lane per team, 64 and 128 take 4 and 8 (`MatmulTiling::for_rows`).
+        for (rows, cols) in [(37usize, 256usize), (130, 512), (37, 2048), (5, 4096)] {
             let amp = (18.0 / cols as f32).sqrt();
             let (gate, up) =
                 (Weight::new(ctx, &mut rng, t, &[rows, cols], amp), Weight::new(ctx, &mut rng, t, &[rows, cols], amp));
@@ -1400,7 +1401,13 @@ fn prefill_matmul_over_f32_rows() {
     let (chunk, n) = (11usize, 9usize);
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(0, n)));
     let mut worst = 0f64;
-    for (t, cols) in [(GgmlType::F32, 12usize), (GgmlType::BF16, 40), (GgmlType::Q4_0, 96), (GgmlType::Q4K, 256)] {
+    for (t, cols) in [
+        (GgmlType::F32, 12usize),
+        (GgmlType::BF16, 40),
+        (GgmlType::Q4_0, 96),
+        (GgmlType::Q4K, 256),
+        (GgmlType::F32, 512),
+    ] {
         let rows = 37;
         let amp = (18.0 / cols as f32).sqrt();
         let (gate, up) =

@@ -23,12 +23,13 @@ impl MatmulTiling {
     /// Inputs per tile (also `moe_group`'s tile size).
     pub const INPUTS: u32 = 8;
 
-    /// For rows of `chunks` format chunks: lanes enough for about four chunks each (at most 16), in
-    /// workgroups of 64 threads, 2 rows × 8 inputs per team. (H200: k_b's 6-chunk rows ran 3× slower
-    /// with 16 lanes.)
+    /// For rows of `chunks` format chunks: lanes enough for about 16 chunks each (at most 16), in
+    /// workgroups of 64 threads, 3 rows × 8 inputs per team. From an H200 sweep of the whole prefill
+    /// (synthetic Q4_K_M, pp512, tok/s): chunks per lane 4: 3,357, 8: 3,630, 16: 3,641, 32: 3,153;
+    /// with 16, 3 rows per team: 3,752 (2 rows: 3,641; with 8 chunks per lane, 1 row: 2,698, 4 rows: 3,606).
     pub fn for_rows(ctx: &GpuContext, chunks: u32) -> Self {
-        let lanes = 1 << (chunks / 4).max(1).ilog2().min(4);
-        Self { lanes, teams: 64 / lanes, rows: 2, inputs: Self::INPUTS, reduce: Reduce::for_adapter(ctx) }
+        let lanes = 1 << (chunks / 16).max(1).ilog2().min(4);
+        Self { lanes, teams: 64 / lanes, rows: 3, inputs: Self::INPUTS, reduce: Reduce::for_adapter(ctx) }
     }
 }
 
