@@ -1353,13 +1353,13 @@ fn prefill_matmul_over_token_rows() {
             let g = uniform(&mut rng, cols, 2.0);
             let (xb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g));
             let inputs = int8_rows(&x, &g, cols);
-            let int8 = Int8Rows::new(ctx, chunk, cols).unwrap();
+            let int8 = Int8Rows::new(ctx, chunk, chunk * cols).unwrap();
             for (glu, add) in [(false, false), (false, true), (true, false)] {
                 let y0: Vec<u32> =
                     if add { bits(&uniform(&mut rng, chunk * rows, 1.0)) } else { vec![NAN_BITS; chunk * rows] };
                 let yb = buf_u32(ctx, "y", &y0);
                 let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
-                let q = quantize_rows(ctx, &mut kc, chunk as u32, cols as u32, norm, &xb, &int8).unwrap();
+                let q = quantize_rows(ctx, &mut kc, chunk as u32, cols as u32, cols as u32, norm, &xb, &int8).unwrap();
                 let a = MatmulArgs {
                     w: &gate.gpu,
                     up: glu.then_some(&up.gpu),
@@ -1387,6 +1387,44 @@ fn prefill_matmul_over_token_rows() {
                 check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
             }
         }
+    }
+    // Per-head: 3 heads, rows of 64 + 32 floats of which the weight takes the first 64 (as k_b takes
+    // q_nope), rounded to int8 without a norm.
+    let (heads, cols, stride, rows) = (3usize, 64usize, 96usize, 40usize);
+    for t in [GgmlType::Q8_0, GgmlType::Q6K] {
+        let cols = if t == GgmlType::Q6K { 256 } else { cols };
+        let stride = stride.max(cols + 32);
+        let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], (18.0 / cols as f32).sqrt());
+        let x = uniform(&mut rng, chunk * heads * stride, 1.0);
+        let xb = buf_f32(ctx, "x", &x);
+        let y0 = vec![NAN_BITS; chunk * heads * rows];
+        let yb = buf_u32(ctx, "y", &y0);
+        let int8 = Int8Rows::new(ctx, chunk * heads, chunk * heads * cols).unwrap();
+        let q =
+            quantize_rows(ctx, &mut kc, (chunk * heads) as u32, cols as u32, stride as u32, None, &xb, &int8).unwrap();
+        let a = MatmulArgs {
+            w: &w.gpu,
+            up: None,
+            step: &sb,
+            x: MatmulInput::Int8(&int8),
+            y: &yb,
+            y_stride: rows as u32,
+            add: false,
+            tiles: Tiles::Heads(heads as u32),
+            max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
+        };
+        let m = prefill_matmul(ctx, &mut kc, a);
+        run(ctx, &[&q, &m]);
+        let y = read_u32(ctx, &yb, y0.len());
+        let name = format!("prefill matmul per head int8 {}", t.name());
+        let mut want = Vec::new();
+        for r in 0..n * heads {
+            let xr = activations::round_to_int8(&x[r * stride..r * stride + cols]);
+            want.extend((0..rows).map(|row| dot(w.row(r % heads, row), &xr)));
+        }
+        let len = n * heads * rows;
+        worst = worst.max(check(&name, &floats(&y[..len]), &want, REL_TOL));
+        check_untouched(&name, &y[len..], &y0[len..]);
     }
     report("prefill matmul (token rows)", worst);
 }
@@ -1548,11 +1586,11 @@ fn prefill_experts_grouped_by_expert() {
         assert_eq!(covered, n * ks, "{name}: tiles cover {covered} entries");
 
         // Gate/up of each entry's token, then down of each entry's own row.
-        let int8 = Int8Rows::new(ctx, words, ffn).unwrap();
+        let int8 = Int8Rows::new(ctx, words, words * ffn).unwrap();
         let act0 = vec![NAN_BITS; words * ffn];
         let ab = buf_u32(ctx, "act", &act0);
         let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
-        let q = quantize_rows(ctx, &mut kc, chunk as u32, hidden as u32, norm, &xb, &int8).unwrap();
+        let q = quantize_rows(ctx, &mut kc, chunk as u32, hidden as u32, hidden as u32, norm, &xb, &int8).unwrap();
         let tiles_of = |of_token| Tiles::Grouped { tiles: &tb, entries: &eb, of_token };
         let a = MatmulArgs {
             w: &gate.gpu,
@@ -1579,7 +1617,7 @@ fn prefill_experts_grouped_by_expert() {
 
         let out0 = vec![NAN_BITS; words * hidden];
         let ob = buf_u32(ctx, "expert out", &out0);
-        let q = quantize_rows(ctx, &mut kc, words as u32, ffn as u32, None, &ab, &int8).unwrap();
+        let q = quantize_rows(ctx, &mut kc, words as u32, ffn as u32, ffn as u32, None, &ab, &int8).unwrap();
         let a = MatmulArgs {
             w: &down.gpu,
             up: None,

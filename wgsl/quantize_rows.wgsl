@@ -1,13 +1,14 @@
 // Prefill: input rows of the int8 products rounded once (matmul.wgsl reads them), as a decode matvec
 // rounds its input: with NORM, row r's chunks of x ⊙ g are rounded and s[r] = 1 / rms(x_r) is kept for
-// after the product; without, s[r] = 1. Workgroup r does row r (the grid spills into y).
+// after the product; without, s[r] = 1. Workgroup r does row r (the grid spills into y); input rows are
+// x_stride vec4s apart and may be longer than the CHUNKS chunks taken (per-head rows of q).
 // Host constants: WG, CHUNK_V4 (= 8), CHUNKS (per row), NORM, EPS.
 
 struct Params {
     rows: u32,
     groups_x: u32,
+    x_stride: u32,
     pad0: u32,
-    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,7 +29,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     for (var c = tid; c < CHUNKS; c += WG) {
         var xs: array<vec4<f32>, CHUNK_V4>;
         for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-            let v = x[(r * CHUNKS + c) * CHUNK_V4 + i];
+            let v = x[r * p.x_stride + c * CHUNK_V4 + i];
             sumsq += dot(v, v);
             if NORM {
                 xs[i] = v * gnorm[c * CHUNK_V4 + i];

@@ -66,7 +66,9 @@ impl Prefill {
         let t = o.prefill_chunk;
         let f = |n: usize| (n * t * 4) as u64;
         let slots = c.n_experts_used + c.n_shared_experts;
-        let widest = [c.hidden, c.q_lora_rank, c.n_heads * c.v_head, c.dense_ffn, slots * c.moe_ffn];
+        // Values per token of the widest int8 product input (rows of a token, its heads or its slots).
+        let per_token =
+            [c.hidden, c.q_lora_rank, c.n_heads * c.kv_lora_rank, c.n_heads * c.v_head, c.dense_ffn, slots * c.moe_ffn];
         let b = ChunkBuffers {
             step: ctx.uniform("prefill step", bytemuck::bytes_of(&Step::chunk(0, t))),
             x: ctx.storage("prefill x", f(c.hidden))?,
@@ -84,7 +86,7 @@ impl Prefill {
             slot_entry: ctx.storage("prefill slot_entry", f(slots.max(1)))?,
             tiles: ctx.storage("prefill tiles", grouping(c, t).tile_words() as u64 * 4)?,
             expert_out: ctx.storage("prefill expert_out", f(slots.max(1) * c.hidden))?,
-            int8: Int8Rows::new(ctx, t * slots.max(1), widest.into_iter().max().unwrap_or(0))?,
+            int8: Int8Rows::new(ctx, t * slots.max(c.n_heads), t * per_token.into_iter().max().unwrap_or(0))?,
         };
         let dispatches = record(ctx, kc, c, o, w, d, &b)?;
         Ok(Self { chunk: t, step: b.step, dispatches })
@@ -134,15 +136,14 @@ impl Recorder<'_> {
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
         let (rows, max_tiles, matrix, route) = match p.tiles {
-            Tiles::Tokens | Tiles::Heads(_) => (t, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Single, &self.b.route),
+            Tiles::Tokens => (t, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Single, &self.b.route),
+            Tiles::Heads(h) => (t * h, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Slot, &self.b.route),
             Tiles::Grouped { of_token: true, entries, .. } => (t, g.max_tiles(), MatrixOf::Grouped, entries),
             Tiles::Grouped { of_token: false, entries, .. } => {
                 (g.entries(), g.max_tiles(), MatrixOf::GroupedRows, entries)
             }
         };
-        // Per-head products keep f32 inputs, as in decode.
-        let per_head = matches!(p.tiles, Tiles::Heads(_));
-        let int8 = self.o.int8_activations && takes_int8_input(p.w.ggml_type) && !per_head;
+        let int8 = self.o.int8_activations && takes_int8_input(p.w.ggml_type);
         if !int8 && p.norm.is_none() {
             let input = MatmulInput::F32 { x: p.x, stride: p.cols };
             let a = MatmulArgs {
@@ -161,14 +162,17 @@ impl Recorder<'_> {
             return Ok(());
         }
         if !int8 {
-            let slots = if matrix == MatrixOf::Single { t } else { g.entries() };
+            let slots = match matrix {
+                MatrixOf::Grouped | MatrixOf::GroupedRows => g.entries(),
+                _ => rows,
+            };
             let out = if p.add { Output::Add } else { Output::Store };
             let d =
                 self.matvec(kc, p.w, p.up, p.norm, matrix, out, slots, [(p.x, p.cols), (p.y, p.y_stride)], route)?;
             self.push(d, label);
             return Ok(());
         }
-        let q = quantize_rows(self.ctx, kc, rows, p.cols, p.norm, p.x, &self.b.int8)?;
+        let q = quantize_rows(self.ctx, kc, rows, p.w.row_len() as u32, p.cols, p.norm, p.x, &self.b.int8)?;
         self.push(q, "quantize_rows");
         let a = MatmulArgs {
             w: p.w,

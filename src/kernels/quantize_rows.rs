@@ -15,27 +15,31 @@ pub struct Int8Rows {
 }
 
 impl Int8Rows {
-    /// Room for `rows` rows of up to `cols` values.
-    pub fn new(ctx: &GpuContext, rows: usize, cols: usize) -> Result<Self> {
+    /// Room for up to `rows` rows of up to `values` values in all.
+    pub fn new(ctx: &GpuContext, rows: usize, values: usize) -> Result<Self> {
         Ok(Self {
-            xq: ctx.storage("int8 rows", (rows * cols) as u64)?,
-            xd: ctx.storage("int8 row scales", (rows * cols.div_ceil(BLOCK) * 8) as u64)?,
+            xq: ctx.storage("int8 rows", values as u64)?,
+            xd: ctx.storage("int8 row scales", (values.div_ceil(BLOCK) * 8) as u64)?,
             s: ctx.storage("int8 row norms", (rows * 4) as u64)?,
         })
     }
 }
 
-/// Rounds `rows` rows of `cols` values of `x` (times the norm weight, with a norm) into `out`.
+/// Rounds the first `cols` values of `rows` rows of `x`, `stride` floats apart (times the norm
+/// weight, with a norm), into `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_rows(
     ctx: &GpuContext,
     kc: &mut KernelCache,
     rows: u32,
     cols: u32,
+    stride: u32,
     norm: Option<InputNorm>,
     x: &wgpu::Buffer,
     out: &Int8Rows,
 ) -> Result<Dispatch> {
     anyhow::ensure!(cols.is_multiple_of(BLOCK as u32), "int8 rows of {cols} values are not whole blocks of {BLOCK}");
+    anyhow::ensure!(stride >= cols && stride.is_multiple_of(4), "int8 rows {stride} floats apart for {cols} values");
     let consts = [
         ("WG", Const::U32(WG)),
         ("CHUNK_V4", Const::U32(BLOCK as u32 / 4)),
@@ -48,7 +52,7 @@ pub fn quantize_rows(
     let bindings = [Binding::Uniform, Binding::Read, Binding::Read, rw, rw, rw];
     let kernel = kc.get(ctx, "quantize_rows", source, &bindings)?;
     let [gx, gy] = grid(rows);
-    let uniform = ctx.uniform("quantize_rows params", bytemuck::cast_slice(&[rows, gx, 0, 0]));
+    let uniform = ctx.uniform("quantize_rows params", bytemuck::cast_slice(&[rows, gx, stride / 4, 0]));
     let gnorm = norm.map_or(x, |n| n.weight);
     let bind_group = kernel.bind(ctx, &[&uniform, x, gnorm, &out.xq, &out.xd, &out.s]);
     Ok(Dispatch::new(kernel, bind_group, [gx, gy, 1]))
