@@ -12,13 +12,13 @@ use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::argmax::argmax;
 use glm_wgpu::kernels::capture::capture;
 use glm_wgpu::kernels::embed::embed;
+use glm_wgpu::kernels::input_rows::{input_rows, InputRows};
 use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
 use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
-use glm_wgpu::kernels::quantize_rows::{quantize_rows, Int8Rows};
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::router;
 use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
@@ -1333,7 +1333,7 @@ fn int8_rows(x: &[f32], g: &[f32], cols: usize) -> Vec<(Vec<f32>, f64)> {
         .collect()
 }
 
-/// quantize_rows + matmul over a chunk of 11 token rows of which the step holds 9: stores, residual
+/// input_rows + matmul over a chunk of 11 token rows of which the step holds 9: stores, residual
 /// adds and gate/up pairs against the CPU on the same int8 rows; rows past the step stay untouched.
 #[test]
 fn prefill_matmul_over_token_rows() {
@@ -1353,13 +1353,14 @@ fn prefill_matmul_over_token_rows() {
             let g = uniform(&mut rng, cols, 2.0);
             let (xb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "g", &g));
             let inputs = int8_rows(&x, &g, cols);
-            let int8 = Int8Rows::new(ctx, chunk, chunk * cols).unwrap();
+            let int8 = InputRows::new(ctx, chunk, chunk * cols).unwrap();
             for (glu, add) in [(false, false), (false, true), (true, false)] {
                 let y0: Vec<u32> =
                     if add { bits(&uniform(&mut rng, chunk * rows, 1.0)) } else { vec![NAN_BITS; chunk * rows] };
                 let yb = buf_u32(ctx, "y", &y0);
                 let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
-                let q = quantize_rows(ctx, &mut kc, chunk as u32, cols as u32, cols as u32, norm, &xb, &int8).unwrap();
+                let q =
+                    input_rows(ctx, &mut kc, chunk as u32, cols as u32, cols as u32, norm, true, &xb, &int8).unwrap();
                 let a = MatmulArgs {
                     w: &gate.gpu,
                     up: glu.then_some(&up.gpu),
@@ -1399,9 +1400,9 @@ fn prefill_matmul_over_token_rows() {
         let xb = buf_f32(ctx, "x", &x);
         let y0 = vec![NAN_BITS; chunk * heads * rows];
         let yb = buf_u32(ctx, "y", &y0);
-        let int8 = Int8Rows::new(ctx, chunk * heads, chunk * heads * cols).unwrap();
-        let q =
-            quantize_rows(ctx, &mut kc, (chunk * heads) as u32, cols as u32, stride as u32, None, &xb, &int8).unwrap();
+        let int8 = InputRows::new(ctx, chunk * heads, chunk * heads * cols).unwrap();
+        let q = input_rows(ctx, &mut kc, (chunk * heads) as u32, cols as u32, stride as u32, None, true, &xb, &int8)
+            .unwrap();
         let a = MatmulArgs {
             w: &w.gpu,
             up: None,
@@ -1452,30 +1453,50 @@ fn prefill_matmul_over_f32_rows() {
             (Weight::new(ctx, &mut rng, t, &[rows, cols], amp), Weight::new(ctx, &mut rng, t, &[rows, cols], amp));
         let x = uniform(&mut rng, chunk * cols, 1.0);
         let xb = buf_f32(ctx, "x", &x);
-        for (glu, add) in [(false, false), (false, true), (true, false)] {
+        let g = uniform(&mut rng, cols, 2.0);
+        let gb = buf_f32(ctx, "g", &g);
+        let prepared = InputRows::new(ctx, chunk, chunk * cols).unwrap();
+        for (glu, add, norm) in [(false, false, false), (false, true, false), (true, false, false), (true, false, true)]
+        {
             let y0: Vec<u32> =
                 if add { bits(&uniform(&mut rng, chunk * rows, 1.0)) } else { vec![NAN_BITS; chunk * rows] };
             let yb = buf_u32(ctx, "y", &y0);
+            // With a norm: x ⊙ g as f32 rows (input_rows), scaled by 1/rms(x) after the product.
+            let mut ds = Vec::new();
+            let input = if norm {
+                let n = Some(InputNorm { weight: &gb, eps: NORM_EPS });
+                ds.push(
+                    input_rows(ctx, &mut kc, chunk as u32, cols as u32, cols as u32, n, false, &xb, &prepared).unwrap(),
+                );
+                MatmulInput::F32Scaled(&prepared, cols as u32)
+            } else {
+                MatmulInput::F32 { x: &xb, stride: cols as u32 }
+            };
             let a = MatmulArgs {
                 w: &gate.gpu,
                 up: glu.then_some(&up.gpu),
                 step: &sb,
-                x: MatmulInput::F32 { x: &xb, stride: cols as u32 },
+                x: input,
                 y: &yb,
                 y_stride: rows as u32,
                 add,
                 tiles: Tiles::Tokens,
                 max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
             };
-            run(ctx, &[&prefill_matmul(ctx, &mut kc, a)]);
+            ds.push(prefill_matmul(ctx, &mut kc, a));
+            run(ctx, &ds.iter().collect::<Vec<_>>());
             let y = read_u32(ctx, &yb, chunk * rows);
-            let name = format!("prefill matmul f32 rows {} {rows}x{cols} glu {glu} add {add}", t.name());
+            let name = format!("prefill matmul f32 rows {} {rows}x{cols} glu {glu} add {add} norm {norm}", t.name());
             let mut want = Vec::new();
             for r in 0..n {
-                let xr = &x[r * cols..(r + 1) * cols];
+                let (xr, s) = if norm {
+                    norm_parts(&x[r * cols..(r + 1) * cols], &g)
+                } else {
+                    (x[r * cols..(r + 1) * cols].to_vec(), 1.0)
+                };
                 for row in 0..rows {
-                    let gv = dot(gate.row(0, row), xr);
-                    let v = if glu { silu_glu(gv, dot(up.row(0, row), xr)) } else { gv };
+                    let gv = s * dot(gate.row(0, row), &xr);
+                    let v = if glu { silu_glu(gv, s * dot(up.row(0, row), &xr)) } else { gv };
                     want.push(v + if add { f32::from_bits(y0[r * rows + row]) as f64 } else { 0.0 });
                 }
             }
@@ -1586,11 +1607,11 @@ fn prefill_experts_grouped_by_expert() {
         assert_eq!(covered, n * ks, "{name}: tiles cover {covered} entries");
 
         // Gate/up of each entry's token, then down of each entry's own row.
-        let int8 = Int8Rows::new(ctx, words, words * ffn).unwrap();
+        let int8 = InputRows::new(ctx, words, words * ffn).unwrap();
         let act0 = vec![NAN_BITS; words * ffn];
         let ab = buf_u32(ctx, "act", &act0);
         let norm = Some(InputNorm { weight: &gb, eps: NORM_EPS });
-        let q = quantize_rows(ctx, &mut kc, chunk as u32, hidden as u32, hidden as u32, norm, &xb, &int8).unwrap();
+        let q = input_rows(ctx, &mut kc, chunk as u32, hidden as u32, hidden as u32, norm, true, &xb, &int8).unwrap();
         let tiles_of = |of_token| Tiles::Grouped { tiles: &tb, entries: &eb, of_token };
         let a = MatmulArgs {
             w: &gate.gpu,
@@ -1617,7 +1638,7 @@ fn prefill_experts_grouped_by_expert() {
 
         let out0 = vec![NAN_BITS; words * hidden];
         let ob = buf_u32(ctx, "expert out", &out0);
-        let q = quantize_rows(ctx, &mut kc, words as u32, ffn as u32, ffn as u32, None, &ab, &int8).unwrap();
+        let q = input_rows(ctx, &mut kc, words as u32, ffn as u32, ffn as u32, None, true, &ab, &int8).unwrap();
         let a = MatmulArgs {
             w: &down.gpu,
             up: None,

@@ -1,14 +1,15 @@
 // Prefill products over a chunk's input rows: out[i][row] = s_i · W[row] · x_i for the inputs i of a
 // tile of up to NT, with SiLU(gate)·up for GLU. A team of LANES threads owns ROWS output rows of the
 // tile; its lanes split the row's chunks, and each weight chunk is loaded once (load_w) for all NT
-// inputs. INT8: the inputs are int8 rows from quantize_rows.wgsl (with their scales s_i), else f32
-// rows of `xf` (s_i = 1); the weight-side snippet (format.rs) defines WChunk, load_w and dot_w for it.
+// inputs. INT8: the inputs are int8 rows from input_rows.wgsl, else f32 rows of `xf`; SCALED: each
+// row's result is scaled by s_i (input_rows.wgsl's folded norm), else s_i = 1. The weight-side snippet
+// (format.rs) defines WChunk, load_w and dot_w for the input kind.
 // Tiles: GROUPED 0: tile j is token rows [j·NT, j·NT + NT) ∩ [0, step.n), output row = input row; with
 // HEADS > 0, workgroup z is a head h, input and output row of token t are t·HEADS + h, matrix h.
 // GROUPED 1, 2: tile j of moe_group.wgsl's list (one expert, up to NT consecutive entries); output row =
 // entry, input row = the entry's token (1) or the entry (2).
 // Host constants: LANES, TEAMS, ROWS, NT, NV (= ROWS·NT, twice with GLU), GLU, ADD, GROUPED, HEADS,
-// INT8, CHUNK_V4.
+// INT8, SCALED, CHUNK_V4.
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -129,7 +130,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     for (var n = 0u; n < NT; n++) { // unroll
         if n < count {
             var sc = 1.0;
-            if INT8 {
+            if SCALED {
                 sc = s[input[n]];
             }
             for (var r = 0u; r < ROWS; r++) { // unroll

@@ -5,9 +5,7 @@
 // (x is read once per team, and every thread keeps ROWS weight loads in flight).
 //
 // Host constants: LANES, TEAMS, ROWS, CHUNK_V4 (vec4s per format chunk),
-// MATRIX (0: one matrix; 1: matrix = slot mod n_mats, e.g. attention heads of one or more tokens;
-// 2: matrix = routed expert id of the slot; 3, 4: slot = a prefill entry (moe_group.wgsl), matrix = its
-// expert, input row = its token (3) or the slot (4)),
+// MATRIX (0: one matrix; 1: matrix = slot, e.g. attention heads; 2: matrix = routed expert id of the slot),
 // GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots),
 // NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input),
@@ -24,16 +22,12 @@ struct Params {
     groups_x: u32,  // workgroups along x (the grid spills into y)
     groups0: u32,   // STACK: the workgroups of W0; the rest are W1's
     rows1: u32,     // STACK: rows of W1
-    n_mats: u32,    // matrices of the weight
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-// Router output: expert ids in [0, 8), their weights (f32 bits) in [8, 16); MATRIX 3, 4: entries.
+// Router output: expert ids in [0, 8), their weights (f32 bits) in [8, 16).
 @group(0) @binding(3) var<storage, read> route: array<u32>;
 @group(0) @binding(4) var<storage, read> weights0: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> scales0: array<u32>;
@@ -54,22 +48,12 @@ struct ChunkInput {
 
 fn matrix_of(slot: u32) -> u32 {
     if MATRIX == 1u {
-        return slot % p.n_mats;
+        return slot;
     }
     if MATRIX == 2u {
         return route[slot];
     }
-    if MATRIX >= 3u {
-        return route[slot] & 0xffffu;
-    }
     return 0u;
-}
-
-fn input_row(slot: u32) -> u32 {
-    if MATRIX == 3u {
-        return route[slot] >> 16u;
-    }
-    return slot;
 }
 
 @compute @workgroup_size(WG)
@@ -104,7 +88,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
         var xin: ChunkInput;
         for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-            var xi = x[input_row(s) * p.x_stride + c * CHUNK_V4 + i];
+            var xi = x[s * p.x_stride + c * CHUNK_V4 + i];
             if NORM {
                 v[NV - 1u] += dot(xi, xi);
                 xi *= gnorm[c * CHUNK_V4 + i];

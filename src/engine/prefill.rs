@@ -11,15 +11,14 @@ use super::{Activations, EngineOptions};
 use crate::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::{
     embed::embed,
+    input_rows::{input_rows, InputRows},
     kv_store::{kv_store, KvStoreArgs},
     matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles},
-    matvec,
     mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs},
     moe_group::{moe_group, Grouping},
     moe_sum::moe_sum,
-    quantize_rows::{quantize_rows, Int8Rows},
     router::router,
-    InputNorm, MatrixOf, MatvecArgs, Output, Step,
+    InputNorm, Step,
 };
 use crate::model::{ModelConfig, LORA_NORM_EPS};
 use crate::quant::activations::takes_int8_input;
@@ -50,8 +49,8 @@ struct ChunkBuffers {
     slot_entry: wgpu::Buffer,
     tiles: wgpu::Buffer,
     expert_out: wgpu::Buffer,
-    /// The current int8 product's input rows.
-    int8: Int8Rows,
+    /// The current product's prepared input rows.
+    rows: InputRows,
 }
 
 impl Prefill {
@@ -86,7 +85,7 @@ impl Prefill {
             slot_entry: ctx.storage("prefill slot_entry", f(slots.max(1)))?,
             tiles: ctx.storage("prefill tiles", grouping(c, t).tile_words() as u64 * 4)?,
             expert_out: ctx.storage("prefill expert_out", f(slots.max(1) * c.hidden))?,
-            int8: Int8Rows::new(ctx, t * slots.max(c.n_heads), t * per_token.into_iter().max().unwrap_or(0))?,
+            rows: InputRows::new(ctx, t * slots.max(c.n_heads), t * per_token.into_iter().max().unwrap_or(0))?,
         };
         let dispatches = record(ctx, kc, c, o, w, d, &b)?;
         Ok(Self { chunk: t, step: b.step, dispatches })
@@ -131,54 +130,34 @@ impl Recorder<'_> {
         self.ds.push(d.labeled(label));
     }
 
-    /// Through `matmul`: on input rows rounded once if the weight takes int8 inputs, else on the
-    /// f32 rows; a folded norm on f32 rows goes through the decode matvec with a slot per row.
+    /// Through `matmul`: on input rows rounded to int8 once if the weight takes int8 inputs, else on
+    /// the f32 rows (scaled by the norm weight first where a norm is folded in).
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
-        let (rows, max_tiles, matrix, route) = match p.tiles {
-            Tiles::Tokens => (t, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Single, &self.b.route),
-            Tiles::Heads(h) => (t * h, t.div_ceil(MatmulTiling::INPUTS), MatrixOf::Slot, &self.b.route),
-            Tiles::Grouped { of_token: true, entries, .. } => (t, g.max_tiles(), MatrixOf::Grouped, entries),
-            Tiles::Grouped { of_token: false, entries, .. } => {
-                (g.entries(), g.max_tiles(), MatrixOf::GroupedRows, entries)
-            }
+        let (rows, max_tiles) = match p.tiles {
+            Tiles::Tokens => (t, t.div_ceil(MatmulTiling::INPUTS)),
+            Tiles::Heads(h) => (t * h, t.div_ceil(MatmulTiling::INPUTS)),
+            Tiles::Grouped { of_token: true, .. } => (t, g.max_tiles()),
+            Tiles::Grouped { of_token: false, .. } => (g.entries(), g.max_tiles()),
         };
         let int8 = self.o.int8_activations && takes_int8_input(p.w.ggml_type);
-        if !int8 && p.norm.is_none() {
-            let input = MatmulInput::F32 { x: p.x, stride: p.cols };
-            let a = MatmulArgs {
-                w: p.w,
-                up: p.up,
-                step: &self.b.step,
-                x: input,
-                y: p.y,
-                y_stride: p.y_stride,
-                add: p.add,
-                tiles: p.tiles,
-                max_tiles,
-            };
-            let d = matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?;
-            self.push(d, label);
-            return Ok(());
-        }
-        if !int8 {
-            let slots = match matrix {
-                MatrixOf::Grouped | MatrixOf::GroupedRows => g.entries(),
-                _ => rows,
-            };
-            let out = if p.add { Output::Add } else { Output::Store };
-            let d =
-                self.matvec(kc, p.w, p.up, p.norm, matrix, out, slots, [(p.x, p.cols), (p.y, p.y_stride)], route)?;
-            self.push(d, label);
-            return Ok(());
-        }
-        let q = quantize_rows(self.ctx, kc, rows, p.w.row_len() as u32, p.cols, p.norm, p.x, &self.b.int8)?;
-        self.push(q, "quantize_rows");
+        let cols = p.w.row_len() as u32;
+        let x = if int8 || p.norm.is_some() {
+            let d = input_rows(self.ctx, kc, rows, cols, p.cols, p.norm, int8, p.x, &self.b.rows)?;
+            self.push(d, "input_rows");
+            if int8 {
+                MatmulInput::Int8(&self.b.rows)
+            } else {
+                MatmulInput::F32Scaled(&self.b.rows, cols)
+            }
+        } else {
+            MatmulInput::F32 { x: p.x, stride: p.cols }
+        };
         let a = MatmulArgs {
             w: p.w,
             up: p.up,
             step: &self.b.step,
-            x: MatmulInput::Int8(&self.b.int8),
+            x,
             y: p.y,
             y_stride: p.y_stride,
             add: p.add,
@@ -188,37 +167,6 @@ impl Recorder<'_> {
         let d = matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?;
         self.push(d, label);
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn matvec(
-        &self,
-        kc: &mut KernelCache,
-        w: &GpuWeight,
-        up: Option<&GpuWeight>,
-        norm: Option<InputNorm>,
-        matrix: MatrixOf,
-        out: Output,
-        slots: u32,
-        [(x, x_stride), (y, y_stride)]: [(&wgpu::Buffer, u32); 2],
-        route: &wgpu::Buffer,
-    ) -> Result<Dispatch> {
-        let a = MatvecArgs {
-            w,
-            stacked: None,
-            up,
-            norm,
-            matrix,
-            out,
-            slots,
-            x_stride,
-            y_stride,
-            x,
-            y,
-            route,
-            int8: self.o.int8_activations,
-        };
-        matvec(self.ctx, kc, a)
     }
 }
 

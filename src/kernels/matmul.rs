@@ -1,8 +1,8 @@
 //! `wgsl/matmul.wgsl`: prefill products over a chunk's input rows, each weight chunk loaded once
-//! for a tile of inputs: int8 rows (`quantize_rows`) for the formats that take them, f32 rows else.
+//! for a tile of inputs: int8 rows (`input_rows`) for the formats that take them, f32 rows else.
 
 use super::format;
-use super::quantize_rows::Int8Rows;
+use super::input_rows::InputRows;
 use super::team_reduce::Reduce;
 use super::STEP;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
@@ -47,10 +47,12 @@ pub enum Tiles<'a> {
 /// The input rows.
 #[derive(Clone, Copy)]
 pub enum MatmulInput<'a> {
-    /// Rounded by `quantize_rows` (the weight's format must take int8 inputs).
-    Int8(&'a Int8Rows),
+    /// Rounded by `input_rows` (the weight's format must take int8 inputs).
+    Int8(&'a InputRows),
     /// f32 rows `stride` floats apart.
     F32 { x: &'a wgpu::Buffer, stride: u32 },
+    /// f32 rows from `input_rows` (a folded norm: x ⊙ g, with the RMS scales applied after).
+    F32Scaled(&'a InputRows, u32),
 }
 
 pub struct MatmulArgs<'a> {
@@ -97,6 +99,7 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
         ("GROUPED", Const::U32(grouped)),
         ("HEADS", Const::U32(if let Tiles::Heads(h) = a.tiles { h } else { 0 })),
         ("INT8", Const::Bool(int8)),
+        ("SCALED", Const::Bool(!matches!(a.x, MatmulInput::F32 { .. }))),
     ];
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
@@ -128,6 +131,10 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
         MatmulInput::F32 { x, stride } => {
             ensure!(stride.is_multiple_of(4), "matmul input stride {stride} is not a multiple of 4");
             (x, x, x, x, stride / 4)
+        }
+        MatmulInput::F32Scaled(r, stride) => {
+            ensure!(stride.is_multiple_of(4), "matmul input stride {stride} is not a multiple of 4");
+            (&r.s, &r.s, &r.s, &r.xq, stride / 4)
         }
     };
     let (tiles, entries) = match a.tiles {

@@ -54,15 +54,10 @@ impl Tiling {
 pub enum MatrixOf {
     /// A 2-D weight: one matrix.
     Single,
-    /// Slot i uses matrix i modulo the weight's matrices (attention heads, of one token or more).
+    /// Slot i uses matrix i (attention heads).
     Slot,
     /// Slot i uses the expert the router chose for it.
     Routed,
-    /// Prefill: slot i is entry i of `moe_group` (passed as the route): its expert's matrix, applied
-    /// to the row of its token.
-    Grouped,
-    /// As `Grouped`, applied to input row i (the entry's own row, e.g. its gate/up output).
-    GroupedRows,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

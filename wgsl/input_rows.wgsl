@@ -1,8 +1,8 @@
-// Prefill: input rows of the int8 products rounded once (matmul.wgsl reads them), as a decode matvec
-// rounds its input: with NORM, row r's chunks of x ⊙ g are rounded and s[r] = 1 / rms(x_r) is kept for
-// after the product; without, s[r] = 1. Workgroup r does row r (the grid spills into y); input rows are
+// Prefill: a product's input rows prepared once for matmul.wgsl. INT8: rounded as a decode matvec
+// rounds its input; else copied as f32 (the bits in xq, row r at vec4 r·CHUNKS·CHUNK_V4). With NORM,
+// row r's values are x ⊙ g and s[r] = 1 / rms(x_r) is kept for after the product; without, s[r] = 1. Workgroup r does row r (the grid spills into y); input rows are
 // x_stride vec4s apart and may be longer than the CHUNKS chunks taken (per-head rows of q).
-// Host constants: WG, CHUNK_V4 (= 8), CHUNKS (per row), NORM, EPS.
+// Host constants: WG, CHUNK_V4 (8 with INT8, else 1), CHUNKS (per row), NORM, EPS, INT8.
 
 struct Params {
     rows: u32,
@@ -14,7 +14,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> gnorm: array<vec4<f32>>;
-// Chunk c of row r: int8 quants in xq[2(r·CHUNKS + c)], [.. + 1]; (dx, qsum bits) in xd[r·CHUNKS + c].
+// INT8: chunk c of row r has its int8 quants in xq[2(r·CHUNKS + c)], [.. + 1] and (dx, qsum bits) in
+// xd[r·CHUNKS + c].
 @group(0) @binding(3) var<storage, read_write> xq: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> xd: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> s: array<f32>;
@@ -37,11 +38,17 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
                 xs[i] = v;
             }
         }
-        let q = round_to_int8(xs);
         let o = r * CHUNKS + c;
-        xq[2u * o] = vec4<u32>(q.xq[0], q.xq[1], q.xq[2], q.xq[3]);
-        xq[2u * o + 1u] = vec4<u32>(q.xq[4], q.xq[5], q.xq[6], q.xq[7]);
-        xd[o] = vec2<f32>(q.dx, bitcast<f32>(q.qsum));
+        if INT8 {
+            let q = round_to_int8(xs);
+            xq[2u * o] = vec4<u32>(q.xq[0], q.xq[1], q.xq[2], q.xq[3]);
+            xq[2u * o + 1u] = vec4<u32>(q.xq[4], q.xq[5], q.xq[6], q.xq[7]);
+            xd[o] = vec2<f32>(q.dx, bitcast<f32>(q.qsum));
+        } else {
+            for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+                xq[o * CHUNK_V4 + i] = bitcast<vec4<u32>>(xs[i]);
+            }
+        }
     }
     if NORM {
         let total = workgroup_sum(sumsq, tid);
