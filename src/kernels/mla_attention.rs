@@ -30,12 +30,6 @@ pub struct AttentionArgs<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// Heads per split workgroup: the largest divisor of `n_heads` up to 4 (their queries take 9 KB of
-/// workgroup memory beside the current row's 2.3 KB); each cache row load then serves them all.
-fn head_group(n_heads: usize) -> u32 {
-    (1..=4).rev().find(|&g| n_heads.is_multiple_of(g)).unwrap_or(1) as u32
-}
-
 fn splits(max_ctx: usize) -> u32 {
     (max_ctx as u32).div_ceil(SPLIT)
 }
@@ -58,8 +52,7 @@ pub fn mla_attention(
     let split_consts = [
         ("WG", Const::U32(WG)),
         ("LANES", Const::U32(LANES)),
-        ("NV", Const::U32(head_group(c.n_heads))),
-        ("HG", Const::U32(head_group(c.n_heads))),
+        ("NV", Const::U32(1)),
         ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("NOPE", Const::U32(c.qk_nope as u32)),
@@ -76,7 +69,7 @@ pub fn mla_attention(
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32 / head_group(c.n_heads), splits(max_ctx), 1]);
+    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
 
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
