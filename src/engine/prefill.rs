@@ -1,10 +1,11 @@
 //! Prompt processing in chunks: every op of a layer runs once over all of a chunk's tokens, so each
 //! weight is read once per chunk (experts once per chunk too: their tokens are grouped by expert
-//! on the GPU) instead of once per token. Products of int8-format weights (with int8 activations)
-//! round their input rows once and unpack each weight chunk once per tile of inputs (`matmul`);
-//! the others, and the per-head attention products, run the decode matvec over the rows. The
-//! chunk's dispatches are recorded once and replayed for every chunk; the step uniform says where
-//! the chunk starts and how many tokens it holds.
+//! on the GPU) instead of once per token. Every product is a `matmul` over the chunk's rows (or its
+//! tokens' heads, or its expert entries): each weight chunk is loaded once per tile of 8 rows, the
+//! input rows are prepared once per product (`input_rows`: rounded to int8 for Q4_K/Q6_K/Q8_0 with
+//! int8 activations, scaled by a folded norm's weight otherwise). The chunk's dispatches are recorded
+//! once and replayed for every chunk; the step uniform says where the chunk starts and how many
+//! tokens it holds.
 
 use super::weights::{FeedForward, Ffn, ModelWeights, SharedExpert};
 use super::{Activations, EngineOptions};
@@ -65,7 +66,7 @@ impl Prefill {
         let t = o.prefill_chunk;
         let f = |n: usize| (n * t * 4) as u64;
         let slots = c.n_experts_used + c.n_shared_experts;
-        // Values per token of the widest int8 product input (rows of a token, its heads or its slots).
+        // Values per token of the widest prepared product input (rows of a token, its heads or its slots).
         let per_token =
             [c.hidden, c.q_lora_rank, c.n_heads * c.kv_lora_rank, c.n_heads * c.v_head, c.dense_ffn, slots * c.moe_ffn];
         let b = ChunkBuffers {
