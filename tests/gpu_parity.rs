@@ -6,6 +6,7 @@ mod common;
 use common::{assert_close, fixture_dir, load_reference, Reference, REL_TOL};
 use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
 use glm_wgpu::generate::{generate, GenerateRequest};
+use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
 use glm_wgpu::model::Model;
 use glm_wgpu::reference::CpuReference;
@@ -212,4 +213,37 @@ fn int8_prefill_matches_token_steps() {
     e.step(StepOutput::Logits).unwrap();
     let err = assert_close("int8 prefill logits", &e.logits().unwrap(), &want, 5e-2);
     eprintln!("int8: prefill vs token steps {err:.2e} of max |logit|");
+}
+
+/// `--kernels native`: the matrix products as naga's SPIR-V through wgpu's passthrough (Vulkan) give
+/// the WGSL build's logits and greedy tokens, through the chunked prefill and decode, on f32 (bf16
+/// checkpoint) and int8 (Q8_0 file) inputs.
+#[test]
+fn native_kernels_match_wgsl() {
+    let r = load_reference();
+    for (path, int8) in [(fixture_dir(), false), (gguf("glm-tiny-q8_0.gguf"), true)] {
+        let model = Model::open(&path).unwrap();
+        let run = |kernels| {
+            let options = EngineOptions {
+                ctx_len: 64,
+                kv_f16: false,
+                int8_activations: int8,
+                prefill_chunk: 4,
+                kernels,
+                ..Default::default()
+            };
+            let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
+            e.write_tokens(0, &r.prompt_ids).unwrap();
+            e.prefill(r.prompt_ids.len() - 1).unwrap();
+            e.step(StepOutput::Logits).unwrap();
+            let logits = e.logits().unwrap();
+            (logits, pipelined_greedy(&mut e, &r.prompt_ids, 16))
+        };
+        let (wgsl_logits, wgsl_tokens) = run(KernelChoice::Wgsl);
+        let (native_logits, native_tokens) = run(KernelChoice::Native);
+        let label = format!("{} (int8 {int8})", path.display());
+        let err = assert_close(&format!("{label}: native vs WGSL logits"), &native_logits, &wgsl_logits, 1e-5);
+        eprintln!("{label}: native vs WGSL {err:.2e} of max |logit|");
+        assert_eq!(native_tokens, wgsl_tokens, "{label}: greedy tokens");
+    }
 }

@@ -2,6 +2,7 @@
 
 use super::KvCacheType;
 use crate::engine::{Engine, EngineOptions, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
+use crate::gpu::native::KernelChoice;
 use crate::gpu::GpuContext;
 use crate::model::{Model, ModelConfig};
 use anyhow::{ensure, Context, Result};
@@ -54,6 +55,9 @@ pub struct BenchArgs {
     /// Prompt tokens processed together (`-p` runs in chunks of this many).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
     pub prefill_chunk: u64,
+    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
+    #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
+    pub kernels: KernelChoice,
     /// Time every kernel of one decode step with GPU timestamps (one pass per kernel in this mode).
     #[arg(long)]
     pub profile: bool,
@@ -167,6 +171,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         checked_kernels: a.checked_kernels,
         int8_activations: !a.f32_activations,
         prefill_chunk: a.prefill_chunk as usize,
+        kernels: a.kernels,
     };
     let mut e = match &model {
         Some(m) => Engine::load(ctx, m, options)?,
@@ -199,7 +204,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("model: {name} ({format})");
     println!("gpu: {device}");
     println!(
-        "kernels: {}, {} activations",
+        "kernels: {} {}, {} activations",
+        if a.kernels == KernelChoice::Native { "native (SPIR-V passthrough) matrix products, other" } else { "WGSL," },
         if a.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
         if a.f32_activations { "f32" } else { "int8" }
     );
@@ -244,6 +250,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "gpu": device,
             "checked_kernels": a.checked_kernels,
             "int8_activations": !a.f32_activations,
+            "kernels": format!("{:?}", a.kernels).to_lowercase(),
             "depth": a.depth,
             "reps": a.reps,
             "prompt_tokens": a.prompt,

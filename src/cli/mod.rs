@@ -7,6 +7,7 @@ mod perplexity;
 mod run;
 mod serve;
 
+use crate::gpu::native::KernelChoice;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ pub struct ModelArgs {
     /// Prompt tokens processed together: each chunk reads the weights once.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
     pub prefill_chunk: u64,
+    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
+    #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
+    pub kernels: KernelChoice,
 }
 
 pub fn main(cli: Cli) -> Result<()> {

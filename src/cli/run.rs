@@ -68,6 +68,7 @@ pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
         checked_kernels: args.checked_kernels,
         int8_activations: !args.f32_activations,
         prefill_chunk: args.prefill_chunk as usize,
+        kernels: args.kernels,
     }
 }
 

@@ -9,6 +9,7 @@ mod weights;
 pub use synthetic::QuantMix;
 pub use weights::{file_bytes, FeedForward, ModelWeights, SharedExpert};
 
+use crate::gpu::native::KernelChoice;
 use crate::gpu::{map_read, read_f32, Dispatch, GpuContext, KernelCache};
 use crate::kernels::{
     argmax::argmax,
@@ -40,6 +41,8 @@ pub struct EngineOptions {
     pub int8_activations: bool,
     /// Most prompt tokens [`Engine::prefill`] runs through the model together (at most the context).
     pub prefill_chunk: usize,
+    /// WGSL or native pipelines for the matrix products (`gpu::native`).
+    pub kernels: KernelChoice,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +54,7 @@ impl Default for EngineOptions {
             checked_kernels: true,
             int8_activations: true,
             prefill_chunk: 512,
+            kernels: KernelChoice::Wgsl,
         }
     }
 }
@@ -194,7 +198,10 @@ impl Engine {
     fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, mut options: EngineOptions) -> Result<Self> {
         options.prefill_chunk = options.prefill_chunk.min(options.ctx_len);
         let bufs = Activations::new(&ctx, &c, &options)?;
-        let mut kc = KernelCache::new(options.checked_kernels);
+        let mut kc = match options.kernels {
+            KernelChoice::Wgsl => KernelCache::new(options.checked_kernels),
+            KernelChoice::Native => KernelCache::with_native(&ctx, options.checked_kernels)?,
+        };
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();

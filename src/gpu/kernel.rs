@@ -2,7 +2,7 @@
 //! layout, and a cache so each variant is compiled once.
 
 use super::GpuContext;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::rc::Rc;
@@ -98,17 +98,32 @@ fn loop_header(head: &str) -> Option<(&str, &str)> {
 
 impl Kernel {
     /// Builds the kernel; `checked` keeps wgpu's runtime bounds checks in the shader.
-    pub fn new(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding], checked: bool) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding], build: Build) -> Result<Self> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
-        let module = if checked {
-            device.create_shader_module(desc)
-        } else {
+        let module = match build {
+            Build::Checked => device.create_shader_module(desc),
             // SAFETY: every kernel keeps its indices in range by construction (row guards, buffers
             // padded to whole vec4s, shapes validated at load), and the test suite runs each one with
             // the checks on, where an out-of-range access would show.
-            unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            Build::Trusted => unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            },
+            Build::Native => {
+                let (words, [x, y, z]) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                let entry = wgpu::PassthroughShaderEntryPoint { name: "main".into(), workgroup_size: (x, y, z) };
+                // SAFETY: the SPIR-V is naga's translation of a kernel naga validated, unchecked as the
+                // trusted build is (same argument as above); the tests compare it with the WGSL build.
+                unsafe {
+                    device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                        label: Some(name),
+                        entry_points: vec![entry].into(),
+                        spirv: Some(words.into()),
+                        ..Default::default()
+                    })
+                }
+            }
         };
         let entries: Vec<_> = bindings
             .iter()
@@ -168,10 +183,26 @@ impl Kernel {
     }
 }
 
+/// How a kernel's module is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// WGSL with wgpu's runtime bounds checks (tests, debugging).
+    Checked,
+    /// WGSL without them.
+    Trusted,
+    /// The backend's native pipeline (`gpu::native`).
+    Native,
+}
+
+/// The kernels that have native variants: the matrix products (decode GEMV, experts, LM head, and
+/// the prefill's matmul).
+const NATIVE: [&str; 2] = ["matvec", "matmul"];
+
 /// Compiled kernels, keyed by their full composed source so two variants can never collide.
 pub struct KernelCache {
     kernels: HashMap<String, Rc<Kernel>>,
     checked: bool,
+    native: bool,
 }
 
 /// Checked modules: wgpu's bounds checks stay in (tests, debugging).
@@ -185,14 +216,36 @@ impl KernelCache {
     /// `checked: false` builds trusted modules without runtime bounds checks (docs/perf-notes measured
     /// them at 10-25 % of a GEMV's time on an H200).
     pub fn new(checked: bool) -> Self {
-        Self { kernels: HashMap::new(), checked }
+        Self { kernels: HashMap::new(), checked, native: false }
+    }
+
+    /// Builds the kernels that have native variants as native pipelines (the others as `checked` says).
+    pub fn with_native(ctx: &GpuContext, checked: bool) -> Result<Self> {
+        ensure!(
+            ctx.adapter_info.backend == wgpu::Backend::Vulkan,
+            "native kernels exist for Vulkan (SPIR-V) only so far, not for {}",
+            ctx.describe()
+        );
+        ensure!(
+            ctx.features.contains(wgpu::Features::PASSTHROUGH_SHADERS),
+            "{} cannot load native kernels (no passthrough shaders)",
+            ctx.describe()
+        );
+        Ok(Self { native: true, ..Self::new(checked) })
     }
 
     pub fn get(&mut self, ctx: &GpuContext, name: &str, source: String, bindings: &[Binding]) -> Result<Rc<Kernel>> {
         if let Some(k) = self.kernels.get(&source) {
             return Ok(k.clone());
         }
-        let k = Rc::new(Kernel::new(ctx, name, &source, bindings, self.checked)?);
+        let build = if self.native && NATIVE.contains(&name) {
+            Build::Native
+        } else if self.checked {
+            Build::Checked
+        } else {
+            Build::Trusted
+        };
+        let k = Rc::new(Kernel::new(ctx, name, &source, bindings, build)?);
         self.kernels.insert(source, k.clone());
         Ok(k)
     }

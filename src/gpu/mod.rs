@@ -3,9 +3,10 @@
 mod buffers;
 mod context;
 mod kernel;
+pub mod native;
 mod weight;
 
 pub use buffers::{map_read, read_f32};
 pub use context::{describe, GpuContext, DEVICE_ENV};
-pub use kernel::{compose, grid, Binding, Const, Dispatch, Kernel, KernelCache};
+pub use kernel::{compose, grid, Binding, Build, Const, Dispatch, Kernel, KernelCache};
 pub use weight::GpuWeight;

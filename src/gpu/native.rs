@@ -1,0 +1,46 @@
+//! Native kernels on Vulkan: SPIR-V that naga writes from a kernel's WGSL with options wgpu does not
+//! expose (no bounds checks, no loop-bounding or integer-division guards, no zeroing of workgroup
+//! memory, no debug info), loaded through wgpu's passthrough (`Features::PASSTHROUGH_SHADERS`).
+
+use anyhow::{anyhow, Context, Result};
+use naga::back::spv;
+use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
+
+/// Which implementation the hot passes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KernelChoice {
+    /// The WGSL kernels, compiled by wgpu.
+    #[default]
+    Wgsl,
+    /// The native pipelines where the backend has them (Vulkan: SPIR-V through passthrough).
+    Native,
+}
+
+/// The SPIR-V of a compute kernel's WGSL (entry point `main`) and its workgroup size.
+pub fn spirv(source: &str) -> Result<(Vec<u32>, [u32; 3])> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| anyhow!("{}", e.emit_to_string(source)))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .context("naga rejected the kernel")?;
+    let entry = module.entry_points.iter().find(|e| e.name == "main").context("the kernel has no `main`")?;
+    let unchecked = BoundsCheckPolicy::Unchecked;
+    let options = spv::Options {
+        lang_version: (1, 3),
+        flags: spv::WriterFlags::empty(),
+        // Bindings keep their WGSL group and binding numbers (the same layout as the WGSL build).
+        fake_missing_bindings: true,
+        bounds_check_policies: BoundsCheckPolicies {
+            index: unchecked,
+            buffer: unchecked,
+            image_load: unchecked,
+            binding_array: unchecked,
+        },
+        zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
+        force_loop_bounding: false,
+        emit_int_div_checks: false,
+        ..Default::default()
+    };
+    let pipeline = spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+    let words = spv::write_vec(&module, &info, &options, Some(&pipeline)).context("naga could not write SPIR-V")?;
+    Ok((words, entry.workgroup_size))
+}
