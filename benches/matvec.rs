@@ -141,12 +141,7 @@ fn sweep(c: &mut Criterion) {
                     b.iter_custom(|iters| {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            let mut enc = ctx.device.create_command_encoder(&Default::default());
-                            {
-                                let mut pass = enc.begin_compute_pass(&Default::default());
-                                launches.iter().for_each(|d| d.record(&mut pass));
-                            }
-                            ctx.queue.submit([enc.finish()]);
+                            ctx.submit(&launches);
                         }
                         ctx.wait().unwrap();
                         start.elapsed()

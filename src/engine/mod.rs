@@ -312,12 +312,7 @@ impl Engine {
             let m = (n - done).min(self.prefill.chunk);
             let ctx = &self.ctx;
             ctx.queue.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(self.pos, m)));
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                self.prefill.dispatches.iter().for_each(|d| d.record(&mut pass));
-            }
-            ctx.queue.submit([enc.finish()]);
+            ctx.submit(&self.prefill.dispatches);
             self.pos += m;
             done += m;
         }

@@ -302,13 +302,18 @@ pub fn grid(n: u32) -> [u32; 2] {
 impl GpuContext {
     /// Records `dispatches` into one compute pass, submits it and waits: for tests and one-off work.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        self.submit(dispatches.iter().copied());
+        self.wait()
+    }
+
+    /// Records `dispatches` into one compute pass and submits it, without waiting.
+    pub fn submit<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>) -> wgpu::SubmissionIndex {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            dispatches.iter().for_each(|d| d.record(&mut pass));
+            dispatches.into_iter().for_each(|d| d.record(&mut pass));
         }
-        self.queue.submit([enc.finish()]);
-        self.wait()
+        self.queue.submit([enc.finish()])
     }
 }
 
