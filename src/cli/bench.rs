@@ -1,7 +1,7 @@
 //! `glm-wgpu bench`: prompt and decode speed of the forward, and a per-kernel GPU profile.
 
-use super::KvCacheType;
-use crate::engine::{Engine, EngineOptions, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
+use super::EngineArgs;
+use crate::engine::{Engine, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
 use crate::gpu::native::KernelChoice;
 use crate::gpu::GpuContext;
 use crate::model::{Model, ModelConfig};
@@ -40,27 +40,15 @@ pub struct BenchArgs {
     /// Measured repetitions (after one warm-up); medians are reported.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
-    pub kv_cache: KvCacheType,
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Build the kernels with wgpu's runtime bounds checks (to measure what they cost).
-    #[arg(long)]
-    pub checked_kernels: bool,
-    /// Multiply Q4_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
-    /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
-    #[arg(long)]
-    pub f32_activations: bool,
-    /// Prompt tokens processed together (`-p` runs in chunks of this many).
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
-    pub prefill_chunk: u64,
-    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
-    #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
-    pub kernels: KernelChoice,
-    /// Time every kernel of one decode step with GPU timestamps (one pass per kernel in this mode).
+    /// Time every kernel of one decode step and one prefill chunk with GPU timestamps (one pass per
+    /// kernel in this mode).
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -164,15 +152,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let ctx = GpuContext::new(a.device.as_deref())?;
     let device = ctx.describe();
     eprintln!("gpu: {device}");
-    let options = EngineOptions {
-        ctx_len,
-        kv_f16: a.kv_cache == KvCacheType::F16,
-        capture_hidden: false,
-        checked_kernels: a.checked_kernels,
-        int8_activations: !a.f32_activations,
-        prefill_chunk: a.prefill_chunk as usize,
-        kernels: a.kernels,
-    };
+    let options = a.engine.options(ctx_len);
     let mut e = match &model {
         Some(m) => Engine::load(ctx, m, options)?,
         None => Engine::synthetic(ctx, &config, a.quant, options)?,
@@ -205,9 +185,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("gpu: {device}");
     println!(
         "kernels: {} {}, {} activations",
-        if a.kernels == KernelChoice::Native { "native (SPIR-V passthrough) matrix products, other" } else { "WGSL," },
-        if a.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
-        if a.f32_activations { "f32" } else { "int8" }
+        if a.engine.kernels == KernelChoice::Native {
+            "native (SPIR-V passthrough) matrix products, other"
+        } else {
+            "WGSL,"
+        },
+        if a.engine.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
+        if a.engine.f32_activations { "f32" } else { "int8" }
     );
     println!("depth {}, {} reps (medians)", a.depth, a.reps);
     if a.prompt > 0 {
@@ -248,9 +232,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "model": name,
             "format": format,
             "gpu": device,
-            "checked_kernels": a.checked_kernels,
-            "int8_activations": !a.f32_activations,
-            "kernels": format!("{:?}", a.kernels).to_lowercase(),
+            "checked_kernels": a.engine.checked_kernels,
+            "int8_activations": !a.engine.f32_activations,
+            "kernels": format!("{:?}", a.engine.kernels).to_lowercase(),
             "depth": a.depth,
             "reps": a.reps,
             "prompt_tokens": a.prompt,

@@ -7,6 +7,7 @@ mod perplexity;
 mod run;
 mod serve;
 
+use crate::engine::EngineOptions;
 use crate::gpu::native::KernelChoice;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -53,10 +54,18 @@ pub struct ModelArgs {
     /// KV cache positions [default: the model's maximum, capped at 4096].
     #[arg(long)]
     pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How the engine is built: options of every command that loads a model, `bench` included.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
     /// Element type of the latent KV cache.
     #[arg(long, value_enum, default_value_t = KvCacheType::F16)]
     pub kv_cache: KvCacheType,
-    /// Build the kernels with wgpu's runtime bounds checks (slower; for debugging).
+    /// Build the kernels with wgpu's runtime bounds checks (slower; for debugging, or to measure
+    /// what the checks cost).
     #[arg(long)]
     pub checked_kernels: bool,
     /// Multiply Q4_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
@@ -69,6 +78,20 @@ pub struct ModelArgs {
     /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
     #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
     pub kernels: KernelChoice,
+}
+
+impl EngineArgs {
+    pub fn options(&self, ctx_len: usize) -> EngineOptions {
+        EngineOptions {
+            ctx_len,
+            kv_f16: self.kv_cache == KvCacheType::F16,
+            capture_hidden: false,
+            checked_kernels: self.checked_kernels,
+            int8_activations: !self.f32_activations,
+            prefill_chunk: self.prefill_chunk as usize,
+            kernels: self.kernels,
+        }
+    }
 }
 
 pub fn main(cli: Cli) -> Result<()> {

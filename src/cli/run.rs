@@ -1,6 +1,6 @@
 //! `glm-wgpu run`: stream a completion of a prompt.
 
-use super::{KvCacheType, ModelArgs};
+use super::ModelArgs;
 use crate::engine::{Engine, EngineOptions};
 use crate::generate::{check_prompt_fits, generate, GenerateRequest};
 use crate::gpu::GpuContext;
@@ -61,15 +61,7 @@ pub fn open(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
 }
 
 pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
-    EngineOptions {
-        ctx_len: args.ctx.unwrap_or(model.config.max_ctx.min(4096)),
-        kv_f16: args.kv_cache == KvCacheType::F16,
-        capture_hidden: false,
-        checked_kernels: args.checked_kernels,
-        int8_activations: !args.f32_activations,
-        prefill_chunk: args.prefill_chunk as usize,
-        kernels: args.kernels,
-    }
+    args.engine.options(args.ctx.unwrap_or(model.config.max_ctx.min(4096)))
 }
 
 /// Opens the GPU and uploads the weights.
