@@ -1323,6 +1323,61 @@ fn prefill_matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs) -> Disp
     matmul(ctx, kc, a, t).unwrap()
 }
 
+/// Per-head matmul over (token, head) rows: 3 heads, input rows 32 floats longer than the weight's
+/// (as k_b takes q_nope of q), on int8 rows (`input_rows`, no norm) or f32 rows. Returns the worst
+/// relative error; the `n` of `chunk` tokens the step holds are checked, the rest must stay untouched.
+fn prefill_matmul_per_head(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    rng: &mut StdRng,
+    step: &wgpu::Buffer,
+    (chunk, n): (usize, usize),
+    t: GgmlType,
+    int8: bool,
+) -> f64 {
+    let (heads, rows) = (3usize, 40usize);
+    let cols = if t == GgmlType::Q6K { 256 } else { 64 };
+    let stride = cols + 32;
+    let w = Weight::new(ctx, rng, t, &[heads, rows, cols], (18.0 / cols as f32).sqrt());
+    let x = uniform(rng, chunk * heads * stride, 1.0);
+    let xb = buf_f32(ctx, "x", &x);
+    let y0 = vec![NAN_BITS; chunk * heads * rows];
+    let yb = buf_u32(ctx, "y", &y0);
+    let prepared = InputRows::new(ctx, chunk * heads, chunk * heads * cols).unwrap();
+    let mut ds = Vec::new();
+    let input = if int8 {
+        let rows_in = (chunk * heads) as u32;
+        ds.push(input_rows(ctx, kc, rows_in, cols as u32, stride as u32, None, true, &xb, &prepared).unwrap());
+        MatmulInput::Int8(&prepared)
+    } else {
+        MatmulInput::F32 { x: &xb, stride: stride as u32 }
+    };
+    let a = MatmulArgs {
+        w: &w.gpu,
+        up: None,
+        step,
+        x: input,
+        y: &yb,
+        y_stride: rows as u32,
+        add: false,
+        tiles: Tiles::Heads(heads as u32),
+        max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
+    };
+    ds.push(prefill_matmul(ctx, kc, a));
+    run(ctx, &ds.iter().collect::<Vec<_>>());
+    let y = read_u32(ctx, &yb, y0.len());
+    let name = format!("prefill matmul per head {} int8 {int8}", t.name());
+    let mut want = Vec::new();
+    for r in 0..n * heads {
+        let row = &x[r * stride..r * stride + cols];
+        let xr = if int8 { activations::round_to_int8(row) } else { row.to_vec() };
+        want.extend((0..rows).map(|o| dot(w.row(r % heads, o), &xr)));
+    }
+    let len = n * heads * rows;
+    check_untouched(&name, &y[len..], &y0[len..]);
+    check(&name, &floats(&y[..len]), &want, REL_TOL)
+}
+
 /// Rows of `x` (`cols` each) as the prefill products take them: x ⊙ g rounded to int8, and 1/rms(x).
 fn int8_rows(x: &[f32], g: &[f32], cols: usize) -> Vec<(Vec<f32>, f64)> {
     x.chunks(cols)
@@ -1389,43 +1444,8 @@ fn prefill_matmul_over_token_rows() {
             }
         }
     }
-    // Per-head: 3 heads, rows of 64 + 32 floats of which the weight takes the first 64 (as k_b takes
-    // q_nope), rounded to int8 without a norm.
-    let (heads, cols, stride, rows) = (3usize, 64usize, 96usize, 40usize);
     for t in [GgmlType::Q8_0, GgmlType::Q6K] {
-        let cols = if t == GgmlType::Q6K { 256 } else { cols };
-        let stride = stride.max(cols + 32);
-        let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], (18.0 / cols as f32).sqrt());
-        let x = uniform(&mut rng, chunk * heads * stride, 1.0);
-        let xb = buf_f32(ctx, "x", &x);
-        let y0 = vec![NAN_BITS; chunk * heads * rows];
-        let yb = buf_u32(ctx, "y", &y0);
-        let int8 = InputRows::new(ctx, chunk * heads, chunk * heads * cols).unwrap();
-        let q = input_rows(ctx, &mut kc, (chunk * heads) as u32, cols as u32, stride as u32, None, true, &xb, &int8)
-            .unwrap();
-        let a = MatmulArgs {
-            w: &w.gpu,
-            up: None,
-            step: &sb,
-            x: MatmulInput::Int8(&int8),
-            y: &yb,
-            y_stride: rows as u32,
-            add: false,
-            tiles: Tiles::Heads(heads as u32),
-            max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
-        };
-        let m = prefill_matmul(ctx, &mut kc, a);
-        run(ctx, &[&q, &m]);
-        let y = read_u32(ctx, &yb, y0.len());
-        let name = format!("prefill matmul per head int8 {}", t.name());
-        let mut want = Vec::new();
-        for r in 0..n * heads {
-            let xr = activations::round_to_int8(&x[r * stride..r * stride + cols]);
-            want.extend((0..rows).map(|row| dot(w.row(r % heads, row), &xr)));
-        }
-        let len = n * heads * rows;
-        worst = worst.max(check(&name, &floats(&y[..len]), &want, REL_TOL));
-        check_untouched(&name, &y[len..], &y0[len..]);
+        worst = worst.max(prefill_matmul_per_head(ctx, &mut kc, &mut rng, &sb, (chunk, n), t, true));
     }
     report("prefill matmul (token rows)", worst);
 }
@@ -1504,36 +1524,8 @@ fn prefill_matmul_over_f32_rows() {
             check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
         }
     }
-    // Per-head: 3 heads, rows of 64 + 32 floats of which the weight takes the first 64 (as k_b takes q_nope).
-    let (heads, cols, stride, rows) = (3usize, 64usize, 96usize, 40usize);
     for t in [GgmlType::Q8_0, GgmlType::Q4_0] {
-        let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], (18.0 / cols as f32).sqrt());
-        let x = uniform(&mut rng, chunk * heads * stride, 1.0);
-        let xb = buf_f32(ctx, "x", &x);
-        let y0 = vec![NAN_BITS; chunk * heads * rows];
-        let yb = buf_u32(ctx, "y", &y0);
-        let a = MatmulArgs {
-            w: &w.gpu,
-            up: None,
-            step: &sb,
-            x: MatmulInput::F32 { x: &xb, stride: stride as u32 },
-            y: &yb,
-            y_stride: rows as u32,
-            add: false,
-            tiles: Tiles::Heads(heads as u32),
-            max_tiles: (chunk as u32).div_ceil(MatmulTiling::INPUTS),
-        };
-        run(ctx, &[&prefill_matmul(ctx, &mut kc, a)]);
-        let y = read_u32(ctx, &yb, y0.len());
-        let name = format!("prefill matmul per head {}", t.name());
-        let mut want = Vec::new();
-        for r in 0..n * heads {
-            let xr = &x[r * stride..r * stride + cols];
-            want.extend((0..rows).map(|row| dot(w.row(r % heads, row), xr)));
-        }
-        let len = n * heads * rows;
-        worst = worst.max(check(&name, &floats(&y[..len]), &want, REL_TOL));
-        check_untouched(&name, &y[len..], &y0[len..]);
+        worst = worst.max(prefill_matmul_per_head(ctx, &mut kc, &mut rng, &sb, (chunk, n), t, false));
     }
     report("prefill matmul (f32 rows)", worst);
 }
