@@ -304,8 +304,7 @@ fn random_weights_match_their_cpu_twin() {
 /// tokens with finite, non-constant logits.
 #[test]
 fn synthetic_models_decode() {
-    let json = std::fs::read_to_string(common::fixture_dir().join("config.json")).unwrap();
-    let c = ModelConfig::from_hf_json(&serde_json::from_str(&json).unwrap()).unwrap();
+    let c = ModelConfig::from_hf_file(&common::fixture_dir().join("config.json")).unwrap();
     for (mix, q_a, output) in
         [(QuantMix::Q4KM, GgmlType::Q4K, GgmlType::Q6K), (QuantMix::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0)]
     {

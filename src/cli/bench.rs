@@ -5,7 +5,7 @@ use crate::engine::{Engine, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
 use crate::gpu::native::KernelChoice;
 use crate::gpu::GpuContext;
 use crate::model::{Model, ModelConfig};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -140,9 +140,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             (Some(m), c, path.display().to_string(), f)
         }
         (None, Some(path)) => {
-            let json = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let json = serde_json::from_str(&json).with_context(|| format!("{} is not valid JSON", path.display()))?;
-            let c = ModelConfig::from_hf_json(&json)?;
+            let c = ModelConfig::from_hf_file(path)?;
             (None, c, format!("synthetic {}", path.display()), format!("random {} weights", a.quant.name()))
         }
         (None, None) => unreachable!("clap requires --model or --synthetic"),

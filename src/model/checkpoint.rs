@@ -49,10 +49,7 @@ impl Model {
         let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         let (config, files) = if meta.is_dir() {
             let hf = HfCheckpoint::open(path)?;
-            let json = std::fs::read_to_string(path.join("config.json"))
-                .with_context(|| format!("cannot read {}", path.join("config.json").display()))?;
-            let json = serde_json::from_str(&json).context("config.json is not valid JSON")?;
-            (ModelConfig::from_hf_json(&json)?, Checkpoint::Hf(hf))
+            (ModelConfig::from_hf_file(&path.join("config.json"))?, Checkpoint::Hf(hf))
         } else {
             let g = GgufFile::open(path)?;
             (ModelConfig::from_gguf(&g)?, Checkpoint::Gguf(g))

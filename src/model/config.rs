@@ -62,6 +62,13 @@ impl ModelConfig {
         self.kv_lora_rank + self.qk_rope
     }
 
+    /// From an HF `config.json` file (see [`ModelConfig::from_hf_json`]).
+    pub fn from_hf_file(path: &std::path::Path) -> Result<Self> {
+        let json = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let json = serde_json::from_str(&json).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        Self::from_hf_json(&json)
+    }
+
     /// From an HF `config.json`; accepts `rope_theta`/`first_k_dense_replace` and transformers-5's
     /// `rope_parameters`/`mlp_layer_types`.
     pub fn from_hf_json(j: &Value) -> Result<Self> {
