@@ -111,14 +111,19 @@ pub fn instantiate(t: GgmlType, suffix: &str) -> String {
 
 /// [`instantiate`] plus `dot_input`, on int8 inputs if `int8` (the format must take them).
 pub fn instantiate_dot(t: GgmlType, suffix: &str, int8: bool) -> String {
-    assert!(!int8 || quant::activations::takes_int8_input(t), "{} has no int8 dot product", t.name());
-    suffixed(&(source(t) + if int8 { DOT_INPUT_INT8 } else { DOT_INPUT_F32 }), suffix)
+    instantiate_with(t, suffix, int8, [DOT_INPUT_INT8, DOT_INPUT_F32])
 }
 
 /// [`instantiate`] plus the prefill matmul's `WChunk`, `load_w` and `dot_w`, on int8 inputs if `int8`.
 pub fn instantiate_tile(t: GgmlType, suffix: &str, int8: bool) -> String {
+    instantiate_with(t, suffix, int8, [TILE_INT8, TILE_F32])
+}
+
+/// The format plus the int8-input or the f32-input one of `[int8_src, f32_src]` (int8 only for
+/// formats that take int8 inputs).
+fn instantiate_with(t: GgmlType, suffix: &str, int8: bool, [int8_src, f32_src]: [&str; 2]) -> String {
     assert!(!int8 || quant::activations::takes_int8_input(t), "{} has no int8 dot product", t.name());
-    suffixed(&(source(t) + if int8 { TILE_INT8 } else { TILE_F32 }), suffix)
+    suffixed(&(source(t) + if int8 { int8_src } else { f32_src }), suffix)
 }
 
 fn suffixed(src: &str, suffix: &str) -> String {
