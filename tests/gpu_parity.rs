@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, fixture_dir, load_reference, Reference, REL_TOL};
-use glm_wgpu::engine::{Engine, EngineOptions, StepOutput};
+use glm_wgpu::engine::{CoopMatrix, Engine, EngineOptions, StepOutput};
 use glm_wgpu::generate::{generate, GenerateRequest};
 use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
@@ -156,8 +156,14 @@ fn prefill_matches_transformers() {
     let model = Model::open(&fixture_dir()).unwrap();
     let n = r.prompt_ids.len();
     for (chunk, kv_f16) in [(1, true), (3, false), (4, true), (64, true), (512, false)] {
-        let options =
-            EngineOptions { ctx_len: 320, kv_f16, int8_activations: false, prefill_chunk: chunk, ..Default::default() };
+        let options = EngineOptions {
+            ctx_len: 320,
+            kv_f16,
+            int8_activations: false,
+            prefill_chunk: chunk,
+            coop_matrix: CoopMatrix::Off,
+            ..Default::default()
+        };
         let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
         let label = format!("chunk {chunk}, f16 cache {kv_f16}");
         e.write_tokens(0, &r.prompt_ids).unwrap();
@@ -201,7 +207,13 @@ fn int8_prefill_matches_token_steps() {
     let r = load_reference();
     let model = Model::open(&gguf("glm-tiny-q8_0.gguf")).unwrap();
     let n = r.prompt_ids.len();
-    let options = EngineOptions { ctx_len: 64, kv_f16: false, prefill_chunk: 5, ..Default::default() };
+    let options = EngineOptions {
+        ctx_len: 64,
+        kv_f16: false,
+        prefill_chunk: 5,
+        coop_matrix: CoopMatrix::Off,
+        ..Default::default()
+    };
     let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
     e.write_tokens(0, &r.prompt_ids).unwrap();
     for _ in 0..n {
@@ -230,6 +242,7 @@ fn native_kernels_match_wgsl() {
                 int8_activations: int8,
                 prefill_chunk: 4,
                 kernels,
+                coop_matrix: CoopMatrix::Off,
                 ..Default::default()
             };
             let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
@@ -245,5 +258,74 @@ fn native_kernels_match_wgsl() {
         let err = assert_close(&format!("{label}: native vs WGSL logits"), &native_logits, &wgsl_logits, 1e-5);
         eprintln!("{label}: native vs WGSL {err:.2e} of max |logit|");
         assert_eq!(native_tokens, wgsl_tokens, "{label}: greedy tokens");
+    }
+}
+
+/// Set to 1 where the adapter has cooperative matrices (the H200 runs), so that their absence fails.
+const REQUIRE_COOP: &str = "GLM_WGPU_REQUIRE_COOP";
+/// f16 inputs and weights on the cooperative matrices: the prefill's logits stay this close to
+/// transformers' fp32 ones on the fixture (measured on the H200; see BENCHMARKS.md).
+const COOP_TOL: f32 = 1e-2;
+
+/// `--coop-matrix on`: the prefill products on cooperative matrices pass their start-up check and
+/// give transformers' logits (to f16 precision) and greedy tokens, in chunks that do and do not
+/// divide the prompt. On an adapter without them (lavapipe), `on` is a clear load error and `auto`
+/// loads with the plain kernel and says why.
+#[test]
+fn coop_matrix_prefill_matches_transformers() {
+    let r = load_reference();
+    let model = Model::open(&fixture_dir()).unwrap();
+    let n = r.prompt_ids.len();
+    let options = |coop_matrix, prefill_chunk| EngineOptions {
+        ctx_len: 320,
+        int8_activations: false,
+        prefill_chunk,
+        coop_matrix,
+        ..Default::default()
+    };
+    let ctx = GpuContext::new(None).unwrap();
+    if glm_wgpu::kernels::matmul_coop::supported(&ctx).is_err() {
+        assert!(
+            std::env::var(REQUIRE_COOP).is_err(),
+            "{REQUIRE_COOP} is set but {} has no cooperative matrices",
+            ctx.describe()
+        );
+        let err = Engine::load(ctx, &model, options(CoopMatrix::On, 64)).err().expect("--coop-matrix on without them");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--coop-matrix on") && msg.contains("cooperative matrices"), "{msg}");
+        let e = Engine::load(GpuContext::new(None).unwrap(), &model, options(CoopMatrix::Auto, 64)).unwrap();
+        assert_eq!(e.options.coop_matrix, CoopMatrix::Off);
+        assert!(e.kernel_notes.iter().any(|n| n.contains("not cooperative matrices")), "{:?}", e.kernel_notes);
+        eprintln!("no cooperative matrices here: checked the error and the fallback note only");
+        return;
+    }
+    drop(ctx);
+    for chunk in [64, 7] {
+        let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options(CoopMatrix::On, chunk)).unwrap();
+        assert_eq!(e.options.coop_matrix, CoopMatrix::On);
+        eprintln!("{:?}", e.kernel_notes);
+        e.write_tokens(0, &r.prompt_ids).unwrap();
+        e.prefill(n - 1).unwrap();
+        e.step(StepOutput::Logits).unwrap();
+        let err = assert_close(
+            &format!("chunk {chunk}: prompt logits"),
+            &e.logits().unwrap(),
+            r.prompt_logits.row(n - 1),
+            COOP_TOL,
+        );
+        eprintln!("chunk {chunk}: cooperative prefill vs transformers {err:.2e} of max |logit|");
+        e.reset();
+        let long = r.long_ids.len();
+        e.write_tokens(0, &r.long_ids).unwrap();
+        e.prefill(long - 16).unwrap();
+        for i in 0..16 {
+            e.step(StepOutput::Logits).unwrap();
+            let row = r.long_logits_last16.row(i);
+            let err = assert_close(&format!("chunk {chunk}: long logits {i}"), &e.logits().unwrap(), row, COOP_TOL);
+            if i == 0 {
+                eprintln!("chunk {chunk}: long sequence {err:.2e} of max |logit|");
+            }
+        }
+        assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, r.greedy_tokens.len()), r.greedy_tokens, "chunk {chunk}");
     }
 }

@@ -1,7 +1,7 @@
 //! `glm-wgpu bench`: prompt and decode speed of the forward, and a per-kernel GPU profile.
 
 use super::EngineArgs;
-use crate::engine::{Engine, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
+use crate::engine::{CoopMatrix, Engine, LaunchTime, QuantMix, StepOutput, MAX_IN_FLIGHT};
 use crate::gpu::native::KernelChoice;
 use crate::gpu::GpuContext;
 use crate::model::{Model, ModelConfig};
@@ -191,6 +191,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         if a.engine.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
         if a.engine.f32_activations { "f32" } else { "int8" }
     );
+    e.kernel_notes.iter().for_each(|n| println!("kernels: {n}"));
     println!("depth {}, {} reps (medians)", a.depth, a.reps);
     if a.prompt > 0 {
         println!("prefill: {pp:.1} tok/s over {} tokens (chunks of {})", a.prompt, e.options.prefill_chunk);
@@ -233,6 +234,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "checked_kernels": a.engine.checked_kernels,
             "int8_activations": !a.engine.f32_activations,
             "kernels": format!("{:?}", a.engine.kernels).to_lowercase(),
+            "coop_matrix": e.options.coop_matrix == CoopMatrix::On,
+            "kernel_notes": e.kernel_notes,
             "depth": a.depth,
             "reps": a.reps,
             "prompt_tokens": a.prompt,

@@ -7,7 +7,7 @@ mod perplexity;
 mod run;
 mod serve;
 
-use crate::engine::EngineOptions;
+use crate::engine::{CoopMatrix, EngineOptions};
 use crate::gpu::native::KernelChoice;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -78,6 +78,10 @@ pub struct EngineArgs {
     /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
     #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
     pub kernels: KernelChoice,
+    /// Prefill products on cooperative matrices (tensor cores): auto uses them where the adapter
+    /// has them (through wgpu) and they agree with the plain kernel at start-up.
+    #[arg(long, value_enum, default_value_t = CoopMatrix::Auto)]
+    pub coop_matrix: CoopMatrix,
 }
 
 impl EngineArgs {
@@ -90,6 +94,7 @@ impl EngineArgs {
             int8_activations: !self.f32_activations,
             prefill_chunk: self.prefill_chunk as usize,
             kernels: self.kernels,
+            coop_matrix: self.coop_matrix,
         }
     }
 }

@@ -68,7 +68,9 @@ pub fn engine_options(args: &ModelArgs, model: &Model) -> EngineOptions {
 pub fn load_engine(args: &ModelArgs, model: &Model, options: EngineOptions) -> Result<Engine> {
     let ctx = GpuContext::new(args.device.as_deref())?;
     eprintln!("gpu: {}", ctx.describe());
-    Engine::load(ctx, model, options)
+    let e = Engine::load(ctx, model, options)?;
+    e.kernel_notes.iter().for_each(|n| eprintln!("kernels: {n}"));
+    Ok(e)
 }
 
 pub fn run(a: RunArgs) -> Result<()> {

@@ -2,6 +2,7 @@
 //! The token id lives on the GPU: the embedding reads `tokens[pos]`, greedy sampling writes
 //! `tokens[pos + 1]`, so the CPU never has to wait for a token before submitting the next step.
 
+mod kernel_check;
 mod prefill;
 mod synthetic;
 mod weights;
@@ -15,7 +16,7 @@ use crate::kernels::{
     argmax::argmax,
     capture::capture,
     embed::embed,
-    matvec,
+    matmul_coop, matvec,
     mla_attention::{mla_attention, partials_len, AttentionArgs},
     rms_norm::rms_norm,
     router::router,
@@ -43,6 +44,21 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// WGSL or native pipelines for the matrix products (`gpu::native`).
     pub kernels: KernelChoice,
+    /// Prefill products on cooperative matrices (`kernels::matmul_coop`). [`Engine`] resolves
+    /// `Auto` to `On` or `Off` at load.
+    pub coop_matrix: CoopMatrix,
+}
+
+/// Whether the prefill products run on cooperative matrices (tensor cores, simdgroup matrices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CoopMatrix {
+    /// Where the adapter has them and they pass the start-up check against the plain kernel.
+    #[default]
+    Auto,
+    /// Required: an adapter without them, or a failed start-up check, is an error.
+    On,
+    /// The plain matmul (int8 or f32 dot products).
+    Off,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +71,7 @@ impl Default for EngineOptions {
             int8_activations: true,
             prefill_chunk: 512,
             kernels: KernelChoice::Wgsl,
+            coop_matrix: CoopMatrix::Auto,
         }
     }
 }
@@ -178,6 +195,8 @@ pub struct Engine {
     ring: TokenRing,
     pos: usize,
     pub kernels_compiled: usize,
+    /// What the engine found out about its kernel variants at load (for the user).
+    pub kernel_notes: Vec<String>,
 }
 
 impl Engine {
@@ -202,11 +221,14 @@ impl Engine {
             KernelChoice::Wgsl => KernelCache::new(options.checked_kernels),
             KernelChoice::Native => KernelCache::with_native(&ctx, options.checked_kernels)?,
         };
+        let mut kernel_notes = Vec::new();
+        options.coop_matrix = resolve_coop(&ctx, &mut kc, &c, &weights, options.coop_matrix, &mut kernel_notes)?;
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
         Ok(Self {
             kernels_compiled: kc.len(),
+            kernel_notes,
             ctx,
             config: c,
             options,
@@ -450,6 +472,37 @@ fn time_launches(ctx: &GpuContext, launches: &[&Dispatch]) -> Result<Vec<LaunchT
             weight_bytes: d.weight_bytes,
         })
         .collect())
+}
+
+/// `On` if the cooperative prefill products are wanted, possible and agree with the plain ones at
+/// start-up; `Off` otherwise (an error where `On` was asked for).
+fn resolve_coop(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    w: &ModelWeights,
+    choice: CoopMatrix,
+    notes: &mut Vec<String>,
+) -> Result<CoopMatrix> {
+    if choice == CoopMatrix::Off {
+        return Ok(CoopMatrix::Off);
+    }
+    let slots = (c.n_experts_used + c.n_shared_experts) as u32;
+    let checked =
+        matmul_coop::supported(ctx).and_then(|()| kernel_check::coop_matmul(ctx, kc, w, c.n_heads as u32, slots));
+    match checked {
+        Ok(err) => {
+            notes.push(format!(
+                "prefill products on cooperative matrices: agree with the plain kernel to {err:.1e} of the largest output"
+            ));
+            Ok(CoopMatrix::On)
+        }
+        Err(e) if choice == CoopMatrix::Auto => {
+            notes.push(format!("prefill products on the plain kernel, not cooperative matrices: {e:#}"));
+            Ok(CoopMatrix::Off)
+        }
+        Err(e) => Err(e.context("--coop-matrix on")),
+    }
 }
 
 fn check_options(c: &ModelConfig, o: &EngineOptions) -> Result<()> {

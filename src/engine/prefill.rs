@@ -8,13 +8,14 @@
 //! tokens it holds.
 
 use super::weights::{FeedForward, Ffn, ModelWeights, SharedExpert};
-use super::{Activations, EngineOptions};
+use super::{Activations, CoopMatrix, EngineOptions};
 use crate::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::{
     embed::embed,
     input_rows::{input_rows, InputRows},
     kv_store::{kv_store, KvStoreArgs},
     matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles},
+    matmul_coop::{matmul_coop, CoopTiling},
     mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs},
     moe_group::{moe_group, Grouping},
     moe_sum::moe_sum,
@@ -64,6 +65,7 @@ impl Prefill {
         d: &Activations,
     ) -> Result<Self> {
         let t = o.prefill_chunk;
+        let coop = o.coop_matrix == CoopMatrix::On;
         let f = |n: usize| (n * t * 4) as u64;
         let slots = c.n_experts_used + c.n_shared_experts;
         // Values per token of the widest prepared product input (rows of a token, its heads or its slots).
@@ -84,7 +86,7 @@ impl Prefill {
             route: ctx.storage("prefill route", f(16))?,
             entries: ctx.storage("prefill entries", f(slots.max(1)))?,
             slot_entry: ctx.storage("prefill slot_entry", f(slots.max(1)))?,
-            tiles: ctx.storage("prefill tiles", grouping(c, t).tile_words() as u64 * 4)?,
+            tiles: ctx.storage("prefill tiles", grouping(c, t, coop).tile_words() as u64 * 4)?,
             expert_out: ctx.storage("prefill expert_out", f(slots.max(1) * c.hidden))?,
             rows: InputRows::new(ctx, t * slots.max(c.n_heads), t * per_token.into_iter().max().unwrap_or(0))?,
         };
@@ -93,12 +95,13 @@ impl Prefill {
     }
 }
 
-fn grouping(c: &ModelConfig, chunk: usize) -> Grouping {
+/// The chunk's expert tiles, of the size the product kernel takes.
+fn grouping(c: &ModelConfig, chunk: usize, coop: bool) -> Grouping {
     Grouping {
         chunk: chunk as u32,
         slots: (c.n_experts_used + c.n_shared_experts).max(1) as u32,
         n_mat: (c.n_experts + c.n_shared_experts) as u32,
-        tile: MatmulTiling::INPUTS,
+        tile: if coop { CoopTiling::GROUPED.inputs() } else { MatmulTiling::INPUTS },
     }
 }
 
@@ -123,6 +126,8 @@ struct Recorder<'a> {
     b: &'a ChunkBuffers,
     chunk: u32,
     grouping: Grouping,
+    /// Products on cooperative matrices (`matmul_coop`, f32 input rows).
+    coop: bool,
     ds: Vec<Dispatch>,
 }
 
@@ -131,17 +136,18 @@ impl Recorder<'_> {
         self.ds.push(d.labeled(label));
     }
 
-    /// Through `matmul`: on input rows rounded to int8 once if the weight takes int8 inputs, else on
-    /// the f32 rows (scaled by the norm weight first where a norm is folded in).
+    /// Through `matmul_coop`, or `matmul` on input rows rounded to int8 once if the weight takes
+    /// int8 inputs; else on the f32 rows (scaled by the norm weight first where a norm is folded in).
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
+        let inputs = if self.coop { CoopTiling::for_tiles(p.tiles).inputs() } else { MatmulTiling::INPUTS };
         let (rows, max_tiles) = match p.tiles {
-            Tiles::Tokens => (t, t.div_ceil(MatmulTiling::INPUTS)),
-            Tiles::Heads(h) => (t * h, t.div_ceil(MatmulTiling::INPUTS)),
+            Tiles::Tokens => (t, t.div_ceil(inputs)),
+            Tiles::Heads(h) => (t * h, t.div_ceil(inputs)),
             Tiles::Grouped { of_token: true, .. } => (t, g.max_tiles()),
             Tiles::Grouped { of_token: false, .. } => (g.entries(), g.max_tiles()),
         };
-        let int8 = self.o.int8_activations && takes_int8_input(p.w.ggml_type);
+        let int8 = !self.coop && self.o.int8_activations && takes_int8_input(p.w.ggml_type);
         let cols = p.w.row_len() as u32;
         let x = if int8 || p.norm.is_some() {
             let d = input_rows(self.ctx, kc, rows, cols, p.cols, p.norm, int8, p.x, &self.b.rows)?;
@@ -165,7 +171,11 @@ impl Recorder<'_> {
             tiles: p.tiles,
             max_tiles,
         };
-        let d = matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?;
+        let d = if self.coop {
+            matmul_coop(self.ctx, kc, a, CoopTiling::for_tiles(p.tiles))?
+        } else {
+            matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?
+        };
         self.push(d, label);
         Ok(())
     }
@@ -181,7 +191,8 @@ fn record(
     b: &ChunkBuffers,
 ) -> Result<Vec<Dispatch>> {
     let t = o.prefill_chunk as u32;
-    let mut r = Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize), ds: Vec::new() };
+    let coop = o.coop_matrix == CoopMatrix::On;
+    let mut r = Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize, coop), coop, ds: Vec::new() };
     let step = &b.step;
     let (heads, hidden) = (c.n_heads as u32, c.hidden as u32);
     let (q_lora, kv_w, qk, lora, v_head) =

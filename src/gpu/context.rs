@@ -8,6 +8,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix configurations the adapter offers (empty without the feature).
+    pub coop_matrix: Vec<wgpu::CooperativeMatrixProperties>,
 }
 
 /// Adapters in preference order: discrete, integrated, virtual, CPU.
@@ -61,19 +63,27 @@ impl GpuContext {
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-            | wgpu::Features::PASSTHROUGH_SHADERS;
+            | wgpu::Features::PASSTHROUGH_SHADERS
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
+        let coop_matrix = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("glm-wgpu"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: the only experimental feature requested is cooperative matrices, used by one
+            // kernel (matmul_coop) that is checked against the plain matmul before it is trusted.
+            experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("cannot open a device on {}", describe(&info)))?;
-        Ok(Self { adapter_info: info, device, queue, limits, features })
+        Ok(Self { adapter_info: info, device, queue, limits, features, coop_matrix })
     }
 
     /// The subgroup size, where the adapter has subgroups and they always have the same size.

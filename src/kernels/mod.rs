@@ -7,6 +7,7 @@ pub mod format;
 pub mod input_rows;
 pub mod kv_store;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod matvec;
 pub mod mla_attention;
 pub mod mla_attention_prefill;

@@ -1,0 +1,173 @@
+//! Start-up check of the cooperative-matrix prefill products: `matmul_coop` against the plain
+//! `matmul` on the model's own weights and random input rows, for every kind of product the prefill
+//! runs (token rows, a residual add, per-head matrices, gate/up pairs, expert tiles by token and by
+//! entry). A variant that disagrees is not used.
+
+use super::weights::{FeedForward, ModelWeights};
+use crate::gpu::{read_f32, GpuContext, GpuWeight, KernelCache};
+use crate::kernels::input_rows::InputRows;
+use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
+use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
+use crate::kernels::Step;
+use anyhow::{ensure, Context, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Tokens of a check: not a whole tile of either kernel.
+const TOKENS: u32 = 40;
+/// Largest difference from the plain kernel, relative to its largest output: f16 inputs and
+/// weights round at 2^-11, so a correct kernel stays far below this and a wrong one far above.
+pub const TOLERANCE: f32 = 1e-2;
+
+/// One product the prefill runs, on `TOKENS` tokens.
+struct Case<'a> {
+    label: &'static str,
+    w: &'a GpuWeight,
+    up: Option<&'a GpuWeight>,
+    add: bool,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tokens,
+    Heads(u32),
+    /// Expert tiles of `slots` entries per token; input rows per token or per entry.
+    Grouped {
+        slots: u32,
+        of_token: bool,
+    },
+}
+
+fn cases(w: &ModelWeights, n_heads: u32, slots: u32) -> Vec<Case<'_>> {
+    let mut cases = Vec::new();
+    let case = |label, w, up, add, kind| Case { label, w, up, add, kind };
+    if let Some(l) = w.layers.first() {
+        cases.push(case("attn_q_a", &l.q_a, None, false, Kind::Tokens));
+        cases.push(case("attn_output", &l.o, None, true, Kind::Tokens));
+        cases.push(case("attn_k_b", &l.k_b, None, false, Kind::Heads(n_heads)));
+    }
+    if let Some(f) = w.layers.iter().find_map(|l| if let FeedForward::Dense(f) = &l.ffn { Some(f) } else { None }) {
+        cases.push(case("ffn_gate_up", &f.gate, Some(&f.up), false, Kind::Tokens));
+    }
+    if let Some(m) = w.layers.iter().find_map(|l| if let FeedForward::Moe(m) = &l.ffn { Some(m) } else { None }) {
+        let e = &m.experts;
+        cases.push(case("moe_gate_up_exps", &e.gate, Some(&e.up), false, Kind::Grouped { slots, of_token: true }));
+        cases.push(case("moe_down_exps", &e.down, None, false, Kind::Grouped { slots, of_token: false }));
+    }
+    cases
+}
+
+/// Entries (expert | token << 16, grouped by expert) for `slots` distinct random experts per token,
+/// and the tile list of `tile` entries (`moe_group.wgsl`'s layout).
+fn group(rng: &mut StdRng, n_mat: u32, slots: u32, tile: u32) -> (Vec<u32>, Vec<u32>) {
+    let mut entries = Vec::new();
+    for t in 0..TOKENS {
+        let mut chosen: Vec<u32> = Vec::new();
+        while chosen.len() < slots.min(n_mat) as usize {
+            let e = rng.random_range(0..n_mat);
+            if !chosen.contains(&e) {
+                chosen.push(e);
+            }
+        }
+        entries.extend(chosen.into_iter().map(|e| e | t << 16));
+    }
+    entries.sort_by_key(|e| e & 0xffff);
+    let mut tiles = vec![0];
+    let mut first = 0;
+    while first < entries.len() {
+        let e = entries[first] & 0xffff;
+        let n = entries[first..].iter().take_while(|&&x| x & 0xffff == e).count().min(tile as usize);
+        tiles.extend([e | (n as u32) << 16, first as u32]);
+        first += n;
+    }
+    tiles[0] = (tiles.len() as u32 - 1) / 2;
+    (entries, tiles)
+}
+
+/// Checks every case; the largest relative difference seen, or an error naming the product that
+/// disagrees and by how much.
+pub fn coop_matmul(ctx: &GpuContext, kc: &mut KernelCache, w: &ModelWeights, n_heads: u32, slots: u32) -> Result<f32> {
+    let mut rng = StdRng::seed_from_u64(0x636f6f70);
+    let mut worst = 0f32;
+    for case in cases(w, n_heads, slots) {
+        let err = check(ctx, kc, &case, &mut rng).with_context(|| format!("checking {}", case.label))?;
+        ensure!(
+            err <= TOLERANCE,
+            "cooperative matmul disagrees with the plain matmul on {} ({} weights): {err:.2e} of the largest output",
+            case.label,
+            case.w.ggml_type.name()
+        );
+        worst = worst.max(err);
+    }
+    Ok(worst)
+}
+
+fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) -> Result<f32> {
+    let cols = case.w.row_len() as u32;
+    let out = case.w.rows() as u32;
+    let (in_rows, out_rows) = match case.kind {
+        Kind::Tokens => (TOKENS, TOKENS),
+        Kind::Heads(h) => (TOKENS * h, TOKENS * h),
+        Kind::Grouped { slots, of_token: true } => (TOKENS, TOKENS * slots),
+        Kind::Grouped { slots, of_token: false } => (TOKENS * slots, TOKENS * slots),
+    };
+    let mut random = |n: u32, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+    let rows = InputRows {
+        xq: ctx.storage_init("check rows", bytemuck::cast_slice(&random(in_rows * cols, -1.0, 1.0)))?,
+        xd: ctx.storage("check row scales", 16)?,
+        s: ctx.storage_init("check row norms", bytemuck::cast_slice(&random(in_rows, 0.5, 1.5)))?,
+    };
+    let y0 = random(out_rows * out, -1.0, 1.0);
+    let step = ctx.uniform("check step", bytemuck::bytes_of(&Step::chunk(0, TOKENS as usize)));
+    let n_mat = case.w.n_matrices() as u32;
+    let mut outputs = Vec::new();
+    for coop in [false, true] {
+        let y = ctx.storage_init("check y", bytemuck::cast_slice(&y0))?;
+        let inputs = if coop { CoopTiling::for_tiles(Tiles::Tokens).inputs() } else { MatmulTiling::INPUTS };
+        let (tiles_buf, entries_buf, max_tiles) = match case.kind {
+            Kind::Grouped { slots, .. } => {
+                let tile = if coop { CoopTiling::GROUPED.inputs() } else { MatmulTiling::INPUTS };
+                let (entries, tiles) = group(&mut StdRng::seed_from_u64(7), n_mat, slots, tile);
+                let n = tiles[0];
+                (
+                    Some(ctx.storage_init("check tiles", bytemuck::cast_slice(&tiles))?),
+                    Some(ctx.storage_init("check entries", bytemuck::cast_slice(&entries))?),
+                    n,
+                )
+            }
+            _ => (None, None, TOKENS.div_ceil(inputs)),
+        };
+        let tiles = match case.kind {
+            Kind::Tokens => Tiles::Tokens,
+            Kind::Heads(h) => Tiles::Heads(h),
+            Kind::Grouped { of_token, .. } => {
+                Tiles::Grouped { tiles: tiles_buf.as_ref().unwrap(), entries: entries_buf.as_ref().unwrap(), of_token }
+            }
+        };
+        let a = MatmulArgs {
+            w: case.w,
+            up: case.up,
+            step: &step,
+            x: MatmulInput::F32Scaled(&rows, cols),
+            y: &y,
+            y_stride: out,
+            add: case.add,
+            tiles,
+            max_tiles,
+        };
+        let d = if coop {
+            matmul_coop(ctx, kc, a, CoopTiling::for_tiles(tiles))?
+        } else {
+            matmul(ctx, kc, a, MatmulTiling::for_rows(ctx, case.w.chunks_per_row() as u32))?
+        };
+        ctx.run(&[&d])?;
+        outputs.push(read_f32(ctx, &y, 0, (out_rows * out) as u64)?);
+    }
+    if outputs.iter().flatten().any(|v| !v.is_finite()) {
+        return Ok(f32::INFINITY);
+    }
+    let scale = outputs[0].iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let diff = outputs[0].iter().zip(&outputs[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    Ok(diff / scale)
+}

@@ -1,0 +1,201 @@
+// Prefill products on cooperative matrices (tensor cores, simdgroup matrices): the same products,
+// tiles and outputs as matmul.wgsl, on f32 input rows. A workgroup of 4 subgroups of 32 owns BM
+// output rows × BN tile inputs; each step of BK columns dequantises the weight tile (load_chunk of
+// format.rs, so every format) and the input tile to f16 in workgroup memory, and each subgroup
+// accumulates its 32 × 32 block as 2 × 2 products of 16 × 16 × 16 in f32. The block goes out through
+// workgroup memory, where the row scale, SiLU(gate)·up and the residual add are applied.
+// Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 32·GN inputs), BK, CHUNK (values per
+// format chunk), CHUNK_V4, GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 1 without GLU).
+
+struct Params {
+    rows: u32,      // rows per matrix
+    chunks: u32,    // chunks per row
+    y_stride: u32,  // floats between output rows
+    x_stride: u32,  // vec4s between input rows
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> xf: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> s: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> tiles: array<u32>;
+@group(0) @binding(6) var<storage, read> entries: array<u32>;
+@group(0) @binding(7) var<storage, read> weights0: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read> scales0: array<u32>;
+@group(0) @binding(9) var<storage, read> weights1: array<vec4<u32>>;
+@group(0) @binding(10) var<storage, read> scales1: array<u32>;
+
+const WG: u32 = 128u;
+const BM: u32 = 32u * GM;
+const BN: u32 = 32u * GN;
+// Tile rows are padded so each starts 16 bytes past the previous row's bank.
+const LDS: u32 = BK + 8u;
+const KC: u32 = BK / CHUNK;
+
+alias A16 = coop_mat16x16<f16, A>;
+alias B16 = coop_mat16x16<f16, B>;
+alias C32 = coop_mat16x16<f32, C>;
+
+// Weight tiles, row-major [row][column]; the input tile, [input][column]; each subgroup's staging.
+var<workgroup> w0: array<f16, BM * LDS>;
+var<workgroup> w1: array<f16, W1_LEN>;
+var<workgroup> xt: array<f16, BN * LDS>;
+var<workgroup> stage: array<f32, 4u * 512u>;
+// The tile's inputs: input row, output row and row scale.
+var<workgroup> input_row: array<u32, BN>;
+var<workgroup> output_row: array<u32, BN>;
+var<workgroup> row_scale: array<f32, BN>;
+var<workgroup> tile: vec3<u32>;
+
+var<private> tid: u32;
+var<private> count: u32;
+var<private> row0: u32;
+
+// Subgroup block (bm, bn) of the workgroup's tile: its accumulated gate (or only) and up parts out
+// to y. Every invocation calls it (barriers): the invocations of stage q = tid / 32 write block q.
+fn store_block(g: C32, u: C32, sg: u32, bm: u32, bn: u32) {
+    coopStore(g, &stage[sg * 512u], 16u);
+    if GLU {
+        coopStore(u, &stage[sg * 512u + 256u], 16u);
+    }
+    workgroupBarrier();
+    let q = tid / 32u;
+    let m0 = row0 + (q / GN) * 32u + bm;
+    let n0 = (q % GN) * 32u + bn;
+    for (var e = tid % 32u; e < 256u; e += 32u) {
+        // Column-major staging: consecutive invocations take consecutive output rows.
+        let row = m0 + e % 16u;
+        let n = n0 + e / 16u;
+        if n < count && row < p.rows {
+            let sc = row_scale[n];
+            var out = stage[q * 512u + e] * sc;
+            if GLU {
+                out = out / (1.0 + exp(-out)) * stage[q * 512u + 256u + e] * sc;
+            }
+            let o = output_row[n] * p.y_stride + row;
+            if ADD {
+                y[o] += out;
+            } else {
+                y[o] = out;
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    tid = local;
+    // The tile (matrix, inputs, first input), made uniform for the cooperative operations.
+    if tid == 0u {
+        var info = vec3<u32>(wid.z, 0u, wid.y * BN);
+        if GROUPED == 0u {
+            if info.z < step.n {
+                info.y = min(BN, step.n - info.z);
+            }
+        } else if wid.y < tiles[0] {
+            let t = tiles[1u + 2u * wid.y];
+            info = vec3<u32>(t & 0xffffu, t >> 16u, tiles[2u + 2u * wid.y]);
+        }
+        tile = info;
+    }
+    let info = workgroupUniformLoad(&tile);
+    let m = info.x;
+    count = info.y;
+    let first = info.z;
+    if info.y == 0u {
+        return;
+    }
+    // Inputs past the tile repeat its last one and are never stored.
+    if tid < BN {
+        let e = first + min(tid, count - 1u);
+        var i = e;
+        if GROUPED == 1u {
+            i = entries[e] >> 16u;
+        } else if HEADS > 0u {
+            i = e * HEADS + m;
+        }
+        input_row[tid] = i;
+        output_row[tid] = select(i, e, GROUPED == 1u);
+        row_scale[tid] = 1.0;
+        if SCALED {
+            row_scale[tid] = s[i];
+        }
+    }
+    row0 = wid.x * BM;
+    workgroupBarrier();
+
+    let bm = (sg / GN) * 32u;
+    let bn = (sg % GN) * 32u;
+    var g00 = C32();
+    var g01 = C32();
+    var g10 = C32();
+    var g11 = C32();
+    var u00 = C32();
+    var u01 = C32();
+    var u10 = C32();
+    var u11 = C32();
+    for (var k0 = 0u; k0 < p.chunks * CHUNK; k0 += BK) {
+        for (var i = tid; i < BM * KC; i += WG) {
+            let r = i / KC;
+            let o = r * LDS + (i % KC) * CHUNK;
+            // Rows past the end read the last row (in range) and are never stored.
+            let c = (m * p.rows + min(row0 + r, p.rows - 1u)) * p.chunks + k0 / CHUNK + i % KC;
+            let a = load_chunk0(c);
+            for (var v = 0u; v < CHUNK_V4; v++) { // unroll
+                w0[o + 4u * v] = f16(a[v].x);
+                w0[o + 4u * v + 1u] = f16(a[v].y);
+                w0[o + 4u * v + 2u] = f16(a[v].z);
+                w0[o + 4u * v + 3u] = f16(a[v].w);
+            }
+            if GLU {
+                let b = load_chunk1(c);
+                for (var v = 0u; v < CHUNK_V4; v++) { // unroll
+                    w1[o + 4u * v] = f16(b[v].x);
+                    w1[o + 4u * v + 1u] = f16(b[v].y);
+                    w1[o + 4u * v + 2u] = f16(b[v].z);
+                    w1[o + 4u * v + 3u] = f16(b[v].w);
+                }
+            }
+        }
+        for (var i = tid; i < BN * BK / 4u; i += WG) {
+            let n = i / (BK / 4u);
+            let k4 = i % (BK / 4u);
+            let x = xf[input_row[n] * p.x_stride + k0 / 4u + k4];
+            let o = n * LDS + 4u * k4;
+            xt[o] = f16(x.x);
+            xt[o + 1u] = f16(x.y);
+            xt[o + 2u] = f16(x.z);
+            xt[o + 3u] = f16(x.w);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk += 16u) {
+            let a0 = coopLoadT<A16>(&w0[bm * LDS + kk], LDS);
+            let a1 = coopLoadT<A16>(&w0[(bm + 16u) * LDS + kk], LDS);
+            let b0 = coopLoad<B16>(&xt[bn * LDS + kk], LDS);
+            let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
+            g00 = coopMultiplyAdd(a0, b0, g00);
+            g01 = coopMultiplyAdd(a0, b1, g01);
+            g10 = coopMultiplyAdd(a1, b0, g10);
+            g11 = coopMultiplyAdd(a1, b1, g11);
+            if GLU {
+                let c0 = coopLoadT<A16>(&w1[bm * LDS + kk], LDS);
+                let c1 = coopLoadT<A16>(&w1[(bm + 16u) * LDS + kk], LDS);
+                u00 = coopMultiplyAdd(c0, b0, u00);
+                u01 = coopMultiplyAdd(c0, b1, u01);
+                u10 = coopMultiplyAdd(c1, b0, u10);
+                u11 = coopMultiplyAdd(c1, b1, u11);
+            }
+        }
+        workgroupBarrier();
+    }
+    store_block(g00, u00, sg, 0u, 0u);
+    store_block(g01, u01, sg, 0u, 16u);
+    store_block(g10, u10, sg, 16u, 0u);
+    store_block(g11, u11, sg, 16u, 16u);
+}
