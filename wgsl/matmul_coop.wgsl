@@ -5,7 +5,7 @@
 // accumulates its 32 × 32 block as 2 × 2 products of 16 × 16 × 16 in f32. The block goes out through
 // workgroup memory, where the row scale, SiLU(gate)·up and the residual add are applied.
 // Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 32·GN inputs), BK, CHUNK (values per
-// format chunk), CHUNK_V4, GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 1 without GLU).
+// format chunk), CHUNK_V4, GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 8 without GLU).
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -38,15 +38,17 @@ alias B16 = coop_mat16x16<f16, B>;
 alias C32 = coop_mat16x16<f32, C>;
 
 // Weight tiles, row-major [row][column]; the input tile, [input][column]; each subgroup's staging.
+// Every workgroup variable is a whole number of 16 bytes, so each tile starts 16-byte aligned as the
+// cooperative loads need (an H200 read a tile that followed a 2-byte one shifted by an element).
 var<workgroup> w0: array<f16, BM * LDS>;
 var<workgroup> w1: array<f16, W1_LEN>;
 var<workgroup> xt: array<f16, BN * LDS>;
 var<workgroup> stage: array<f32, 4u * 512u>;
-// The tile's inputs: input row, output row and row scale.
+// The tile's inputs: input row, output row and row scale (BN = 32 or 64 words each).
 var<workgroup> input_row: array<u32, BN>;
 var<workgroup> output_row: array<u32, BN>;
 var<workgroup> row_scale: array<f32, BN>;
-var<workgroup> tile: vec3<u32>;
+var<workgroup> tile: vec4<u32>;
 
 var<private> tid: u32;
 var<private> count: u32;
@@ -91,16 +93,16 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     tid = local;
-    // The tile (matrix, inputs, first input), made uniform for the cooperative operations.
+    // The tile (matrix, inputs, first input, unused), made uniform for the cooperative operations.
     if tid == 0u {
-        var info = vec3<u32>(wid.z, 0u, wid.y * BN);
+        var info = vec4<u32>(wid.z, 0u, wid.y * BN, 0u);
         if GROUPED == 0u {
             if info.z < step.n {
                 info.y = min(BN, step.n - info.z);
             }
         } else if wid.y < tiles[0] {
             let t = tiles[1u + 2u * wid.y];
-            info = vec3<u32>(t & 0xffffu, t >> 16u, tiles[2u + 2u * wid.y]);
+            info = vec4<u32>(t & 0xffffu, t >> 16u, tiles[2u + 2u * wid.y], 0u);
         }
         tile = info;
     }

@@ -198,6 +198,11 @@ pub enum Build {
 /// the prefill's matmul).
 const NATIVE: [&str; 2] = ["matvec", "matmul"];
 
+/// Kernels built as native pipelines on Vulkan whatever the choice: wgpu's own SPIR-V of the
+/// cooperative matmul declares the Vulkan memory model without what it needs (see
+/// `native::glsl450_memory_model`).
+pub const NATIVE_ON_VULKAN: [&str; 1] = ["matmul_coop"];
+
 /// Compiled kernels, keyed by their full composed source so two variants can never collide.
 pub struct KernelCache {
     kernels: HashMap<String, Rc<Kernel>>,
@@ -238,7 +243,8 @@ impl KernelCache {
         if let Some(k) = self.kernels.get(&source) {
             return Ok(k.clone());
         }
-        let build = if self.native && NATIVE.contains(&name) {
+        let vulkan = ctx.adapter_info.backend == wgpu::Backend::Vulkan;
+        let build = if (self.native && NATIVE.contains(&name)) || (vulkan && NATIVE_ON_VULKAN.contains(&name)) {
             Build::Native
         } else if self.checked {
             Build::Checked

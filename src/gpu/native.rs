@@ -41,6 +41,35 @@ pub fn spirv(source: &str) -> Result<(Vec<u32>, [u32; 3])> {
         ..Default::default()
     };
     let pipeline = spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-    let words = spv::write_vec(&module, &info, &options, Some(&pipeline)).context("naga could not write SPIR-V")?;
+    let mut words = spv::write_vec(&module, &info, &options, Some(&pipeline)).context("naga could not write SPIR-V")?;
+    glsl450_memory_model(&mut words);
     Ok((words, entry.workgroup_size))
+}
+
+const OP_CAPABILITY: u32 = 17;
+const OP_MEMORY_MODEL: u32 = 14;
+const CAPABILITY_VULKAN_MEMORY_MODEL: u32 = 5345;
+const MEMORY_MODEL_GLSL450: u32 = 1;
+
+/// Declares the GLSL450 memory model where naga declared the Vulkan one (it does for cooperative
+/// matrices). naga's barriers carry no availability/visibility semantics and its loads and stores
+/// no `NonPrivatePointer`, which the Vulkan model needs to order plain workgroup-memory accesses
+/// across a barrier: on an H200 a tiled kernel then read stale tiles. Under GLSL450 the same
+/// barriers order them, as in every other kernel. Nothing else in naga's output depends on the
+/// model for the kernels built here (no atomics).
+pub fn glsl450_memory_model(words: &mut Vec<u32>) {
+    let mut out = Vec::with_capacity(words.len());
+    out.extend_from_slice(&words[..5]);
+    let mut i = 5;
+    while i < words.len() {
+        let (len, op) = ((words[i] >> 16) as usize, words[i] & 0xffff);
+        let inst = &words[i..i + len.max(1)];
+        match op {
+            OP_CAPABILITY if inst[1] == CAPABILITY_VULKAN_MEMORY_MODEL => {}
+            OP_MEMORY_MODEL => out.extend_from_slice(&[inst[0], inst[1], MEMORY_MODEL_GLSL450]),
+            _ => out.extend_from_slice(inst),
+        }
+        i += len.max(1);
+    }
+    *words = out;
 }
