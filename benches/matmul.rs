@@ -1,6 +1,8 @@
 //! Sweeps the prefill matmul's tiling (chunks per lane × rows per team × threads per workgroup) for
-//! a 512-token chunk at GLM-4.7-Flash's shapes, reporting multiply-adds per second. Run on the target
-//! GPU: `cargo bench --bench matmul` (`engine` is the tiling `MatmulTiling::for_rows` picks).
+//! a 512-token chunk at GLM-4.7-Flash's shapes, reporting multiply-adds per second; where the adapter
+//! has cooperative matrices, also `matmul_coop`'s tilings (`coop_<rows>x<inputs>_bk<columns>` on f32
+//! rows; `coop_engine` is the one the engine picks). Run on the target GPU: `cargo bench --bench
+//! matmul` (`engine` is the tiling `MatmulTiling::for_rows` picks).
 //! The inputs are prepared once (`input_rows`); only the products are timed, one dispatch per
 //! matrix copy or expert group, several per iteration so the timing is not one launch.
 
@@ -8,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::input_rows::{input_rows, InputRows};
 use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
+use glm_wgpu::kernels::matmul_coop::{self, matmul_coop, CoopTiling};
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::Step;
 use glm_wgpu::model::TensorData;
@@ -30,6 +33,11 @@ const SHAPES: [(&str, GgmlType, usize, usize, usize, bool); 4] = [
     ("exps gate+up 5 of 65 1536x2048", GgmlType::Q4K, 1536, 2048, EXPERTS, true),
     ("exps down 5 of 65 2048x1536", GgmlType::Q6K, 2048, 1536, EXPERTS, false),
 ];
+
+/// Cooperative tilings: (subgroups along rows, along inputs, 16-input blocks per subgroup, columns
+/// per step).
+const COOP_TILINGS: [(u32, u32, u32, u32); 5] =
+    [(2, 2, 2, 64), (2, 2, 1, 64), (4, 1, 2, 32), (4, 1, 2, 64), (4, 1, 1, 32)];
 
 /// (chunks per lane, rows per team, threads per workgroup)
 const TILINGS: [(u32, u32, u32); 8] =
@@ -55,14 +63,21 @@ fn sweep(c: &mut Criterion) {
         route[t * 16 + 4] = 64;
         route[t * 16 + 8..t * 16 + 13].copy_from_slice(&[0.2f32.to_bits(); 5]);
     }
-    let g = Grouping { chunk: CHUNK as u32, slots: SLOTS as u32, n_mat: EXPERTS as u32, tile: MatmulTiling::INPUTS };
     let rb = ctx.storage_init("route", bytemuck::cast_slice(&route)).unwrap();
-    let entries = ctx.storage("entries", g.entries() as u64 * 4).unwrap();
-    let slot_entry = ctx.storage("slot_entry", g.entries() as u64 * 4).unwrap();
-    let tiles = ctx.storage("tiles", g.tile_words() as u64 * 4).unwrap();
     let mut kc = KernelCache::new(false);
-    let group = moe_group(&ctx, &mut kc, g, [&step, &rb, &entries, &slot_entry, &tiles]).unwrap();
-    ctx.run(&[&group]).unwrap();
+    // The chunk's entries grouped by expert in tiles of `tile`: grouping, entries, tile list.
+    let mut group = |tile: u32| {
+        let g = Grouping { chunk: CHUNK as u32, slots: SLOTS as u32, n_mat: EXPERTS as u32, tile };
+        let entries = ctx.storage("entries", g.entries() as u64 * 4).unwrap();
+        let slot_entry = ctx.storage("slot_entry", g.entries() as u64 * 4).unwrap();
+        let tiles = ctx.storage("tiles", g.tile_words() as u64 * 4).unwrap();
+        let d = moe_group(&ctx, &mut kc, g, [&step, &rb, &entries, &slot_entry, &tiles]).unwrap();
+        ctx.run(&[&d]).unwrap();
+        (g, entries, tiles)
+    };
+    let (g, entries, tiles) = group(MatmulTiling::INPUTS);
+    let coop = matmul_coop::supported(&ctx).is_ok();
+    let coop_groups: Vec<_> = if coop { [16, 32, 64].into_iter().map(|t| (t, group(t))).collect() } else { Vec::new() };
 
     for (name, t, rows, cols, experts, glu) in SHAPES {
         let grouped = experts > 1;
@@ -112,19 +127,63 @@ fn sweep(c: &mut Criterion) {
                     matmul(&ctx, &mut kc, a, tiling).unwrap()
                 })
                 .collect();
-            bench.bench_function(BenchmarkId::from_parameter(&label), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        ctx.submit(&launches);
-                    }
-                    ctx.wait().unwrap();
-                    start.elapsed()
+            time(&mut bench, &ctx, &label, &launches);
+        }
+        let coop_engine = CoopTiling::ENGINE;
+        let coop_tilings = std::iter::once(("coop_engine".to_string(), coop_engine)).chain(COOP_TILINGS.iter().map(
+            |&(gm, gn, sn, bk)| {
+                let t = CoopTiling { gm, gn, sn, bk };
+                (format!("coop_{}x{}_bk{bk}", t.rows(), t.inputs()), t)
+            },
+        ));
+        for (label, tiling) in coop_tilings.filter(|_| coop) {
+            let (cg, centries, ctiles) = &coop_groups.iter().find(|(t, _)| *t == tiling.inputs()).unwrap().1;
+            let launches: Result<Vec<Dispatch>, _> = (0..copies)
+                .map(|i| {
+                    let tiles = if grouped {
+                        Tiles::Grouped { tiles: ctiles, entries: centries, of_token: glu }
+                    } else {
+                        Tiles::Tokens
+                    };
+                    let a = MatmulArgs {
+                        w: &gate[i],
+                        up: up.get(i),
+                        step: &step,
+                        x: MatmulInput::F32 { x: &xb, stride: cols as u32 },
+                        y: &y,
+                        y_stride: rows as u32,
+                        add: false,
+                        tiles,
+                        max_tiles: if grouped { cg.max_tiles() } else { (CHUNK as u32).div_ceil(tiling.inputs()) },
+                    };
+                    matmul_coop(&ctx, &mut kc, a, tiling)
                 })
-            });
+                .collect();
+            match launches {
+                Ok(launches) => time(&mut bench, &ctx, &label, &launches),
+                Err(e) => eprintln!("{label}: {e:#}"),
+            }
         }
         bench.finish();
     }
+}
+
+fn time(
+    bench: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    label: &str,
+    launches: &[Dispatch],
+) {
+    bench.bench_function(BenchmarkId::from_parameter(label), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                ctx.submit(launches);
+            }
+            ctx.wait().unwrap();
+            start.elapsed()
+        })
+    });
 }
 
 criterion_group!(benches, sweep);

@@ -2,10 +2,12 @@
 // tiles and outputs as matmul.wgsl, on f32 input rows. A workgroup of 4 subgroups of 32 owns BM
 // output rows × BN tile inputs; each step of BK columns dequantises the weight tile (load_chunk of
 // format.rs, so every format) and the input tile to f16 in workgroup memory, and each subgroup
-// accumulates its 32 × 32 block as 2 × 2 products of 16 × 16 × 16 in f32. The block goes out through
+// accumulates its 32 × 16·SN block as 2 × SN products of 16 × 16 × 16 in f32. The next step's tiles
+// are fetched into registers while the current one is multiplied. The block goes out through
 // workgroup memory, where the row scale, SiLU(gate)·up and the residual add are applied.
-// Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 32·GN inputs), BK, CHUNK (values per
-// format chunk), CHUNK_V4, GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 8 without GLU).
+// Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 16·SN·GN inputs), SN, BK, CHUNK (values
+// per format chunk), CHUNK_V4, WL and XL (weight chunks and input vec4s each invocation fetches per
+// step), GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 8 without GLU).
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -28,7 +30,7 @@ struct Params {
 
 const WG: u32 = 128u;
 const BM: u32 = 32u * GM;
-const BN: u32 = 32u * GN;
+const BN: u32 = 16u * SN * GN;
 // Tile rows are padded so each starts 16 bytes past the previous row's bank.
 const LDS: u32 = BK + 8u;
 const KC: u32 = BK / CHUNK;
@@ -53,6 +55,54 @@ var<workgroup> tile: vec4<u32>;
 var<private> tid: u32;
 var<private> count: u32;
 var<private> row0: u32;
+var<private> m: u32;
+// The next step's tiles, dequantised, in registers.
+var<private> wr0: array<array<vec4<f32>, CHUNK_V4>, WL>;
+var<private> wr1: array<array<vec4<f32>, CHUNK_V4>, WL>;
+var<private> xr: array<vec4<f32>, XL>;
+
+fn fetch(k0: u32) {
+    for (var j = 0u; j < WL; j++) { // unroll
+        let i = tid + j * WG;
+        // Rows past the end read the last row (in range) and are never stored.
+        let c = (m * p.rows + min(row0 + i / KC, p.rows - 1u)) * p.chunks + k0 / CHUNK + i % KC;
+        wr0[j] = load_chunk0(c);
+        if GLU {
+            wr1[j] = load_chunk1(c);
+        }
+    }
+    for (var j = 0u; j < XL; j++) { // unroll
+        let i = tid + j * WG;
+        xr[j] = xf[input_row[i / (BK / 4u)] * p.x_stride + k0 / 4u + i % (BK / 4u)];
+    }
+}
+
+fn stash() {
+    for (var j = 0u; j < WL; j++) { // unroll
+        let i = tid + j * WG;
+        let o = (i / KC) * LDS + (i % KC) * CHUNK;
+        for (var v = 0u; v < CHUNK_V4; v++) { // unroll
+            w0[o + 4u * v] = f16(wr0[j][v].x);
+            w0[o + 4u * v + 1u] = f16(wr0[j][v].y);
+            w0[o + 4u * v + 2u] = f16(wr0[j][v].z);
+            w0[o + 4u * v + 3u] = f16(wr0[j][v].w);
+            if GLU {
+                w1[o + 4u * v] = f16(wr1[j][v].x);
+                w1[o + 4u * v + 1u] = f16(wr1[j][v].y);
+                w1[o + 4u * v + 2u] = f16(wr1[j][v].z);
+                w1[o + 4u * v + 3u] = f16(wr1[j][v].w);
+            }
+        }
+    }
+    for (var j = 0u; j < XL; j++) { // unroll
+        let i = tid + j * WG;
+        let o = (i / (BK / 4u)) * LDS + 4u * (i % (BK / 4u));
+        xt[o] = f16(xr[j].x);
+        xt[o + 1u] = f16(xr[j].y);
+        xt[o + 2u] = f16(xr[j].z);
+        xt[o + 3u] = f16(xr[j].w);
+    }
+}
 
 // Subgroup block (bm, bn) of the workgroup's tile: its accumulated gate (or only) and up parts out
 // to y. Every invocation calls it (barriers): the invocations of stage q = tid / 32 write block q.
@@ -64,7 +114,7 @@ fn store_block(g: C32, u: C32, sg: u32, bm: u32, bn: u32) {
     workgroupBarrier();
     let q = tid / 32u;
     let m0 = row0 + (q / GN) * 32u + bm;
-    let n0 = (q % GN) * 32u + bn;
+    let n0 = (q % GN) * 16u * SN + bn;
     for (var e = tid % 32u; e < 256u; e += 32u) {
         // Column-major staging: consecutive invocations take consecutive output rows.
         let row = m0 + e % 16u;
@@ -107,7 +157,7 @@ fn main(
         tile = info;
     }
     let info = workgroupUniformLoad(&tile);
-    let m = info.x;
+    m = info.x;
     count = info.y;
     let first = info.z;
     if info.y == 0u {
@@ -133,7 +183,7 @@ fn main(
     workgroupBarrier();
 
     let bm = (sg / GN) * 32u;
-    let bn = (sg % GN) * 32u;
+    let bn = (sg % GN) * 16u * SN;
     var g00 = C32();
     var g01 = C32();
     var g10 = C32();
@@ -142,62 +192,44 @@ fn main(
     var u01 = C32();
     var u10 = C32();
     var u11 = C32();
-    for (var k0 = 0u; k0 < p.chunks * CHUNK; k0 += BK) {
-        for (var i = tid; i < BM * KC; i += WG) {
-            let r = i / KC;
-            let o = r * LDS + (i % KC) * CHUNK;
-            // Rows past the end read the last row (in range) and are never stored.
-            let c = (m * p.rows + min(row0 + r, p.rows - 1u)) * p.chunks + k0 / CHUNK + i % KC;
-            let a = load_chunk0(c);
-            for (var v = 0u; v < CHUNK_V4; v++) { // unroll
-                w0[o + 4u * v] = f16(a[v].x);
-                w0[o + 4u * v + 1u] = f16(a[v].y);
-                w0[o + 4u * v + 2u] = f16(a[v].z);
-                w0[o + 4u * v + 3u] = f16(a[v].w);
-            }
-            if GLU {
-                let b = load_chunk1(c);
-                for (var v = 0u; v < CHUNK_V4; v++) { // unroll
-                    w1[o + 4u * v] = f16(b[v].x);
-                    w1[o + 4u * v + 1u] = f16(b[v].y);
-                    w1[o + 4u * v + 2u] = f16(b[v].z);
-                    w1[o + 4u * v + 3u] = f16(b[v].w);
-                }
-            }
-        }
-        for (var i = tid; i < BN * BK / 4u; i += WG) {
-            let n = i / (BK / 4u);
-            let k4 = i % (BK / 4u);
-            let x = xf[input_row[n] * p.x_stride + k0 / 4u + k4];
-            let o = n * LDS + 4u * k4;
-            xt[o] = f16(x.x);
-            xt[o + 1u] = f16(x.y);
-            xt[o + 2u] = f16(x.z);
-            xt[o + 3u] = f16(x.w);
-        }
+    let cols = p.chunks * CHUNK;
+    fetch(0u);
+    for (var k0 = 0u; k0 < cols; k0 += BK) {
+        // The previous step's products are done with the tiles.
         workgroupBarrier();
+        stash();
+        workgroupBarrier();
+        if k0 + BK < cols {
+            fetch(k0 + BK);
+        }
         for (var kk = 0u; kk < BK; kk += 16u) {
             let a0 = coopLoadT<A16>(&w0[bm * LDS + kk], LDS);
             let a1 = coopLoadT<A16>(&w0[(bm + 16u) * LDS + kk], LDS);
             let b0 = coopLoad<B16>(&xt[bn * LDS + kk], LDS);
-            let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
             g00 = coopMultiplyAdd(a0, b0, g00);
-            g01 = coopMultiplyAdd(a0, b1, g01);
             g10 = coopMultiplyAdd(a1, b0, g10);
-            g11 = coopMultiplyAdd(a1, b1, g11);
             if GLU {
                 let c0 = coopLoadT<A16>(&w1[bm * LDS + kk], LDS);
                 let c1 = coopLoadT<A16>(&w1[(bm + 16u) * LDS + kk], LDS);
                 u00 = coopMultiplyAdd(c0, b0, u00);
-                u01 = coopMultiplyAdd(c0, b1, u01);
                 u10 = coopMultiplyAdd(c1, b0, u10);
-                u11 = coopMultiplyAdd(c1, b1, u11);
+                if SN == 2u {
+                    let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
+                    u01 = coopMultiplyAdd(c0, b1, u01);
+                    u11 = coopMultiplyAdd(c1, b1, u11);
+                }
+            }
+            if SN == 2u {
+                let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
+                g01 = coopMultiplyAdd(a0, b1, g01);
+                g11 = coopMultiplyAdd(a1, b1, g11);
             }
         }
-        workgroupBarrier();
     }
     store_block(g00, u00, sg, 0u, 0u);
-    store_block(g01, u01, sg, 0u, 16u);
     store_block(g10, u10, sg, 16u, 0u);
-    store_block(g11, u11, sg, 16u, 16u);
+    if SN == 2u {
+        store_block(g01, u01, sg, 0u, 16u);
+        store_block(g11, u11, sg, 16u, 16u);
+    }
 }

@@ -8,35 +8,32 @@ use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::quant::{self, GgmlType};
 use anyhow::{bail, ensure, Result};
 
-/// Workgroups of `gm` × `gn` subgroups of 32, each owning 32 rows × 32 inputs, stepping `bk` columns.
+/// Workgroups of `gm` × `gn` subgroups of 32, each owning 32 rows × 16·`sn` inputs, stepping `bk`
+/// columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoopTiling {
     pub gm: u32,
     pub gn: u32,
+    pub sn: u32,
     pub bk: u32,
 }
 
 impl CoopTiling {
-    /// Token and per-head tiles: 64 rows × 64 inputs.
-    pub const TOKENS: Self = Self { gm: 2, gn: 2, bk: 64 };
-    /// Expert tiles (about 32 entries per expert in a 512-token chunk of GLM-4.7-Flash): 128 rows ×
-    /// 32 inputs, 32 columns a step to keep the gate and up tiles in 48 KiB of workgroup memory.
-    pub const GROUPED: Self = Self { gm: 4, gn: 1, bk: 32 };
+    /// The engine's tiling for every product: 64 rows × 64 inputs, 64 columns a step. From an H200
+    /// sweep (`cargo bench --bench matmul`, 512-token chunk, Q4_K/Q6_K, µs per product): q_b 592
+    /// (64 × 32: 569, 128 × 32 / 32 columns: 580); attn_output 1,298 (64 × 32: 1,346); expert
+    /// gate+up 846 (64 × 32: 997, 128 × 32 / 32: 1,099); expert down 527 (64 × 32: 399, 128 × 32 /
+    /// 32: 402). One tile size serves both expert passes (one `moe_group` list), and 64 wins their
+    /// sum; the plain int8 matmul's best: 794, 2,043, 783, 490.
+    pub const ENGINE: Self = Self { gm: 2, gn: 2, sn: 2, bk: 64 };
 
-    /// Inputs per tile (the expert tiles' size is also `moe_group`'s tile size).
+    /// Inputs per tile (for the expert passes also `moe_group`'s tile size).
     pub fn inputs(self) -> u32 {
-        32 * self.gn
+        16 * self.sn * self.gn
     }
 
     pub fn rows(self) -> u32 {
         32 * self.gm
-    }
-
-    pub fn for_tiles(tiles: Tiles) -> Self {
-        match tiles {
-            Tiles::Grouped { .. } => Self::GROUPED,
-            Tiles::Tokens | Tiles::Heads(_) => Self::TOKENS,
-        }
     }
 }
 
@@ -69,15 +66,30 @@ struct Variant {
     scaled: bool,
 }
 
+/// f16s of the up projection's tile (a placeholder of 16 bytes without one).
+fn w1_len(t: CoopTiling, glu: bool) -> u32 {
+    if glu {
+        t.rows() * (t.bk + 8)
+    } else {
+        8
+    }
+}
+
+/// Threads per workgroup: 4 subgroups of 32.
+const WG: u32 = 128;
+
 fn source(t: GgmlType, tiling: CoopTiling, v: Variant) -> String {
     let chunk = quant::gpu_chunk_elems(t) as u32;
     let consts = [
         ("GM", Const::U32(tiling.gm)),
         ("GN", Const::U32(tiling.gn)),
+        ("SN", Const::U32(tiling.sn)),
         ("BK", Const::U32(tiling.bk)),
+        ("WL", Const::U32(tiling.rows() * tiling.bk / chunk / WG)),
+        ("XL", Const::U32(tiling.inputs() * tiling.bk / 4 / WG)),
         ("CHUNK", Const::U32(chunk)),
         ("CHUNK_V4", Const::U32(chunk / 4)),
-        ("W1_LEN", Const::U32(if v.glu { tiling.rows() * (tiling.bk + 8) } else { 8 })),
+        ("W1_LEN", Const::U32(w1_len(tiling, v.glu))),
         ("GLU", Const::Bool(v.glu)),
         ("ADD", Const::Bool(v.add)),
         ("GROUPED", Const::U32(v.grouped)),
@@ -109,7 +121,13 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         t.bk,
         a.w.ggml_type.name()
     );
-    ensure!(t.gm * t.gn == 4, "cooperative matmul tiling {t:?} is not 4 subgroups");
+    ensure!(
+        t.gm * t.gn == 4
+            && (1..=2).contains(&t.sn)
+            && (t.rows() * t.bk / chunk).is_multiple_of(WG)
+            && (t.inputs() * t.bk / 4).is_multiple_of(WG),
+        "cooperative matmul tiling {t:?}: not 4 subgroups, or its tiles are not whole loads of {WG} invocations"
+    );
     let v = Variant {
         glu: a.up.is_some(),
         add: a.add,
@@ -121,6 +139,13 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         heads: if let Tiles::Heads(h) = a.tiles { h } else { 0 },
         scaled,
     };
+    let w1 = w1_len(t, v.glu);
+    let shared = 2 * (t.rows() * (t.bk + 8) + w1 + t.inputs() * (t.bk + 8)) + 4 * (4 * 512 + 3 * t.inputs() + 4);
+    ensure!(
+        shared <= ctx.limits.max_compute_workgroup_storage_size,
+        "cooperative matmul tiling {t:?} needs {shared} bytes of workgroup memory, more than {}",
+        ctx.limits.max_compute_workgroup_storage_size
+    );
     let source = source(a.w.ggml_type, t, v);
     let read = Binding::Read;
     let bindings =
@@ -150,7 +175,12 @@ mod tests {
     #[test]
     fn every_variant_validates() {
         for t in GgmlType::SUPPORTED {
-            for tiling in [CoopTiling::TOKENS, CoopTiling::GROUPED] {
+            let other = [
+                CoopTiling { sn: 1, ..CoopTiling::ENGINE },
+                CoopTiling { gm: 4, gn: 1, sn: 2, bk: 32 },
+                CoopTiling { gm: 4, gn: 1, sn: 1, bk: 32 },
+            ];
+            for tiling in std::iter::once(CoopTiling::ENGINE).chain(other) {
                 for (glu, add, grouped, heads, scaled) in [
                     (false, false, 0, 0, true),
                     (false, true, 0, 0, false),
