@@ -182,11 +182,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("model: {name} ({format})");
     println!("gpu: {device}");
     println!(
-        "kernels: {} {}, {} activations",
-        if a.engine.kernels == KernelChoice::Native {
-            "native (SPIR-V passthrough) matrix products, other"
-        } else {
-            "WGSL,"
+        "kernels: {}, {}, {} activations",
+        match a.engine.kernels {
+            KernelChoice::Wgsl => "WGSL",
+            KernelChoice::Native => "native matrix products (SPIR-V passthrough), other WGSL",
+            KernelChoice::Auto => "native matrix products where the backend has them, other WGSL",
         },
         if a.engine.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
         if a.engine.f32_activations { "f32" } else { "int8" }

@@ -75,7 +75,9 @@ pub struct EngineArgs {
     /// Prompt tokens processed together: each chunk reads the weights once.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
     pub prefill_chunk: u64,
-    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now).
+    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now; auto:
+    /// native where the backend has them). Native pipelines are checked against their WGSL twins at
+    /// start-up; one that disagrees is built from WGSL instead, and the user is told.
     #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
     pub kernels: KernelChoice,
     /// Prefill products on cooperative matrices (tensor cores): auto uses them where the adapter

@@ -1,10 +1,12 @@
-//! Start-up check of the cooperative-matrix prefill products: `matmul_coop` against the plain
-//! `matmul` on the model's own weights and random input rows, for every kind of product the prefill
-//! runs (token rows, a residual add, per-head matrices, gate/up pairs, expert tiles by token and by
-//! entry). A variant that disagrees is not used.
+//! Start-up checks of kernel variants before the engine trusts them; a variant that disagrees is not
+//! used. The cooperative-matrix prefill products: `matmul_coop` against the plain `matmul` on the
+//! model's own weights and random input rows, for every kind of product the prefill runs (token
+//! rows, a residual add, per-head matrices, gate/up pairs, expert tiles by token and by entry). Native
+//! pipelines: each against the WGSL build of its own source, at its first launch in the engine's
+//! recorded forward.
 
 use super::weights::{FeedForward, ModelWeights};
-use crate::gpu::{read_f32, GpuContext, GpuWeight, KernelCache};
+use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
@@ -12,6 +14,8 @@ use crate::kernels::Step;
 use anyhow::{ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::HashSet;
+use std::rc::Rc;
 
 /// Tokens of a check: not a whole tile of either kernel.
 const TOKENS: u32 = 40;
@@ -164,10 +168,91 @@ fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) 
         ctx.run(&[&d])?;
         outputs.push(read_f32(ctx, &y, 0, (out_rows * out) as u64)?);
     }
-    if outputs.iter().flatten().any(|v| !v.is_finite()) {
-        return Ok(f32::INFINITY);
+    Ok(relative_difference(&outputs[0], &outputs[1]))
+}
+
+/// Largest difference between a native pipeline and its WGSL twin, relative to the twin's largest
+/// output: both are the same WGSL, so anything past rounding noise is a broken pipeline.
+pub const NATIVE_TOLERANCE: f32 = 1e-4;
+
+/// One native pipeline checked against its WGSL twin.
+pub struct TwinCheck {
+    /// The launch it was checked at (e.g. "attn_q_b").
+    pub label: String,
+    pub kernel: String,
+    pub source: String,
+    /// Largest difference relative to the twin's largest output.
+    pub error: f32,
+}
+
+/// Runs `dispatches` in order, one submission each, from the engine's current buffers; at the first
+/// launch of each native pipeline that has a WGSL twin, runs the twin first on the same buffers,
+/// restores what the launch writes, runs the native pipeline, compares what both wrote, and goes on
+/// from what the twin wrote.
+pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]) -> Result<Vec<TwinCheck>> {
+    let mut seen = HashSet::new();
+    let mut checks = Vec::new();
+    for d in dispatches {
+        let k = &d.kernel;
+        if !kc.has_twin(k) || !seen.insert(k.source.clone()) {
+            ctx.run(&[*d])?;
+            continue;
+        }
+        let written: Vec<&wgpu::Buffer> = d
+            .bound
+            .buffers
+            .iter()
+            .zip(&k.bindings)
+            .filter(|(_, b)| **b == Binding::ReadWrite)
+            .map(|(x, _)| x)
+            .collect();
+        let saved: Vec<wgpu::Buffer> =
+            written.iter().map(|b| ctx.storage("saved output", b.size())).collect::<Result<_>>()?;
+        copy(ctx, &written, &saved.iter().collect::<Vec<_>>());
+        let twin = Rc::new(kc.wgsl_twin(ctx, k)?);
+        let bound = twin.bind(ctx, &d.bound.buffers.iter().collect::<Vec<_>>());
+        ctx.run(&[&Dispatch::new(twin, bound, d.groups)])?;
+        let want = read_all(ctx, &written)?;
+        // The state goes on from the twin's outputs, so one broken pipeline does not spoil the
+        // inputs of the checks after it.
+        let twin_out: Vec<wgpu::Buffer> =
+            written.iter().map(|b| ctx.storage("twin output", b.size())).collect::<Result<_>>()?;
+        copy(ctx, &written, &twin_out.iter().collect::<Vec<_>>());
+        copy(ctx, &saved.iter().collect::<Vec<_>>(), &written);
+        ctx.run(&[*d])?;
+        let got = read_all(ctx, &written)?;
+        copy(ctx, &twin_out.iter().collect::<Vec<_>>(), &written);
+        checks.push(TwinCheck {
+            label: d.label.clone(),
+            kernel: k.name.clone(),
+            source: k.source.clone(),
+            error: relative_difference(&want, &got),
+        });
     }
-    let scale = outputs[0].iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let diff = outputs[0].iter().zip(&outputs[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    Ok(diff / scale)
+    Ok(checks)
+}
+
+fn copy(ctx: &GpuContext, from: &[&wgpu::Buffer], to: &[&wgpu::Buffer]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    for (f, t) in from.iter().zip(to) {
+        enc.copy_buffer_to_buffer(f, 0, t, 0, f.size());
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
+fn read_all(ctx: &GpuContext, bufs: &[&wgpu::Buffer]) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for b in bufs {
+        out.extend(read_f32(ctx, b, 0, b.size() / 4)?);
+    }
+    Ok(out)
+}
+
+/// max |a - b| / max |a|; infinite where either holds a NaN or infinity.
+fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
+    if a.iter().chain(b).any(|v| !v.is_finite()) {
+        return f32::INFINITY;
+    }
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }

@@ -217,16 +217,20 @@ impl Engine {
     fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, mut options: EngineOptions) -> Result<Self> {
         options.prefill_chunk = options.prefill_chunk.min(options.ctx_len);
         let bufs = Activations::new(&ctx, &c, &options)?;
+        let mut kernel_notes = Vec::new();
         let mut kc = match options.kernels {
             KernelChoice::Wgsl => KernelCache::new(options.checked_kernels),
             KernelChoice::Native => KernelCache::with_native(&ctx, options.checked_kernels)?,
+            KernelChoice::Auto => KernelCache::with_native(&ctx, options.checked_kernels).unwrap_or_else(|e| {
+                kernel_notes.push(format!("WGSL kernels: {e:#}"));
+                KernelCache::new(options.checked_kernels)
+            }),
         };
-        let mut kernel_notes = Vec::new();
         options.coop_matrix = resolve_coop(&ctx, &mut kc, &c, &weights, options.coop_matrix, &mut kernel_notes)?;
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
-        Ok(Self {
+        let mut e = Self {
             kernels_compiled: kc.len(),
             kernel_notes,
             ctx,
@@ -240,7 +244,48 @@ impl Engine {
             prefill,
             ring: TokenRing { slots, next: 0, pending: VecDeque::new() },
             pos: 0,
-        })
+        };
+        if kc.is_native() {
+            e.check_native(&mut kc)?;
+        }
+        Ok(e)
+    }
+
+    /// Checks every native pipeline against its WGSL twin at its first launch in one decode step and
+    /// one prefill chunk of random tokens; the ones that disagree are rebuilt from WGSL (the forward
+    /// recorded again) and named in the notes. Leaves the cache empty (position 0).
+    fn check_native(&mut self, kc: &mut KernelCache) -> Result<()> {
+        let n = self.prefill.chunk.min(8);
+        let ids: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761) % self.config.vocab as u32).collect();
+        self.write_tokens(0, &ids)?;
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(0)));
+        let decode: Vec<&Dispatch> = self.launches(StepOutput::Logits).collect();
+        let mut checks = kernel_check::native_twins(&self.ctx, kc, &decode)?;
+        q.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(0, n)));
+        checks.extend(kernel_check::native_twins(&self.ctx, kc, &self.prefill.dispatches.iter().collect::<Vec<_>>())?);
+        let (bad, good): (Vec<_>, Vec<_>) = checks.iter().partition(|t| t.error > kernel_check::NATIVE_TOLERANCE);
+        let worst = good.iter().map(|t| t.error).fold(0f32, f32::max);
+        self.kernel_notes.push(format!(
+            "native pipelines: {} of {} agree with their WGSL twins (largest difference {worst:.1e} of the output)",
+            good.len(),
+            checks.len()
+        ));
+        for t in &bad {
+            self.kernel_notes.push(format!(
+                "native {} at {} disagrees with its WGSL twin by {:.2e} of the output: built from WGSL instead",
+                t.kernel, t.label, t.error
+            ));
+            kc.reject_native(&t.source);
+        }
+        if !bad.is_empty() {
+            (self.body, self.head, self.sample) =
+                record(&self.ctx, kc, &self.config, &self.options, &self.weights, &self.bufs)?;
+            self.prefill =
+                prefill::Prefill::new(&self.ctx, kc, &self.config, &self.options, &self.weights, &self.bufs)?;
+            self.kernels_compiled = kc.len();
+        }
+        Ok(())
     }
 
     pub fn pos(&self) -> usize {

@@ -3,7 +3,7 @@
 
 use super::GpuContext;
 use anyhow::{anyhow, ensure, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -25,9 +25,18 @@ pub enum Const {
 
 pub struct Kernel {
     pub name: String,
+    /// The composed WGSL it was built from (its cache key).
+    pub source: String,
+    pub build: Build,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
-    bindings: Vec<Binding>,
+    pub bindings: Vec<Binding>,
+}
+
+/// A bind group and the buffers it binds, in binding order.
+pub struct Bound {
+    pub group: wgpu::BindGroup,
+    pub buffers: Vec<wgpu::Buffer>,
 }
 
 /// Prepends `const NAME: T = value;` lines to `body`, and unrolls its marked loops (see [`unroll`]).
@@ -111,7 +120,10 @@ impl Kernel {
                 device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             },
             Build::Native => {
-                let (words, [x, y, z]) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                let (mut words, [x, y, z]) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                if std::env::var(super::native::FAULT_ENV).is_ok_and(|k| k == name) {
+                    super::native::inject_fault(&mut words);
+                }
                 let entry = wgpu::PassthroughShaderEntryPoint { name: "main".into(), workgroup_size: (x, y, z) };
                 // SAFETY: the SPIR-V is naga's translation of a kernel naga validated, unchecked as the
                 // trusted build is (same argument as above); the tests compare it with the WGSL build.
@@ -164,22 +176,30 @@ impl Kernel {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(anyhow!("kernel {name} failed to build: {e}"));
         }
-        Ok(Self { name: name.to_string(), pipeline, layout, bindings: bindings.to_vec() })
+        Ok(Self {
+            name: name.to_string(),
+            source: source.to_string(),
+            build,
+            pipeline,
+            layout,
+            bindings: bindings.to_vec(),
+        })
     }
 
     /// A bind group over `buffers`, one per binding, in binding order.
-    pub fn bind(&self, ctx: &GpuContext, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    pub fn bind(&self, ctx: &GpuContext, buffers: &[&wgpu::Buffer]) -> Bound {
         assert_eq!(buffers.len(), self.bindings.len(), "kernel {}: wrong number of buffers", self.name);
         let entries: Vec<_> = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
             .collect();
-        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&self.name),
             layout: &self.layout,
             entries: &entries,
-        })
+        });
+        Bound { group, buffers: buffers.iter().map(|&b| b.clone()).collect() }
     }
 }
 
@@ -208,6 +228,8 @@ pub struct KernelCache {
     kernels: HashMap<String, Rc<Kernel>>,
     checked: bool,
     native: bool,
+    /// Sources whose native build disagreed with the WGSL one: built from WGSL instead.
+    rejected: HashSet<String>,
 }
 
 /// Checked modules: wgpu's bounds checks stay in (tests, debugging).
@@ -221,7 +243,7 @@ impl KernelCache {
     /// `checked: false` builds trusted modules without runtime bounds checks (docs/perf-notes measured
     /// them at 10-25 % of a GEMV's time on an H200).
     pub fn new(checked: bool) -> Self {
-        Self { kernels: HashMap::new(), checked, native: false }
+        Self { kernels: HashMap::new(), checked, native: false, rejected: HashSet::new() }
     }
 
     /// Builds the kernels that have native variants as native pipelines (the others as `checked` says).
@@ -244,20 +266,45 @@ impl KernelCache {
             return Ok(k.clone());
         }
         let vulkan = ctx.adapter_info.backend == wgpu::Backend::Vulkan;
-        let build = if (self.native && NATIVE.contains(&name)) || (vulkan && NATIVE_ON_VULKAN.contains(&name)) {
-            Build::Native
-        } else if self.checked {
-            Build::Checked
-        } else {
-            Build::Trusted
-        };
+        let native = self.native && NATIVE.contains(&name) && !self.rejected.contains(&source);
+        let build = if native || (vulkan && NATIVE_ON_VULKAN.contains(&name)) { Build::Native } else { self.wgsl() };
         let k = Rc::new(Kernel::new(ctx, name, &source, bindings, build)?);
         self.kernels.insert(source, k.clone());
         Ok(k)
     }
 
+    fn wgsl(&self) -> Build {
+        if self.checked {
+            Build::Checked
+        } else {
+            Build::Trusted
+        }
+    }
+
+    /// Whether `k` is a native pipeline that has a WGSL twin (the kernels `--kernels native` swaps).
+    pub fn has_twin(&self, k: &Kernel) -> bool {
+        k.build == Build::Native && NATIVE.contains(&k.name.as_str())
+    }
+
+    /// The WGSL build of a native kernel's source (uncached: start-up checks only).
+    pub fn wgsl_twin(&self, ctx: &GpuContext, k: &Kernel) -> Result<Kernel> {
+        Kernel::new(ctx, &k.name, &k.source, &k.bindings, self.wgsl())
+    }
+
+    /// Builds `source` from WGSL from now on (its native build disagreed with its twin); pipelines
+    /// already built from it stay as they are, so callers record their dispatches again.
+    pub fn reject_native(&mut self, source: &str) {
+        self.rejected.insert(source.to_string());
+        self.kernels.remove(source);
+    }
+
     pub fn len(&self) -> usize {
         self.kernels.len()
+    }
+
+    /// Whether kernels with native variants are built natively.
+    pub fn is_native(&self) -> bool {
+        self.native
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,7 +315,7 @@ impl KernelCache {
 /// One recorded kernel launch.
 pub struct Dispatch {
     pub kernel: Rc<Kernel>,
-    pub bind_group: wgpu::BindGroup,
+    pub bound: Bound,
     pub groups: [u32; 3],
     /// What the launch computes, for profiles (e.g. "attn_q_a").
     pub label: String,
@@ -277,9 +324,9 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(kernel: Rc<Kernel>, bind_group: wgpu::BindGroup, groups: [u32; 3]) -> Self {
+    pub fn new(kernel: Rc<Kernel>, bound: Bound, groups: [u32; 3]) -> Self {
         let label = kernel.name.clone();
-        Self { kernel, bind_group, groups, label, weight_bytes: 0 }
+        Self { kernel, bound, groups, label, weight_bytes: 0 }
     }
 
     pub fn labeled(mut self, label: &str) -> Self {
@@ -294,7 +341,7 @@ impl Dispatch {
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.set_bind_group(0, &self.bound.group, &[]);
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
     }
 }

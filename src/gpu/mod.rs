@@ -8,5 +8,5 @@ mod weight;
 
 pub use buffers::{map_read, read_f32};
 pub use context::{describe, GpuContext, DEVICE_ENV};
-pub use kernel::{compose, grid, Binding, Build, Const, Dispatch, Kernel, KernelCache};
+pub use kernel::{compose, grid, Binding, Bound, Build, Const, Dispatch, Kernel, KernelCache};
 pub use weight::GpuWeight;

@@ -12,8 +12,10 @@ pub enum KernelChoice {
     /// The WGSL kernels, compiled by wgpu.
     #[default]
     Wgsl,
-    /// The native pipelines where the backend has them (Vulkan: SPIR-V through passthrough).
+    /// The native pipelines (Vulkan: SPIR-V through passthrough); a backend without them is an error.
     Native,
+    /// Native where the backend has them, WGSL elsewhere.
+    Auto,
 }
 
 /// The SPIR-V of a compute kernel's WGSL (entry point `main`) and its workgroup size.
@@ -72,4 +74,24 @@ pub fn glsl450_memory_model(words: &mut Vec<u32>) {
         i += len.max(1);
     }
     *words = out;
+}
+
+/// Names a kernel (`matvec`, `matmul`) whose native build gets a deliberate fault, so the tests
+/// can show that the start-up check rejects a native pipeline that disagrees with its WGSL twin.
+pub const FAULT_ENV: &str = "GLM_WGPU_FAULT_NATIVE";
+
+const OP_F_ADD: u32 = 129;
+const OP_F_SUB: u32 = 131;
+
+/// Turns every float addition of the module into a subtraction (same operands; indices are integer
+/// arithmetic, so every access stays in bounds).
+pub fn inject_fault(words: &mut [u32]) {
+    let mut i = 5;
+    while i < words.len() {
+        let len = ((words[i] >> 16) as usize).max(1);
+        if words[i] & 0xffff == OP_F_ADD {
+            words[i] = (words[i] & 0xffff_0000) | OP_F_SUB;
+        }
+        i += len;
+    }
 }
