@@ -1,16 +1,19 @@
 //! Start-up checks of kernel variants before the engine trusts them; a variant that disagrees is not
-//! used. The cooperative-matrix prefill products: `matmul_coop` against the plain `matmul` on the
-//! model's own weights and random input rows, for every kind of product the prefill runs (token
-//! rows, a residual add, per-head matrices, gate/up pairs, expert tiles by token and by entry). Native
-//! pipelines: each against the WGSL build of its own source, at its first launch in the engine's
-//! recorded forward.
+//! used. The cooperative-matrix prefill: `matmul_coop` against the plain `matmul` on the model's own
+//! weights and random input rows, for every kind of product the prefill runs (token rows, a residual
+//! add, per-head matrices, gate/up pairs, expert tiles by token and by entry), and the cooperative
+//! attention against the plain one on random queries and cache rows. Native pipelines: each against
+//! the WGSL build of its own source, at its first launch in the engine's recorded forward.
 
 use super::weights::{FeedForward, ModelWeights};
 use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, KernelCache};
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
+use crate::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
+use crate::kernels::mla_attention_prefill_coop::{mla_attention_prefill_coop, ROWS};
 use crate::kernels::Step;
+use crate::model::ModelConfig;
 use anyhow::{ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,6 +170,53 @@ fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) 
         };
         ctx.run(&[&d])?;
         outputs.push(read_f32(ctx, &y, 0, (out_rows * out) as u64)?);
+    }
+    Ok(relative_difference(&outputs[0], &outputs[1]))
+}
+
+/// Cache positions before the attention check's tokens (fewer in a shorter context): the check
+/// covers a cached prefix and the causal part, with more than one block of positions.
+const PREFIX: u32 = 70;
+
+/// The cache the attention check runs on: its element type, the rope table and its positions.
+pub struct CacheShape<'a> {
+    pub kv_f16: bool,
+    pub rope: &'a wgpu::Buffer,
+    pub ctx_len: usize,
+}
+
+/// The cooperative prefill attention against the plain one, up to `TOKENS` tokens after up to
+/// `PREFIX` cached positions of random latent rows, random queries: their largest difference
+/// relative to the plain kernel's largest output.
+pub fn coop_attention(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, cache: CacheShape) -> Result<f32> {
+    let mut rng = StdRng::seed_from_u64(0x61747421);
+    let tokens = TOKENS.min(cache.ctx_len as u32);
+    let prefix = PREFIX.min(cache.ctx_len as u32 - tokens);
+    let (kv_f16, rope) = (cache.kv_f16, cache.rope);
+    let rows = (tokens as usize * c.n_heads).next_multiple_of(ROWS);
+    let positions = (prefix + tokens) as usize;
+    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let q = ctx.storage_init("check q", bytemuck::cast_slice(&random(rows * c.qk_head())))?;
+    let q_lat = ctx.storage_init("check q_lat", bytemuck::cast_slice(&random(rows * c.kv_lora_rank)))?;
+    let latent = random(positions * c.kv_width());
+    let cache = if cache.kv_f16 {
+        let h: Vec<u16> = latent.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        ctx.storage_init("check cache", bytemuck::cast_slice(&h))?
+    } else {
+        ctx.storage_init("check cache", bytemuck::cast_slice(&latent))?
+    };
+    let step = ctx.uniform("check step", bytemuck::bytes_of(&Step::chunk(prefix as usize, tokens as usize)));
+    let mut outputs = Vec::new();
+    for coop in [false, true] {
+        let out = ctx.storage("check attention", (rows * c.kv_lora_rank * 4) as u64)?;
+        let a = PrefillAttentionArgs { step: &step, q: &q, q_lat: &q_lat, rope, cache: &cache, out: &out };
+        let d = if coop {
+            mla_attention_prefill_coop(ctx, kc, c, kv_f16, tokens, a)?
+        } else {
+            mla_attention_prefill(ctx, kc, c, kv_f16, tokens, a)?
+        };
+        ctx.run(&[&d])?;
+        outputs.push(read_f32(ctx, &out, 0, (tokens as usize * c.n_heads * c.kv_lora_rank) as u64)?);
     }
     Ok(relative_difference(&outputs[0], &outputs[1]))
 }

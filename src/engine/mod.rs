@@ -18,6 +18,7 @@ use crate::kernels::{
     embed::embed,
     matmul_coop, matvec,
     mla_attention::{mla_attention, partials_len, AttentionArgs},
+    mla_attention_prefill_coop,
     rms_norm::rms_norm,
     router::router,
     InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
@@ -226,7 +227,8 @@ impl Engine {
                 KernelCache::new(options.checked_kernels)
             }),
         };
-        options.coop_matrix = resolve_coop(&ctx, &mut kc, &c, &weights, options.coop_matrix, &mut kernel_notes)?;
+        let cache = kernel_check::CacheShape { kv_f16: options.kv_f16, rope: &bufs.rope, ctx_len: options.ctx_len };
+        options.coop_matrix = resolve_coop(&ctx, &mut kc, &c, &weights, cache, options.coop_matrix, &mut kernel_notes)?;
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
@@ -526,6 +528,7 @@ fn resolve_coop(
     kc: &mut KernelCache,
     c: &ModelConfig,
     w: &ModelWeights,
+    cache: kernel_check::CacheShape,
     choice: CoopMatrix,
     notes: &mut Vec<String>,
 ) -> Result<CoopMatrix> {
@@ -533,17 +536,27 @@ fn resolve_coop(
         return Ok(CoopMatrix::Off);
     }
     let slots = (c.n_experts_used + c.n_shared_experts) as u32;
-    let checked =
-        matmul_coop::supported(ctx).and_then(|()| kernel_check::coop_matmul(ctx, kc, w, c.n_heads as u32, slots));
+    let checked = matmul_coop::supported(ctx)
+        .and_then(|()| mla_attention_prefill_coop::fits(c))
+        .and_then(|()| kernel_check::coop_matmul(ctx, kc, w, c.n_heads as u32, slots))
+        .and_then(|products| {
+            let attention = kernel_check::coop_attention(ctx, kc, c, cache)?;
+            ensure!(
+                attention <= kernel_check::TOLERANCE,
+                "cooperative prefill attention disagrees with the plain one: {attention:.2e} of the largest output"
+            );
+            Ok((products, attention))
+        });
     match checked {
-        Ok(err) => {
+        Ok((products, attention)) => {
             notes.push(format!(
-                "prefill products on cooperative matrices: agree with the plain kernel to {err:.1e} of the largest output"
+                "prefill on cooperative matrices: products agree with the plain kernel to {products:.1e} of the \
+                 largest output, attention to {attention:.1e}"
             ));
             Ok(CoopMatrix::On)
         }
         Err(e) if choice == CoopMatrix::Auto => {
-            notes.push(format!("prefill products on the plain kernel, not cooperative matrices: {e:#}"));
+            notes.push(format!("prefill on the plain kernels, not cooperative matrices: {e:#}"));
             Ok(CoopMatrix::Off)
         }
         Err(e) => Err(e.context("--coop-matrix on")),

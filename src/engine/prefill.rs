@@ -17,6 +17,7 @@ use crate::kernels::{
     matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles},
     matmul_coop::{matmul_coop, CoopTiling},
     mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs},
+    mla_attention_prefill_coop::{self as attention_coop, mla_attention_prefill_coop},
     moe_group::{moe_group, Grouping},
     moe_sum::moe_sum,
     router::router,
@@ -78,7 +79,11 @@ impl Prefill {
             ckv: ctx.storage("prefill ckv", f(c.kv_width()))?,
             q: ctx.storage("prefill q", f(c.n_heads * c.qk_head()))?,
             q_lat: ctx.storage("prefill q_lat", f(c.n_heads * c.kv_lora_rank))?,
-            ctx_lat: ctx.storage("prefill ctx_lat", f(c.n_heads * c.kv_lora_rank))?,
+            // Whole tiles of rows for the cooperative attention, which stores them all.
+            ctx_lat: ctx.storage(
+                "prefill ctx_lat",
+                ((t * c.n_heads).next_multiple_of(attention_coop::ROWS) * c.kv_lora_rank * 4) as u64,
+            )?,
             attn_out: ctx.storage("prefill attn_out", f(c.n_heads * c.v_head))?,
             act: ctx.storage("prefill act", f(c.dense_ffn.max(slots * c.moe_ffn)))?,
             act_shared: ctx.storage("prefill act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
@@ -240,7 +245,11 @@ fn record(
             cache: &d.kv_cache[i],
             out: &b.ctx_lat,
         };
-        let a = mla_attention_prefill(ctx, kc, c, o.kv_f16, t, att)?;
+        let a = if coop {
+            mla_attention_prefill_coop(ctx, kc, c, o.kv_f16, t, att)?
+        } else {
+            mla_attention_prefill(ctx, kc, c, o.kv_f16, t, att)?
+        };
         r.push(a, "mla_attention");
         r.product(kc, per_head(&l.v_b, &b.ctx_lat, lora, &b.attn_out, v_head), "attn_v_b")?;
         r.product(kc, dense(&l.o, None, true, &b.attn_out, heads * v_head, &b.x, hidden), "attn_output")?;

@@ -11,6 +11,7 @@ pub mod matmul_coop;
 pub mod matvec;
 pub mod mla_attention;
 pub mod mla_attention_prefill;
+pub mod mla_attention_prefill_coop;
 pub mod moe_group;
 pub mod moe_sum;
 pub mod random_weight;
