@@ -8,7 +8,8 @@
 // per-row rescale (which cooperative matrices cannot do). The 2·DVG subgroups own 16 rows × 64
 // latent columns of O each; each S tile of 16 rows × 16 positions is computed by the subgroups
 // sg ≡ tile (mod 8), which write the same values.
-// Host constants: DVG (= KV_LORA / 64), N_HEADS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, KV_F16, CHUNK.
+// Host constants: DVG (= KV_LORA / 64), DC (columns per S step: 64, or 32 where KV_W is not whole 64s),
+// N_HEADS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -20,7 +21,9 @@
 const WG: u32 = 64u * DVG;
 const BR: u32 = 32u;
 const BKV: u32 = 64u;
-const DC: u32 = 32u;
+// Invocations per row in the row statistics, and positions each takes.
+const PARTS: u32 = WG / BR;
+const PER_PART: u32 = BKV / PARTS;
 // Padded row lengths (f16) of the staged tiles: each row starts 16 bytes past the previous one's bank.
 const LQ: u32 = DC + 8u;
 const LP: u32 = BKV + 8u;
@@ -43,6 +46,9 @@ var<workgroup> ps: array<f16, BR * LP>;
 var<workgroup> vs: array<f16, VK * LV>;
 var<workgroup> row_max: array<f32, BR>;
 var<workgroup> row_sum: array<f32, BR>;
+// Each part's maximum and sum of one block, [part][row].
+var<workgroup> part_max: array<f32, WG>;
+var<workgroup> part_sum: array<f32, WG>;
 
 var<private> tid: u32;
 
@@ -128,14 +134,29 @@ fn main(
     }
     for (var k0 = 0u; k0 < end; k0 += BKV) {
         scores(t, sg, k0, end);
+        // PARTS invocations per row each take PER_PART positions of the block, then one per row
+        // folds the parts into the running maximum and sum.
+        let i = tid % BR;
+        let part = tid / BR;
+        let last = row_pos(t, i);
+        var m = -3.0e38;
+        var l = 0.0;
+        for (var j = part * PER_PART; j < (part + 1u) * PER_PART && k0 + j <= last; j++) {
+            let s = ss[j * BR + i] * SCALE;
+            let mn = max(m, s);
+            l = l * exp(m - mn) + exp(s - mn);
+            m = mn;
+        }
+        part_max[tid] = m;
+        part_sum[tid] = l;
+        workgroupBarrier();
         if tid < BR {
-            let last = row_pos(t, tid);
             var m = row_max[tid];
             var l = row_sum[tid];
-            for (var j = 0u; j < BKV && k0 + j <= last; j++) {
-                let s = ss[j * BR + tid] * SCALE;
-                let mn = max(m, s);
-                l = l * exp(m - mn) + exp(s - mn);
+            for (var k = 0u; k < PARTS; k++) {
+                let pm = part_max[k * BR + tid];
+                let mn = max(m, pm);
+                l = l * exp(m - mn) + part_sum[k * BR + tid] * exp(pm - mn);
                 m = mn;
             }
             row_max[tid] = m;

@@ -26,6 +26,7 @@ pub fn fits(c: &ModelConfig) -> Result<()> {
 fn source(c: &ModelConfig, kv_f16: bool) -> String {
     let own = [
         ("DVG", Const::U32(c.kv_lora_rank as u32 / 64)),
+        ("DC", Const::U32(if c.kv_width().is_multiple_of(64) { 64 } else { 32 })),
         ("N_HEADS", Const::U32(c.n_heads as u32)),
         ("NOPE", Const::U32(c.qk_nope as u32)),
         ("QK", Const::U32(c.qk_head() as u32)),
