@@ -42,9 +42,9 @@ alias C32 = coop_mat16x16<f32, C>;
 // Weight tiles, row-major [row][column]; the input tile, [input][column]; each subgroup's staging.
 // Every workgroup variable is a whole number of 16 bytes, so each tile starts 16-byte aligned as the
 // cooperative loads need (an H200 read a tile that followed a 2-byte one shifted by an element).
-var<workgroup> w0: array<f16, BM * LDS>;
-var<workgroup> w1: array<f16, W1_LEN>;
-var<workgroup> xt: array<f16, BN * LDS>;
+var<workgroup> w0: array<vec4<f16>, BM * LDS / 4u>;
+var<workgroup> w1: array<vec4<f16>, W1_LEN>;
+var<workgroup> xt: array<vec4<f16>, BN * LDS / 4u>;
 var<workgroup> stage: array<f32, 4u * 512u>;
 // The tile's inputs: input row, output row and row scale (BN = 32 or 64 words each).
 var<workgroup> input_row: array<u32, BN>;
@@ -80,27 +80,17 @@ fn fetch(k0: u32) {
 fn stash() {
     for (var j = 0u; j < WL; j++) { // unroll
         let i = tid + j * WG;
-        let o = (i / KC) * LDS + (i % KC) * CHUNK;
+        let o = ((i / KC) * LDS + (i % KC) * CHUNK) / 4u;
         for (var v = 0u; v < CHUNK_V4; v++) { // unroll
-            w0[o + 4u * v] = f16(wr0[j][v].x);
-            w0[o + 4u * v + 1u] = f16(wr0[j][v].y);
-            w0[o + 4u * v + 2u] = f16(wr0[j][v].z);
-            w0[o + 4u * v + 3u] = f16(wr0[j][v].w);
+            w0[o + v] = vec4<f16>(wr0[j][v]);
             if GLU {
-                w1[o + 4u * v] = f16(wr1[j][v].x);
-                w1[o + 4u * v + 1u] = f16(wr1[j][v].y);
-                w1[o + 4u * v + 2u] = f16(wr1[j][v].z);
-                w1[o + 4u * v + 3u] = f16(wr1[j][v].w);
+                w1[o + v] = vec4<f16>(wr1[j][v]);
             }
         }
     }
     for (var j = 0u; j < XL; j++) { // unroll
         let i = tid + j * WG;
-        let o = (i / (BK / 4u)) * LDS + 4u * (i % (BK / 4u));
-        xt[o] = f16(xr[j].x);
-        xt[o + 1u] = f16(xr[j].y);
-        xt[o + 2u] = f16(xr[j].z);
-        xt[o + 3u] = f16(xr[j].w);
+        xt[(i / (BK / 4u)) * (LDS / 4u) + i % (BK / 4u)] = vec4<f16>(xr[j]);
     }
 }
 
@@ -203,24 +193,24 @@ fn main(
             fetch(k0 + BK);
         }
         for (var kk = 0u; kk < BK; kk += 16u) {
-            let a0 = coopLoadT<A16>(&w0[bm * LDS + kk], LDS);
-            let a1 = coopLoadT<A16>(&w0[(bm + 16u) * LDS + kk], LDS);
-            let b0 = coopLoad<B16>(&xt[bn * LDS + kk], LDS);
+            let a0 = coopLoadT<A16>(&w0[(bm * LDS + kk) / 4u], LDS / 4u);
+            let a1 = coopLoadT<A16>(&w0[((bm + 16u) * LDS + kk) / 4u], LDS / 4u);
+            let b0 = coopLoad<B16>(&xt[(bn * LDS + kk) / 4u], LDS / 4u);
             g00 = coopMultiplyAdd(a0, b0, g00);
             g10 = coopMultiplyAdd(a1, b0, g10);
             if GLU {
-                let c0 = coopLoadT<A16>(&w1[bm * LDS + kk], LDS);
-                let c1 = coopLoadT<A16>(&w1[(bm + 16u) * LDS + kk], LDS);
+                let c0 = coopLoadT<A16>(&w1[(bm * LDS + kk) / 4u], LDS / 4u);
+                let c1 = coopLoadT<A16>(&w1[((bm + 16u) * LDS + kk) / 4u], LDS / 4u);
                 u00 = coopMultiplyAdd(c0, b0, u00);
                 u10 = coopMultiplyAdd(c1, b0, u10);
                 if SN == 2u {
-                    let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
+                    let b1 = coopLoad<B16>(&xt[((bn + 16u) * LDS + kk) / 4u], LDS / 4u);
                     u01 = coopMultiplyAdd(c0, b1, u01);
                     u11 = coopMultiplyAdd(c1, b1, u11);
                 }
             }
             if SN == 2u {
-                let b1 = coopLoad<B16>(&xt[(bn + 16u) * LDS + kk], LDS);
+                let b1 = coopLoad<B16>(&xt[((bn + 16u) * LDS + kk) / 4u], LDS / 4u);
                 g01 = coopMultiplyAdd(a0, b1, g01);
                 g11 = coopMultiplyAdd(a1, b1, g11);
             }

@@ -69,9 +69,9 @@ struct Variant {
 /// f16s of the up projection's tile (a placeholder of 16 bytes without one).
 fn w1_len(t: CoopTiling, glu: bool) -> u32 {
     if glu {
-        t.rows() * (t.bk + 8)
+        t.rows() * (t.bk + 8) / 4
     } else {
-        8
+        2
     }
 }
 
@@ -140,7 +140,7 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         scaled,
     };
     let w1 = w1_len(t, v.glu);
-    let shared = 2 * (t.rows() * (t.bk + 8) + w1 + t.inputs() * (t.bk + 8)) + 4 * (4 * 512 + 3 * t.inputs() + 4);
+    let shared = 2 * (t.rows() * (t.bk + 8) + 4 * w1 + t.inputs() * (t.bk + 8)) + 4 * (4 * 512 + 3 * t.inputs() + 4);
     ensure!(
         shared <= ctx.limits.max_compute_workgroup_storage_size,
         "cooperative matmul tiling {t:?} needs {shared} bytes of workgroup memory, more than {}",
