@@ -77,7 +77,7 @@ fn sweep(c: &mut Criterion) {
     };
     let (g, entries, tiles) = group(MatmulTiling::INPUTS);
     let coop = matmul_coop::supported(&ctx).is_ok();
-    let (cg, centries, ctiles) = group(CoopTiling::GROUP_TILE);
+    let coop_groups: Vec<_> = if coop { [16, 32, 64].into_iter().map(|t| (t, group(t))).collect() } else { Vec::new() };
 
     for (name, t, rows, cols, experts, glu) in SHAPES {
         let grouped = experts > 1;
@@ -129,7 +129,7 @@ fn sweep(c: &mut Criterion) {
                 .collect();
             time(&mut bench, &ctx, &label, &launches);
         }
-        let coop_engine = if grouped && !glu { CoopTiling::DOWN } else { CoopTiling::ENGINE };
+        let coop_engine = CoopTiling::ENGINE;
         let coop_tilings = std::iter::once(("coop_engine".to_string(), coop_engine)).chain(COOP_TILINGS.iter().map(
             |&(gm, gn, sn, bk)| {
                 let t = CoopTiling { gm, gn, sn, bk };
@@ -137,10 +137,11 @@ fn sweep(c: &mut Criterion) {
             },
         ));
         for (label, tiling) in coop_tilings.filter(|_| coop) {
+            let (cg, centries, ctiles) = &coop_groups.iter().find(|(t, _)| *t == tiling.inputs()).unwrap().1;
             let launches: Result<Vec<Dispatch>, _> = (0..copies)
                 .map(|i| {
                     let tiles = if grouped {
-                        Tiles::Grouped { tiles: &ctiles, entries: &centries, of_token: glu }
+                        Tiles::Grouped { tiles: ctiles, entries: centries, of_token: glu }
                     } else {
                         Tiles::Tokens
                     };

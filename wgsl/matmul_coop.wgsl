@@ -7,8 +7,7 @@
 // workgroup memory, where the row scale, SiLU(gate)·up and the residual add are applied.
 // Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 16·SN·GN inputs), SN, BK, CHUNK (values
 // per format chunk), CHUNK_V4, WL and XL (weight chunks and input vec4s each invocation fetches per
-// step), GLU, ADD, GROUPED, HEADS, SCALED, SPLIT (workgroups per moe_group tile); W1_LEN (the up
-// tile in vec4s, 2 without GLU).
+// step), GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 8 without GLU).
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -141,14 +140,9 @@ fn main(
             if info.z < step.n {
                 info.y = min(BN, step.n - info.z);
             }
-        } else if wid.y / SPLIT < tiles[0] {
-            // Part wid.y % SPLIT of moe_group's tile wid.y / SPLIT.
-            let j = wid.y / SPLIT;
-            let t = tiles[1u + 2u * j];
-            let part = (wid.y % SPLIT) * BN;
-            if part < (t >> 16u) {
-                info = vec4<u32>(t & 0xffffu, min(BN, (t >> 16u) - part), tiles[2u + 2u * j] + part, 0u);
-            }
+        } else if wid.y < tiles[0] {
+            let t = tiles[1u + 2u * wid.y];
+            info = vec4<u32>(t & 0xffffu, t >> 16u, tiles[2u + 2u * wid.y], 0u);
         }
         tile = info;
     }

@@ -133,10 +133,9 @@ fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) 
         let y = ctx.storage_init("check y", bytemuck::cast_slice(&y0))?;
         // Token tiles, or expert tiles of that many entries.
         let inputs = if coop { CoopTiling::ENGINE.inputs() } else { MatmulTiling::INPUTS };
-        let group_tile = if coop { CoopTiling::GROUP_TILE } else { MatmulTiling::INPUTS };
         let (tiles_buf, entries_buf, max_tiles) = match case.kind {
             Kind::Grouped { slots, .. } => {
-                let (entries, tiles) = group(&mut StdRng::seed_from_u64(7), n_mat, slots, group_tile);
+                let (entries, tiles) = group(&mut StdRng::seed_from_u64(7), n_mat, slots, inputs);
                 let n = tiles[0];
                 (
                     Some(ctx.storage_init("check tiles", bytemuck::cast_slice(&tiles))?),
@@ -165,7 +164,7 @@ fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) 
             max_tiles,
         };
         let d = if coop {
-            matmul_coop(ctx, kc, a, CoopTiling::for_tiles(tiles, case.up.is_some()))?
+            matmul_coop(ctx, kc, a, CoopTiling::ENGINE)?
         } else {
             matmul(ctx, kc, a, MatmulTiling::for_rows(ctx, case.w.chunks_per_row() as u32))?
         };

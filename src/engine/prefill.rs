@@ -106,7 +106,7 @@ fn grouping(c: &ModelConfig, chunk: usize, coop: bool) -> Grouping {
         chunk: chunk as u32,
         slots: (c.n_experts_used + c.n_shared_experts).max(1) as u32,
         n_mat: (c.n_experts + c.n_shared_experts) as u32,
-        tile: if coop { CoopTiling::GROUP_TILE } else { MatmulTiling::INPUTS },
+        tile: if coop { CoopTiling::ENGINE.inputs() } else { MatmulTiling::INPUTS },
     }
 }
 
@@ -145,8 +145,7 @@ impl Recorder<'_> {
     /// int8 inputs; else on the f32 rows (scaled by the norm weight first where a norm is folded in).
     fn product(&mut self, kc: &mut KernelCache, p: Product, label: &str) -> Result<()> {
         let (t, g) = (self.chunk, self.grouping);
-        let inputs =
-            if self.coop { CoopTiling::for_tiles(p.tiles, p.up.is_some()).inputs() } else { MatmulTiling::INPUTS };
+        let inputs = if self.coop { CoopTiling::ENGINE.inputs() } else { MatmulTiling::INPUTS };
         let (rows, max_tiles) = match p.tiles {
             Tiles::Tokens => (t, t.div_ceil(inputs)),
             Tiles::Heads(h) => (t * h, t.div_ceil(inputs)),
@@ -178,7 +177,7 @@ impl Recorder<'_> {
             max_tiles,
         };
         let d = if self.coop {
-            matmul_coop(self.ctx, kc, a, CoopTiling::for_tiles(p.tiles, p.up.is_some()))?
+            matmul_coop(self.ctx, kc, a, CoopTiling::ENGINE)?
         } else {
             matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?
         };

@@ -19,27 +19,15 @@ pub struct CoopTiling {
 }
 
 impl CoopTiling {
-    /// The engine's tiling for every product but the expert down pass: 64 rows × 64 inputs, 64
-    /// columns a step. From an H200 sweep (`cargo bench --bench matmul`, 512-token chunk, Q4_K/Q6_K,
-    /// µs per product): q_b 592 (64 × 32: 569, 128 × 32 / 32 columns: 580); attn_output 1,298
-    /// (64 × 32: 1,346); expert gate+up 846 (64 × 32: 997, 128 × 32 / 32: 1,099); the plain int8
-    /// matmul's best: 794, 2,043, 783.
+    /// The engine's tiling for every product: 64 rows × 64 inputs, 64 columns a step. From an H200
+    /// sweep (`cargo bench --bench matmul`, 512-token chunk, Q4_K/Q6_K, µs per product): q_b 592
+    /// (64 × 32: 569, 128 × 32 / 32 columns: 580); attn_output 1,298 (64 × 32: 1,346); expert
+    /// gate+up 846 (64 × 32: 997, 128 × 32 / 32: 1,099); expert down 527 (64 × 32: 399, 128 × 32 /
+    /// 32: 402). One tile size serves both expert passes (one `moe_group` list), and 64 wins their
+    /// sum; the plain int8 matmul's best: 794, 2,043, 783, 490.
     pub const ENGINE: Self = Self { gm: 2, gn: 2, sn: 2, bk: 64 };
-    /// The expert down pass: 64 rows × 32 inputs, each workgroup half of a 64-entry tile (same sweep:
-    /// 399 µs against 527 for 64 × 64 and 490 for the plain matmul).
-    pub const DOWN: Self = Self { sn: 1, ..Self::ENGINE };
-    /// Entries per `moe_group` tile for the cooperative expert passes.
-    pub const GROUP_TILE: u32 = 64;
 
-    /// The tiling of a product over `tiles`, a gate/up pair if `glu`.
-    pub fn for_tiles(tiles: Tiles, glu: bool) -> Self {
-        match tiles {
-            Tiles::Grouped { .. } if !glu => Self::DOWN,
-            _ => Self::ENGINE,
-        }
-    }
-
-    /// Inputs per tile.
+    /// Inputs per tile (for the expert passes also `moe_group`'s tile size).
     pub fn inputs(self) -> u32 {
         16 * self.sn * self.gn
     }
@@ -76,8 +64,6 @@ struct Variant {
     grouped: u32,
     heads: u32,
     scaled: bool,
-    /// Workgroups per `moe_group` tile (each takes `inputs` of its entries).
-    split: u32,
 }
 
 /// f16s of the up projection's tile (a placeholder of 16 bytes without one).
@@ -109,7 +95,6 @@ fn source(t: GgmlType, tiling: CoopTiling, v: Variant) -> String {
         ("GROUPED", Const::U32(v.grouped)),
         ("HEADS", Const::U32(v.heads)),
         ("SCALED", Const::Bool(v.scaled)),
-        ("SPLIT", Const::U32(v.split)),
     ];
     // Enable directives come before everything else.
     "enable f16;\nenable wgpu_cooperative_matrix;\n".to_string()
@@ -127,7 +112,7 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
     ensure!(x_stride.is_multiple_of(4), "matmul input stride {x_stride} is not a multiple of 4");
     let up = a.up.unwrap_or(a.w);
     ensure!(up.ggml_type == a.w.ggml_type && up.shape == a.w.shape, "gate and up projections differ");
-    ensure!(a.max_tiles <= 65535 / 4, "{} tiles exceed one grid dimension", a.max_tiles);
+    ensure!(a.max_tiles <= 65535, "{} tiles exceed one grid dimension", a.max_tiles);
     let chunk = quant::gpu_chunk_elems(a.w.ggml_type) as u32;
     let cols = a.w.row_len() as u32;
     ensure!(
@@ -153,14 +138,7 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         },
         heads: if let Tiles::Heads(h) = a.tiles { h } else { 0 },
         scaled,
-        split: if matches!(a.tiles, Tiles::Grouped { .. }) { CoopTiling::GROUP_TILE / t.inputs() } else { 1 },
     };
-    ensure!(
-        v.split * t.inputs() == CoopTiling::GROUP_TILE || v.split == 1 && v.grouped == 0,
-        "cooperative expert tiles of {} entries do not split {}-entry moe_group tiles",
-        t.inputs(),
-        CoopTiling::GROUP_TILE
-    );
     let w1 = w1_len(t, v.glu);
     let shared = 2 * (t.rows() * (t.bk + 8) + 4 * w1 + t.inputs() * (t.bk + 8)) + 4 * (4 * 512 + 3 * t.inputs() + 4);
     ensure!(
@@ -184,7 +162,7 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         .bind(ctx, &[&uniform, a.step, xf, s, a.y, tiles, entries, &a.w.words, &a.w.scales, &up.words, &up.scales]);
     let bytes = a.w.bytes() * if v.glu { 2 } else { 1 };
     let heads = if let Tiles::Heads(h) = a.tiles { h } else { 1 };
-    Ok(Dispatch::new(kernel, bind_group, [rows.div_ceil(t.rows()), a.max_tiles * v.split, heads]).reading(bytes))
+    Ok(Dispatch::new(kernel, bind_group, [rows.div_ceil(t.rows()), a.max_tiles, heads]).reading(bytes))
 }
 
 #[cfg(test)]
@@ -203,14 +181,14 @@ mod tests {
                 CoopTiling { gm: 4, gn: 1, sn: 1, bk: 32 },
             ];
             for tiling in std::iter::once(CoopTiling::ENGINE).chain(other) {
-                for (glu, add, grouped, heads, scaled, split) in [
-                    (false, false, 0, 0, true, 1),
-                    (false, true, 0, 0, false, 1),
-                    (false, false, 0, 4, false, 1),
-                    (true, false, 1, 0, true, 1),
-                    (false, false, 2, 0, false, 2),
+                for (glu, add, grouped, heads, scaled) in [
+                    (false, false, 0, 0, true),
+                    (false, true, 0, 0, false),
+                    (false, false, 0, 4, false),
+                    (true, false, 1, 0, true),
+                    (false, false, 2, 0, false),
                 ] {
-                    let v = Variant { glu, add, grouped, heads, scaled, split };
+                    let v = Variant { glu, add, grouped, heads, scaled };
                     let (words, size) = crate::gpu::native::spirv(&source(t, tiling, v))
                         .unwrap_or_else(|e| panic!("{} {v:?}: {e:#}", t.name()));
                     assert_eq!(size, [128, 1, 1]);
