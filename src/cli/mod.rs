@@ -73,7 +73,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub f32_activations: bool,
     /// Prompt tokens processed together: each chunk reads the weights once.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=3000))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=3000))]
     pub prefill_chunk: u64,
     /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now; auto:
     /// native where the backend has them). Native pipelines are checked against their WGSL twins at

@@ -70,7 +70,7 @@ impl Default for EngineOptions {
             capture_hidden: false,
             checked_kernels: true,
             int8_activations: true,
-            prefill_chunk: 512,
+            prefill_chunk: 1024,
             kernels: KernelChoice::Wgsl,
             coop_matrix: CoopMatrix::Auto,
         }
