@@ -56,8 +56,9 @@ const MEMORY_MODEL_GLSL450: u32 = 1;
 /// Declares the GLSL450 memory model where naga declared the Vulkan one (it does for cooperative
 /// matrices). naga's barriers carry no availability/visibility semantics and its loads and stores
 /// no `NonPrivatePointer`, which the Vulkan model needs to order plain workgroup-memory accesses
-/// across a barrier: on an H200 a tiled kernel then read stale tiles. Under GLSL450 the same
-/// barriers order them, as in every other kernel. Nothing else in naga's output depends on the
+/// across a barrier; under GLSL450 the same barriers order them, as in every other kernel. (On the
+/// H200 the wrong results first blamed on this were a misaligned tile; whether the NVIDIA driver
+/// exploits the Vulkan model here is not established.) Nothing else in naga's output depends on the
 /// model for the kernels built here (no atomics).
 pub fn glsl450_memory_model(words: &mut Vec<u32>) {
     let mut out = Vec::with_capacity(words.len());
