@@ -80,8 +80,8 @@ pub struct EngineArgs {
     /// start-up; one that disagrees is built from WGSL instead, and the user is told.
     #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
     pub kernels: KernelChoice,
-    /// Prefill products on cooperative matrices (tensor cores): auto uses them where the adapter
-    /// has them (through wgpu) and they agree with the plain kernel at start-up.
+    /// The prefill's products and attention on cooperative matrices (tensor cores): auto uses them
+    /// where the adapter has them (through wgpu) and they agree with the plain kernels at start-up.
     #[arg(long, value_enum, default_value_t = CoopMatrix::Auto)]
     pub coop_matrix: CoopMatrix,
 }

@@ -45,20 +45,21 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// WGSL or native pipelines for the matrix products (`gpu::native`).
     pub kernels: KernelChoice,
-    /// Prefill products on cooperative matrices (`kernels::matmul_coop`). [`Engine`] resolves
-    /// `Auto` to `On` or `Off` at load.
+    /// The prefill's products and attention on cooperative matrices (`kernels::matmul_coop`,
+    /// `kernels::mla_attention_prefill_coop`). [`Engine`] resolves `Auto` to `On` or `Off` at load.
     pub coop_matrix: CoopMatrix,
 }
 
-/// Whether the prefill products run on cooperative matrices (tensor cores, simdgroup matrices).
+/// Whether the prefill's products and attention run on cooperative matrices (tensor cores,
+/// simdgroup matrices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CoopMatrix {
-    /// Where the adapter has them and they pass the start-up check against the plain kernel.
+    /// Where the adapter has them and they pass the start-up check against the plain kernels.
     #[default]
     Auto,
     /// Required: an adapter without them, or a failed start-up check, is an error.
     On,
-    /// The plain matmul (int8 or f32 dot products).
+    /// The plain kernels (matmul on int8 or f32 dot products, attention per token).
     Off,
 }
 
@@ -521,8 +522,8 @@ fn time_launches(ctx: &GpuContext, launches: &[&Dispatch]) -> Result<Vec<LaunchT
         .collect())
 }
 
-/// `On` if the cooperative prefill products are wanted, possible and agree with the plain ones at
-/// start-up; `Off` otherwise (an error where `On` was asked for).
+/// `On` if the cooperative prefill (products and attention) is wanted, possible and agrees with the
+/// plain kernels at start-up; `Off` otherwise (an error where `On` was asked for).
 fn resolve_coop(
     ctx: &GpuContext,
     kc: &mut KernelCache,
