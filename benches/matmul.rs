@@ -26,11 +26,13 @@ const EXPERTS: usize = 65;
 const SLOTS: usize = 5;
 const COPIES: usize = 8;
 
-/// (name, type, rows, cols, experts (1: dense), gate+up)
-const SHAPES: [(&str, GgmlType, usize, usize, usize, bool); 4] = [
+/// (name, type, rows, cols, experts (1: dense), gate+up). The expert down pass is Q4_K in most
+/// layers of a Q4_K_M file and Q6_K in llama.cpp's `use_more_bits` ones: both are swept.
+const SHAPES: [(&str, GgmlType, usize, usize, usize, bool); 5] = [
     ("attn_q_b 5120x768", GgmlType::Q4K, 5120, 768, 1, false),
     ("attn_output 2048x5120", GgmlType::Q4K, 2048, 5120, 1, false),
     ("exps gate+up 5 of 65 1536x2048", GgmlType::Q4K, 1536, 2048, EXPERTS, true),
+    ("exps down 5 of 65 2048x1536", GgmlType::Q4K, 2048, 1536, EXPERTS, false),
     ("exps down 5 of 65 2048x1536", GgmlType::Q6K, 2048, 1536, EXPERTS, false),
 ];
 

@@ -179,3 +179,19 @@ fn bench_needs_a_model_or_a_readable_config() {
     let err = run_err(&["bench", "--synthetic", fixture("perplexity.txt").to_str().unwrap()]);
     assert_contains(&err, "is not valid JSON");
 }
+
+#[test]
+fn coop_matrix_on_needs_an_adapter_that_has_them() {
+    let ctx = glm_wgpu::gpu::GpuContext::new(None).expect("a GPU adapter");
+    let model = fixture("glm-tiny");
+    let args = ["run", "-m", model.to_str().unwrap(), "-p", "hi", "-n", "1", "--coop-matrix", "on"];
+    if glm_wgpu::kernels::matmul_coop::supported(&ctx).is_ok() {
+        // Where they exist (the H200) `on` loads and runs; tests/gpu_parity.rs checks the results.
+        let out = Command::new(env!("CARGO_BIN_EXE_glm-wgpu")).args(args).output().expect("spawn glm-wgpu");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let err = run_err(&args);
+    assert_contains(&err, "--coop-matrix on");
+    assert_contains(&err, "no cooperative matrices");
+}
