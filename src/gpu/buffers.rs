@@ -49,12 +49,20 @@ impl GpuContext {
         }))
     }
 
+    /// A uniform buffer holding `data`. Written through the queue, not mapped at creation: on a lost
+    /// device (a broken kernel can lose it) that is an error at the next wait, not a panic here.
     pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let padded = data.len().div_ceil(16).max(1) * 16;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            contents: data,
+            size: padded as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+            mapped_at_creation: false,
+        });
+        let mut v = data.to_vec();
+        v.resize(padded, 0);
+        self.queue.write_buffer(&buf, 0, &v);
+        buf
     }
 
     /// A buffer the CPU maps to read results back.
