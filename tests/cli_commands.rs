@@ -116,3 +116,27 @@ fn bench_fills_a_synthetic_model_from_a_config() {
     assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert_eq!(r["format"], "random Q8_0 weights");
 }
+
+/// `--ab kernels`: the same benchmark with WGSL and native kernels, printed side by side, kernel by
+/// kernel with `--profile`, and both runs in the JSON report.
+#[test]
+fn bench_ab_runs_wgsl_and_native_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ab.json");
+    let model = fixture_dir();
+    let args = ["bench", "-m", model.to_str().unwrap(), "-p", "4", "-n", "4", "--reps", "1", "--ab", "kernels"];
+    let out = glm(&[&args[..], &["--profile", "--json", json.to_str().unwrap()]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("A/B: wgsl vs native"), "{stdout}");
+    assert!(stdout.contains("prefill chunk, µs per kernel:") && stdout.contains("all kernels"), "{stdout}");
+    assert!(stdout.contains("native pipelines:"), "the native run's start-up check: {stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((r["a"]["kernels"].as_str(), r["b"]["kernels"].as_str()), (Some("wgsl"), Some("native")));
+    for run in ["a", "b"] {
+        assert!(r[run]["decode_tok_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            r[run]["profile"].as_array().unwrap().len() as u64,
+            r[run]["dispatches_per_token"].as_u64().unwrap()
+        );
+    }
+}

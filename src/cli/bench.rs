@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// kernel in this mode).
     #[arg(long)]
     pub profile: bool,
+    /// Run twice, varying one engine option, and print both runs side by side (with `--profile`,
+    /// kernel by kernel): `kernels` (wgsl vs native) or `coop-matrix` (off vs on).
+    #[arg(long, value_enum)]
+    pub ab: Option<AbAxis>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -130,30 +134,154 @@ fn print_profile(what: &str, times: &[LaunchTime]) {
     }
 }
 
+/// Which engine option `--ab` varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AbAxis {
+    /// `--kernels wgsl` against `--kernels native`.
+    Kernels,
+    /// `--coop-matrix off` against `--coop-matrix on`.
+    CoopMatrix,
+}
+
+impl AbAxis {
+    /// The two runs' engine options and names.
+    fn runs(self, base: &EngineArgs) -> [(String, EngineArgs); 2] {
+        let with = |f: &dyn Fn(&mut EngineArgs)| {
+            let mut e = base.clone();
+            f(&mut e);
+            e
+        };
+        match self {
+            AbAxis::Kernels => [
+                ("wgsl".into(), with(&|e| e.kernels = KernelChoice::Wgsl)),
+                ("native".into(), with(&|e| e.kernels = KernelChoice::Native)),
+            ],
+            AbAxis::CoopMatrix => [
+                ("coop off".into(), with(&|e| e.coop_matrix = CoopMatrix::Off)),
+                ("coop on".into(), with(&|e| e.coop_matrix = CoopMatrix::On)),
+            ],
+        }
+    }
+}
+
+/// What one benchmark run measured.
+struct Report {
+    kernels: String,
+    notes: Vec<String>,
+    coop_matrix: bool,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    ms_mean: f64,
+    ms_p50: f64,
+    ms_p95: f64,
+    dispatches_per_token: usize,
+    dispatches_per_chunk: usize,
+    prefill_chunk: usize,
+    weight_bytes: u64,
+    profile: Option<Vec<LaunchTime>>,
+    prefill_profile: Option<Vec<LaunchTime>>,
+}
+
+/// The model file, or the config of a synthetic one.
+struct Subject {
+    model: Option<Model>,
+    config: ModelConfig,
+    name: String,
+    format: String,
+}
+
 pub fn bench(a: BenchArgs) -> Result<()> {
     ensure!(a.reps > 0, "--reps must be at least 1");
-    // The model file, or the config of a synthetic one; and how the report names it.
-    let (model, config, name, format) = match (&a.model, &a.synthetic) {
+    let subject = match (&a.model, &a.synthetic) {
         (Some(path), _) => {
             let m = Model::open(path)?;
-            let (c, f) = (m.config.clone(), m.format_name().to_string());
-            (Some(m), c, path.display().to_string(), f)
+            let (config, format) = (m.config.clone(), m.format_name().to_string());
+            Subject { model: Some(m), config, name: path.display().to_string(), format }
         }
-        (None, Some(path)) => {
-            let c = ModelConfig::from_hf_file(path)?;
-            (None, c, format!("synthetic {}", path.display()), format!("random {} weights", a.quant.name()))
-        }
+        (None, Some(path)) => Subject {
+            model: None,
+            config: ModelConfig::from_hf_file(path)?,
+            name: format!("synthetic {}", path.display()),
+            format: format!("random {} weights", a.quant.name()),
+        },
         (None, None) => unreachable!("clap requires --model or --synthetic"),
     };
     let ctx_len = a.depth + a.prompt.max(a.n_gen) + 1;
-    ensure!(ctx_len <= config.max_ctx, "depth + tokens = {ctx_len} exceeds the model's context of {}", config.max_ctx);
-    let ctx = GpuContext::new(a.device.as_deref())?;
-    let device = ctx.describe();
-    eprintln!("gpu: {device}");
-    let options = a.engine.options(ctx_len);
-    let mut e = match &model {
+    let max = subject.config.max_ctx;
+    ensure!(ctx_len <= max, "depth + tokens = {ctx_len} exceeds the model's context of {max}");
+    let runs = match a.ab {
+        None => vec![("".to_string(), a.engine.clone())],
+        Some(axis) => axis.runs(&a.engine).into(),
+    };
+    let mut reports = Vec::new();
+    let mut device = String::new();
+    for (label, engine) in &runs {
+        let ctx = GpuContext::new(a.device.as_deref())?;
+        device = ctx.describe();
+        eprintln!("gpu: {device}");
+        let r = measure(&a, engine, &subject, ctx, ctx_len)?;
+        println!("model: {} ({})", subject.name, subject.format);
+        println!("gpu: {device}");
+        if !label.is_empty() {
+            println!("run: {label}");
+        }
+        print_report(&a, engine, &r);
+        reports.push(r);
+    }
+    if let [x, y] = &reports[..] {
+        print_comparison(&a, [&runs[0].0, &runs[1].0], [x, y]);
+    }
+    if let Some(path) = &a.json {
+        let run = |r: &Report, engine: &EngineArgs| {
+            serde_json::json!({
+                "model": subject.name,
+                "format": subject.format,
+                "gpu": device,
+                "checked_kernels": engine.checked_kernels,
+                "int8_activations": !engine.f32_activations,
+                "kernels": format!("{:?}", engine.kernels).to_lowercase(),
+                "coop_matrix": r.coop_matrix,
+                "kernel_notes": r.notes,
+                "depth": a.depth,
+                "reps": a.reps,
+                "prompt_tokens": a.prompt,
+                "gen_tokens": a.n_gen,
+                "prefill_tok_s": r.prefill_tok_s,
+                "decode_tok_s": r.decode_tok_s,
+                "ms_per_token": { "mean": r.ms_mean, "p50": r.ms_p50, "p95": r.ms_p95 },
+                "dispatches_per_token": r.dispatches_per_token,
+                "weight_bytes_per_token": r.weight_bytes,
+                "weight_gb_s": r.weight_bytes as f64 * r.decode_tok_s / 1e9,
+                "profile": r.profile.as_deref().map(json_times),
+                "prefill_chunk": r.prefill_chunk,
+                "prefill_dispatches_per_chunk": r.dispatches_per_chunk,
+                "prefill_profile": r.prefill_profile.as_deref().map(json_times),
+            })
+        };
+        let report = match &reports[..] {
+            [r] => run(r, &runs[0].1),
+            [x, y] => {
+                serde_json::json!({ "a": run(x, &runs[0].1), "b": run(y, &runs[1].1), "a_label": runs[0].0, "b_label": runs[1].0 })
+            }
+            _ => unreachable!("one or two runs"),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+fn json_times(t: &[LaunchTime]) -> Vec<serde_json::Value> {
+    t.iter()
+        .map(|l| serde_json::json!({ "label": l.label, "micros": l.micros, "weight_bytes": l.weight_bytes }))
+        .collect()
+}
+
+/// Loads the engine with `engine`'s options and measures it.
+fn measure(a: &BenchArgs, engine: &EngineArgs, s: &Subject, ctx: GpuContext, ctx_len: usize) -> Result<Report> {
+    let options = engine.options(ctx_len);
+    let mut e = match &s.model {
         Some(m) => Engine::load(ctx, m, options)?,
-        None => Engine::synthetic(ctx, &config, a.quant, options)?,
+        None => Engine::synthetic(ctx, &s.config, a.quant, options)?,
     };
     let mut rng = StdRng::seed_from_u64(0);
 
@@ -173,85 +301,101 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             gaps.extend(g);
         }
     }
-    let (pp, tg) = (median(&mut pp), median(&mut tg));
     gaps.sort_by(f64::total_cmp);
-    let ms = |s: f64| s * 1e3;
-    let mean_ms = ms(gaps.iter().sum::<f64>() / gaps.len().max(1) as f64);
-    let bytes = e.weight_bytes_per_token();
-    let gbs = bytes as f64 * tg / 1e9;
-    println!("model: {name} ({format})");
-    println!("gpu: {device}");
-    println!(
-        "kernels: {}, {}, {} activations",
-        match a.engine.kernels {
-            KernelChoice::Wgsl => "WGSL",
-            KernelChoice::Native => "native matrix products (SPIR-V passthrough), other WGSL",
-            KernelChoice::Auto => "native matrix products where the backend has them, other WGSL",
-        },
-        if a.engine.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
-        if a.engine.f32_activations { "f32" } else { "int8" }
-    );
-    e.kernel_notes.iter().for_each(|n| println!("kernels: {n}"));
-    println!("depth {}, {} reps (medians)", a.depth, a.reps);
-    if a.prompt > 0 {
-        println!("prefill: {pp:.1} tok/s over {} tokens (chunks of {})", a.prompt, e.options.prefill_chunk);
-    }
-    if a.n_gen > 0 {
-        println!("decode: {tg:.1} tok/s over {} tokens", a.n_gen);
-        println!(
-            "ms/token: mean {mean_ms:.3}, p50 {:.3}, p95 {:.3}",
-            ms(percentile(&gaps, 0.5)),
-            ms(percentile(&gaps, 0.95))
-        );
-    }
-    println!("dispatches/token: {} (decode), {} per prefill chunk", e.dispatches_per_token(), e.dispatches_per_chunk());
-    println!("weights read/token: {:.3} GB, {gbs:.1} GB/s at the decode rate", bytes as f64 / 1e9);
-
-    let json_times = |t: &[LaunchTime]| {
-        t.iter()
-            .map(|l| serde_json::json!({ "label": l.label, "micros": l.micros, "weight_bytes": l.weight_bytes }))
-            .collect::<Vec<_>>()
-    };
     let (mut profile, mut prefill_profile) = (None, None);
     if a.profile {
         at_depth(&mut e, &mut rng, a.depth, 1)?;
-        let times = e.step_profiled(StepOutput::Greedy)?;
-        print_profile("one decode step", &times);
-        profile = Some(json_times(&times));
+        profile = Some(e.step_profiled(StepOutput::Greedy)?);
         if a.prompt > 0 {
             let n = a.prompt.min(e.options.prefill_chunk);
             at_depth(&mut e, &mut rng, a.depth, n)?;
-            let times = e.prefill_profiled(n)?;
-            print_profile(&format!("one prefill chunk of {n} tokens"), &times);
-            prefill_profile = Some(json_times(&times));
+            prefill_profile = Some(e.prefill_profiled(n)?);
         }
     }
-    if let Some(path) = &a.json {
-        let report = serde_json::json!({
-            "model": name,
-            "format": format,
-            "gpu": device,
-            "checked_kernels": a.engine.checked_kernels,
-            "int8_activations": !a.engine.f32_activations,
-            "kernels": format!("{:?}", a.engine.kernels).to_lowercase(),
-            "coop_matrix": e.options.coop_matrix == CoopMatrix::On,
-            "kernel_notes": e.kernel_notes,
-            "depth": a.depth,
-            "reps": a.reps,
-            "prompt_tokens": a.prompt,
-            "gen_tokens": a.n_gen,
-            "prefill_tok_s": pp,
-            "decode_tok_s": tg,
-            "ms_per_token": { "mean": mean_ms, "p50": ms(percentile(&gaps, 0.5)), "p95": ms(percentile(&gaps, 0.95)) },
-            "dispatches_per_token": e.dispatches_per_token(),
-            "weight_bytes_per_token": bytes,
-            "weight_gb_s": gbs,
-            "profile": profile,
-            "prefill_chunk": e.options.prefill_chunk,
-            "prefill_dispatches_per_chunk": e.dispatches_per_chunk(),
-            "prefill_profile": prefill_profile,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    Ok(Report {
+        kernels: match engine.kernels {
+            KernelChoice::Wgsl => "WGSL",
+            KernelChoice::Native => "native matrix products (SPIR-V passthrough), other WGSL",
+            KernelChoice::Auto => "native matrix products where the backend has them, other WGSL",
+        }
+        .to_string(),
+        notes: e.kernel_notes.clone(),
+        coop_matrix: e.options.coop_matrix == CoopMatrix::On,
+        prefill_tok_s: median(&mut pp),
+        decode_tok_s: median(&mut tg),
+        ms_mean: 1e3 * gaps.iter().sum::<f64>() / gaps.len().max(1) as f64,
+        ms_p50: 1e3 * percentile(&gaps, 0.5),
+        ms_p95: 1e3 * percentile(&gaps, 0.95),
+        dispatches_per_token: e.dispatches_per_token(),
+        dispatches_per_chunk: e.dispatches_per_chunk(),
+        prefill_chunk: e.options.prefill_chunk,
+        weight_bytes: e.weight_bytes_per_token(),
+        profile,
+        prefill_profile,
+    })
+}
+
+fn print_report(a: &BenchArgs, engine: &EngineArgs, r: &Report) {
+    println!(
+        "kernels: {}, {}, {} activations",
+        r.kernels,
+        if engine.checked_kernels { "checked" } else { "trusted (no runtime bounds checks)" },
+        if engine.f32_activations { "f32" } else { "int8" }
+    );
+    r.notes.iter().for_each(|n| println!("kernels: {n}"));
+    println!("depth {}, {} reps (medians)", a.depth, a.reps);
+    if a.prompt > 0 {
+        println!("prefill: {:.1} tok/s over {} tokens (chunks of {})", r.prefill_tok_s, a.prompt, r.prefill_chunk);
     }
-    Ok(())
+    if a.n_gen > 0 {
+        println!("decode: {:.1} tok/s over {} tokens", r.decode_tok_s, a.n_gen);
+        println!("ms/token: mean {:.3}, p50 {:.3}, p95 {:.3}", r.ms_mean, r.ms_p50, r.ms_p95);
+    }
+    println!("dispatches/token: {} (decode), {} per prefill chunk", r.dispatches_per_token, r.dispatches_per_chunk);
+    let gbs = r.weight_bytes as f64 * r.decode_tok_s / 1e9;
+    println!("weights read/token: {:.3} GB, {gbs:.1} GB/s at the decode rate", r.weight_bytes as f64 / 1e9);
+    if let Some(t) = &r.profile {
+        print_profile("one decode step", t);
+    }
+    if let Some(t) = &r.prefill_profile {
+        print_profile(&format!("one prefill chunk of {} tokens", a.prompt.min(r.prefill_chunk)), t);
+    }
+    println!();
+}
+
+/// The two runs of `--ab` side by side: the headline numbers, then each profiled kernel.
+fn print_comparison(a: &BenchArgs, [la, lb]: [&String; 2], [x, y]: [&Report; 2]) {
+    let ratio = |p: f64, q: f64| if p > 0.0 { format!("{:.3}", q / p) } else { "-".into() };
+    println!("A/B: {la} vs {lb}");
+    println!("{:<28} {:>12} {:>12} {:>8}", "", la, lb, "b / a");
+    let row = |what: &str, p: f64, q: f64| println!("{what:<28} {p:>12.1} {q:>12.1} {:>8}", ratio(p, q));
+    if a.prompt > 0 {
+        row("prefill tok/s", x.prefill_tok_s, y.prefill_tok_s);
+    }
+    if a.n_gen > 0 {
+        row("decode tok/s", x.decode_tok_s, y.decode_tok_s);
+        row("ms/token p50", x.ms_p50, y.ms_p50);
+    }
+    for (what, p, q) in
+        [("decode step", &x.profile, &y.profile), ("prefill chunk", &x.prefill_profile, &y.prefill_profile)]
+    {
+        let (Some(p), Some(q)) = (p, q) else { continue };
+        let sum = |t: &[LaunchTime]| {
+            let mut by: BTreeMap<String, f64> = BTreeMap::new();
+            t.iter().for_each(|l| *by.entry(l.label.clone()).or_default() += l.micros);
+            by
+        };
+        let (p, q) = (sum(p), sum(q));
+        let mut labels: Vec<&String> =
+            p.keys().chain(q.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        labels.sort_by(|m, n| q.get(*n).unwrap_or(&0.0).total_cmp(q.get(*m).unwrap_or(&0.0)));
+        println!("\n{what}, µs per kernel:");
+        println!("{:<28} {:>12} {:>12} {:>8}", "kernel", la, lb, "b / a");
+        for l in labels {
+            let (u, v) = (p.get(l).copied().unwrap_or(0.0), q.get(l).copied().unwrap_or(0.0));
+            println!("{l:<28} {u:>12.1} {v:>12.1} {:>8}", ratio(u, v));
+        }
+        let (u, v) = (p.values().sum::<f64>(), q.values().sum::<f64>());
+        println!("{:<28} {u:>12.1} {v:>12.1} {:>8}", "all kernels", ratio(u, v));
+    }
 }
