@@ -1,7 +1,7 @@
 //! Start-up checks of kernel variants before the engine trusts them; a variant that disagrees is not
 //! used. The cooperative-matrix prefill: `matmul_coop` against the plain `matmul` on the model's own
 //! weights and random input rows, for every kind of product the prefill runs (token rows, a residual
-//! add, per-head matrices, gate/up pairs, expert tiles by token and by entry), and the cooperative
+//! add, per-head matrices, gate/up pairs, expert tiles by token and by entry, the f32 router), and the cooperative
 //! attention against the plain one on random queries and cache rows. Native pipelines: each against
 //! the WGSL build of its own source, at its first launch in the engine's recorded forward.
 
@@ -59,6 +59,7 @@ fn cases(w: &ModelWeights, n_heads: u32, slots: u32) -> Vec<Case<'_>> {
     }
     if let Some(m) = w.layers.iter().find_map(|l| if let FeedForward::Moe(m) = &l.ffn { Some(m) } else { None }) {
         let e = &m.experts;
+        cases.push(case("moe_router_logits", &m.router, None, false, Kind::Tokens));
         cases.push(case("moe_gate_up_exps", &e.gate, Some(&e.up), false, Kind::Grouped { slots, of_token: true }));
         cases.push(case("moe_down_exps", &e.down, None, false, Kind::Grouped { slots, of_token: false }));
     }
