@@ -2,7 +2,7 @@
 // chunk (row r = t·N_HEADS + h, the layout of q, q_lat and out) all attend the same latent cache, so
 // a workgroup takes 32 consecutive rows (the latest first) and runs them against blocks of 64 cache
 // positions as matrix products: S = Q·Kᵀ over the KV_W query/key columns (q_lat and the roped query
-// against the cache row), in steps of 32 columns staged as f16 in workgroup memory, then O = P·V over
+// against the cache row), in steps of DC columns staged as f16 in workgroup memory, then O = P·V over
 // the KV_LORA latent. Two passes over the blocks: the first finds each row's maximum and sum of
 // e^(s - max), the second sums P = e^(s - max) / sum times V, so the accumulators never need a
 // per-row rescale (which cooperative matrices cannot do). The 2·DVG subgroups own 16 rows × 64
