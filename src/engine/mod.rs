@@ -389,6 +389,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Every distinct kernel the engine launches (decode step and prefill chunk), in launch order.
+    pub fn kernels(&self) -> Vec<std::rc::Rc<crate::gpu::Kernel>> {
+        let mut seen = std::collections::HashSet::new();
+        self.launches(StepOutput::Greedy)
+            .chain(&self.prefill.dispatches)
+            .filter(|d| seen.insert(d.kernel.source.clone()))
+            .map(|d| d.kernel.clone())
+            .collect()
+    }
+
     /// Dispatches of one prefill chunk.
     pub fn dispatches_per_chunk(&self) -> usize {
         self.prefill.dispatches.len()
