@@ -251,6 +251,7 @@ impl Engine {
         if kc.is_native() {
             e.check_native(&mut kc)?;
         }
+        e.kernel_notes.append(&mut kc.notes);
         Ok(e)
     }
 

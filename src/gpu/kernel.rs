@@ -27,6 +27,8 @@ pub struct Kernel {
     pub name: String,
     /// The composed WGSL it was built from (its cache key).
     pub source: String,
+    /// Its hand-written Metal twin, where one exists.
+    pub msl: Option<String>,
     pub build: Build,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
@@ -106,8 +108,16 @@ fn loop_header(head: &str) -> Option<(&str, &str)> {
 }
 
 impl Kernel {
-    /// Builds the kernel; `checked` keeps wgpu's runtime bounds checks in the shader.
-    pub fn new(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding], build: Build) -> Result<Self> {
+    /// Builds the kernel from its WGSL `source` as `build` says; a native build on Metal takes the
+    /// hand-written twin `msl` instead (entry point `name`).
+    pub fn new(
+        ctx: &GpuContext,
+        name: &str,
+        source: &str,
+        msl: Option<&str>,
+        bindings: &[Binding],
+        build: Build,
+    ) -> Result<Self> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
@@ -119,6 +129,21 @@ impl Kernel {
             Build::Trusted => unsafe {
                 device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             },
+            Build::Native if ctx.adapter_info.backend == wgpu::Backend::Metal => {
+                let msl = msl.with_context(|| format!("{name} has no Metal kernel"))?;
+                let [x, y, z] = super::native::workgroup_size(source)?;
+                let entry = wgpu::PassthroughShaderEntryPoint { name: name.into(), workgroup_size: (x, y, z) };
+                // SAFETY: the hand-written kernel binds what its WGSL twin binds and keeps its indices
+                // in range the same way; the start-up check compares the two before the engine uses it.
+                unsafe {
+                    device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                        label: Some(name),
+                        entry_points: vec![entry].into(),
+                        msl: Some(msl.into()),
+                        ..Default::default()
+                    })
+                }
+            }
             Build::Native => {
                 let (mut words, [x, y, z]) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
                 if std::env::var(super::native::FAULT_ENV).is_ok_and(|k| k == name) {
@@ -137,6 +162,9 @@ impl Kernel {
                 }
             }
         };
+        // Hand-written Metal kernels are named after the kernel; everything else has `main`.
+        let entry =
+            if build == Build::Native && ctx.adapter_info.backend == wgpu::Backend::Metal { name } else { "main" };
         let entries: Vec<_> = bindings
             .iter()
             .enumerate()
@@ -169,7 +197,7 @@ impl Kernel {
             label: Some(name),
             layout: Some(&pipeline_layout),
             module: &module,
-            entry_point: Some("main"),
+            entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions::default(),
             cache: None,
         });
@@ -179,6 +207,7 @@ impl Kernel {
         Ok(Self {
             name: name.to_string(),
             source: source.to_string(),
+            msl: msl.map(str::to_string),
             build,
             pipeline,
             layout,
@@ -229,8 +258,10 @@ pub struct KernelCache {
     kernels: HashMap<String, Rc<Kernel>>,
     checked: bool,
     native: bool,
-    /// Sources whose native build disagreed with the WGSL one: built from WGSL instead.
+    /// Sources whose native build disagreed with the WGSL one (or did not build): built from WGSL.
     rejected: HashSet<String>,
+    /// What happened to native builds, for the user.
+    pub notes: Vec<String>,
 }
 
 /// Checked modules: wgpu's bounds checks stay in (tests, debugging).
@@ -244,14 +275,14 @@ impl KernelCache {
     /// `checked: false` builds trusted modules without runtime bounds checks (docs/perf-notes measured
     /// them at 10-25 % of a GEMV's time on an H200).
     pub fn new(checked: bool) -> Self {
-        Self { kernels: HashMap::new(), checked, native: false, rejected: HashSet::new() }
+        Self { kernels: HashMap::new(), checked, native: false, rejected: HashSet::new(), notes: Vec::new() }
     }
 
     /// Builds the kernels that have native variants as native pipelines (the others as `checked` says).
     pub fn with_native(ctx: &GpuContext, checked: bool) -> Result<Self> {
         ensure!(
-            ctx.adapter_info.backend == wgpu::Backend::Vulkan,
-            "native kernels exist for Vulkan (SPIR-V) only so far, not for {}",
+            matches!(ctx.adapter_info.backend, wgpu::Backend::Vulkan | wgpu::Backend::Metal),
+            "native kernels exist for Vulkan (SPIR-V) and Metal (MSL) only, not for {}",
             ctx.describe()
         );
         ensure!(
@@ -263,13 +294,40 @@ impl KernelCache {
     }
 
     pub fn get(&mut self, ctx: &GpuContext, name: &str, source: String, bindings: &[Binding]) -> Result<Rc<Kernel>> {
+        self.get_with_msl(ctx, name, source, None, bindings)
+    }
+
+    /// [`KernelCache::get`] for a kernel with a hand-written Metal twin `msl` (used on Metal when
+    /// native kernels are on). A native build that fails is built from WGSL instead, with a note.
+    pub fn get_with_msl(
+        &mut self,
+        ctx: &GpuContext,
+        name: &str,
+        source: String,
+        msl: Option<String>,
+        bindings: &[Binding],
+    ) -> Result<Rc<Kernel>> {
         if let Some(k) = self.kernels.get(&source) {
             return Ok(k.clone());
         }
-        let vulkan = ctx.adapter_info.backend == wgpu::Backend::Vulkan;
-        let native = self.native && NATIVE.contains(&name) && !self.rejected.contains(&source);
-        let build = if native || (vulkan && NATIVE_ON_VULKAN.contains(&name)) { Build::Native } else { self.wgsl() };
-        let k = Rc::new(Kernel::new(ctx, name, &source, bindings, build)?);
+        let backend = ctx.adapter_info.backend;
+        let has_native = backend == wgpu::Backend::Vulkan || msl.is_some();
+        let native = self.native && has_native && NATIVE.contains(&name) && !self.rejected.contains(&source);
+        let always = backend == wgpu::Backend::Vulkan && NATIVE_ON_VULKAN.contains(&name);
+        let k = if native || always {
+            match Kernel::new(ctx, name, &source, msl.as_deref(), bindings, Build::Native) {
+                Ok(k) => k,
+                Err(e) if native => {
+                    self.notes.push(format!("native {name} did not build, WGSL instead: {e:#}"));
+                    self.rejected.insert(source.clone());
+                    Kernel::new(ctx, name, &source, None, bindings, self.wgsl())?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Kernel::new(ctx, name, &source, None, bindings, self.wgsl())?
+        };
+        let k = Rc::new(k);
         self.kernels.insert(source, k.clone());
         Ok(k)
     }
@@ -289,7 +347,7 @@ impl KernelCache {
 
     /// The WGSL build of a native kernel's source (uncached: start-up checks only).
     pub fn wgsl_twin(&self, ctx: &GpuContext, k: &Kernel) -> Result<Kernel> {
-        Kernel::new(ctx, &k.name, &k.source, &k.bindings, self.wgsl())
+        Kernel::new(ctx, &k.name, &k.source, None, &k.bindings, self.wgsl())
     }
 
     /// Builds `source` from WGSL from now on (its native build disagreed with its twin); pipelines

@@ -1,6 +1,8 @@
-//! Native kernels on Vulkan: SPIR-V that naga writes from a kernel's WGSL with options wgpu does not
-//! expose (no bounds checks, no loop-bounding or integer-division guards, no zeroing of workgroup
-//! memory, no debug info), loaded through wgpu's passthrough (`Features::PASSTHROUGH_SHADERS`).
+//! Native kernels, loaded through wgpu's passthrough (`Features::PASSTHROUGH_SHADERS`). On Vulkan:
+//! SPIR-V that naga writes from a kernel's WGSL with options wgpu does not expose (no bounds checks,
+//! no loop-bounding or integer-division guards, no zeroing of workgroup memory, no debug info). On
+//! Metal: the hand-written MSL of `native_msl/` (the matrix-vector products of some formats), with
+//! the host constants of the WGSL twin as `#define`s.
 
 use anyhow::{anyhow, Context, Result};
 use naga::back::spv;
@@ -12,10 +14,18 @@ pub enum KernelChoice {
     /// The WGSL kernels, compiled by wgpu.
     #[default]
     Wgsl,
-    /// The native pipelines (Vulkan: SPIR-V through passthrough); a backend without them is an error.
+    /// The native pipelines (Vulkan: SPIR-V, Metal: the hand-written MSL where it exists, both
+    /// through passthrough); another backend is an error.
     Native,
     /// Native where the backend has them, WGSL elsewhere.
     Auto,
+}
+
+/// The workgroup size of a compute kernel's WGSL (entry point `main`).
+pub fn workgroup_size(source: &str) -> Result<[u32; 3]> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| anyhow!("{}", e.emit_to_string(source)))?;
+    let entry = module.entry_points.iter().find(|e| e.name == "main").context("the kernel has no `main`")?;
+    Ok(entry.workgroup_size)
 }
 
 /// The SPIR-V of a compute kernel's WGSL (entry point `main`) and its workgroup size.
@@ -95,4 +105,34 @@ pub fn inject_fault(words: &mut [u32]) {
         }
         i += len;
     }
+}
+
+/// The hand-written Metal kernels' format struct (`native_msl/formats.metal`) of a weight type.
+pub fn msl_format(t: crate::quant::GgmlType) -> Option<&'static str> {
+    use crate::quant::GgmlType;
+    match t {
+        GgmlType::Q8_0 => Some("Q8_0"),
+        GgmlType::Q4K => Some("Q4_K"),
+        GgmlType::Q6K => Some("Q6_K"),
+        _ => None,
+    }
+}
+
+/// A hand-written Metal kernel with the host constants of its WGSL twin as `#define`s (booleans as
+/// 0/1), `names` as `#define NAME value`, after the shared inputs and formats.
+pub fn msl_compose(consts: &[(&str, super::Const)], names: &[(&str, &str)], kernel: &str) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("#include <metal_stdlib>\nusing namespace metal;\n");
+    for (name, c) in consts {
+        match c {
+            super::Const::U32(v) => writeln!(s, "#define {name} {v}u"),
+            super::Const::F32(v) => writeln!(s, "#define {name} {v:e}f"),
+            super::Const::Bool(v) => writeln!(s, "#define {name} {}", *v as u32),
+        }
+        .unwrap();
+    }
+    for (name, v) in names {
+        writeln!(s, "#define {name} {v}").unwrap();
+    }
+    s + include_str!("../../native_msl/inputs.metal") + include_str!("../../native_msl/formats.metal") + kernel
 }

@@ -3,8 +3,9 @@
 
 use super::format;
 use super::team_reduce::Reduce;
+use crate::gpu::native;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
-use crate::quant::activations;
+use crate::quant::{activations, GgmlType};
 use anyhow::{ensure, Result};
 
 /// How the threads of a workgroup share the rows: `teams` teams of `lanes` threads, each team
@@ -109,11 +110,15 @@ fn int8_input(a: &MatvecArgs, w: &GpuWeight) -> bool {
     a.int8 && a.matrix != MatrixOf::Slot && activations::takes_int8_input(w.ggml_type)
 }
 
-fn source(a: &MatvecArgs, t: Tiling) -> String {
+/// A weight binding's format, and whether its product takes int8 inputs.
+type Operand = (GgmlType, bool);
+
+/// The host constants of the kernel, and its two weight bindings.
+fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2]) {
     let per_row = if a.up.is_some() { 2 } else { 1 };
     let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
     let (int8_0, int8_1) = (int8_input(a, a.w), int8_input(a, second));
-    let mut consts = vec![
+    let consts = vec![
         ("LANES", Const::U32(t.lanes)),
         ("TEAMS", Const::U32(t.teams)),
         ("ROWS", Const::U32(t.rows)),
@@ -127,12 +132,36 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
         ("INT8", Const::Bool(int8_0 || int8_1)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
+    (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
+}
+
+fn source(a: &MatvecArgs, t: Tiling) -> String {
+    let (mut consts, [(t0, int8_0), (t1, int8_1)]) = consts(a, t);
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
     compose(&consts, &[body, super::INT8_INPUT, reduce].concat())
-        + &format::instantiate_dot(a.w.ggml_type, "0", int8_0)
-        + &format::instantiate_dot(second.ggml_type, "1", int8_1)
+        + &format::instantiate_dot(t0, "0", int8_0)
+        + &format::instantiate_dot(t1, "1", int8_1)
+}
+
+/// The hand-written Metal twin (`native_msl/matvec.metal`) of the same product, where both weight
+/// formats have an MSL implementation and the workgroup is whole simdgroups of 32.
+fn msl_source(consts: &[(&str, Const)], formats: [Operand; 2]) -> Option<String> {
+    let names = formats.map(|(t, _)| native::msl_format(t));
+    let [Some(f0), Some(f1)] = names else { return None };
+    let defines = [("INT8_0", Const::Bool(formats[0].1)), ("INT8_1", Const::Bool(formats[1].1))];
+    let wg = consts.iter().filter(|(n, _)| ["LANES", "TEAMS"].contains(n)).try_fold(1, |p, (_, c)| match c {
+        Const::U32(v) => Some(p * v),
+        _ => None,
+    })?;
+    (wg % 32 == 0).then(|| {
+        native::msl_compose(
+            &[consts, &defines].concat(),
+            &[("FORMAT0", f0), ("FORMAT1", f1)],
+            include_str!("../../native_msl/matvec.metal"),
+        )
+    })
 }
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
@@ -193,7 +222,9 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::Read,
         Binding::ReadWrite,
     ];
-    let kernel = cache.get(ctx, "matvec", source(&a, tiling), &bindings)?;
+    let (own, formats) = consts(&a, tiling);
+    let msl = msl_source(&own, formats);
+    let kernel = cache.get_with_msl(ctx, "matvec", source(&a, tiling), msl, &bindings)?;
     let rows = a.w.rows() as u32;
     let per_group = tiling.rows * tiling.teams;
     let groups0 = rows.div_ceil(per_group);
@@ -213,4 +244,86 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
     let bytes = per_matrix * matrices * if a.up.is_some() { 2 } else { 1 } + a.stacked.map_or(0, |s| s.w.bytes());
     Ok(Dispatch::new(kernel, bind_group, [gx, gy, gz]).reading(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// The `[[buffer(i)]]` parameters of the hand-written kernel: the WGSL twin's bindings, same index,
+    /// same name, written exactly where the WGSL binding is `read_write`.
+    #[test]
+    fn metal_twin_binds_what_the_wgsl_binds() {
+        let wgsl = include_str!("../../wgsl/matvec.wgsl");
+        let mut want = Vec::new();
+        for l in wgsl.lines().filter(|l| l.starts_with("@group(0) @binding(")) {
+            let index: u32 = l["@group(0) @binding(".len()..].split(')').next().unwrap().parse().unwrap();
+            let name = l.split("> ").nth(1).unwrap().split(':').next().unwrap().trim().to_string();
+            want.push((index, name, l.contains("read_write")));
+        }
+        let metal = include_str!("../../native_msl/matvec.metal");
+        let mut got = Vec::new();
+        for l in metal.lines().filter(|l| l.contains("[[buffer(")) {
+            let index: u32 = l.split("[[buffer(").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+            let decl = l.split("[[").next().unwrap().trim();
+            let name = decl.rsplit([' ', '*', '&']).next().unwrap().to_string();
+            let writes = decl.starts_with("device") && !decl.contains("const");
+            got.push((index, name, writes));
+        }
+        assert_eq!(got, want);
+    }
+
+    /// Every combination the engine can ask of the Metal kernel, composed with its `#define`s,
+    /// parses and type-checks under clang against native_msl/check/metal_stdlib (a stand-in for
+    /// Metal's library: no Metal compiler exists on Linux).
+    #[test]
+    fn metal_twin_type_checks_in_every_variant() {
+        let formats = [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K];
+        let mut variants = Vec::new();
+        for (i, &t0) in formats.iter().enumerate() {
+            for &t1 in &formats {
+                // matrix, out, norm, glu, stack, int8, lanes
+                let v = (i as u32, [0, 1, 2][i] as u32, i != 1, i == 0, t0 != t1, i != 2, [256, 32, 64][i]);
+                variants.push((t0, t1, v));
+            }
+        }
+        for (m, o) in [(0, 0), (1, 0), (2, 1), (2, 2), (0, 1)] {
+            for (norm, glu, int8) in
+                [(false, false, false), (true, true, true), (true, false, true), (false, true, false)]
+            {
+                variants.push((GgmlType::Q4K, GgmlType::Q4K, (m, o, norm, glu && o != 2, false, int8, 64)));
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("glm-wgpu-msl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stub = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
+        for (k, (t0, t1, (matrix, out, norm, glu, stack, int8, lanes))) in variants.into_iter().enumerate() {
+            let rows = 2u32;
+            let consts = [
+                ("LANES", Const::U32(lanes)),
+                ("TEAMS", Const::U32((64 / lanes).max(1))),
+                ("ROWS", Const::U32(rows)),
+                ("NV", Const::U32(rows * if glu { 2 } else { 1 } + norm as u32)),
+                ("CHUNK_V4", Const::U32(8)),
+                ("MATRIX", Const::U32(matrix)),
+                ("GLU", Const::Bool(glu)),
+                ("OUT", Const::U32(out)),
+                ("NORM", Const::Bool(norm)),
+                ("STACK", Const::Bool(stack)),
+                ("INT8", Const::Bool(int8)),
+                ("EPS", Const::F32(1e-5)),
+            ];
+            let src = msl_source(&consts, [(t0, int8), (t1, int8)]).expect("the formats have MSL");
+            let path = dir.join(format!("matvec{k}.metal"));
+            std::fs::write(&path, &src).unwrap();
+            let out = Command::new("clang++")
+                .args(["-std=c++17", "-fsyntax-only", "-x", "c++", "-Wall", "-Wno-unknown-attributes", "-Werror", "-I"])
+                .arg(&stub)
+                .arg(&path)
+                .output()
+                .expect("clang++ (apt-get install clang) checks the Metal kernels on Linux");
+            assert!(out.status.success(), "variant {k} ({}): {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
 }

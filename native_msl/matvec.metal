@@ -1,0 +1,145 @@
+// Matrix-vector products for Apple GPUs, the twin of wgsl/matvec.wgsl: the same bindings (buffer i
+// = WGSL binding i), host constants (as #defines) and results, so the engine swaps one for the other
+// per pipeline. A workgroup is TEAMS teams of LANES threads; a team owns ROWS rows, its lanes split
+// the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
+// partial sums meet through simdgroup shuffles (32 lanes) and threadgroup memory beyond that.
+// Host #defines: LANES, TEAMS, ROWS, NV, MATRIX, GLU, OUT, NORM, STACK, INT8, INT8_0, INT8_1, EPS,
+// FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings); see matvec.wgsl for each.
+
+struct Params {
+    uint rows;      // rows per matrix
+    uint chunks;    // format chunks per row
+    uint x_stride;  // float4s between the inputs of consecutive slots
+    uint y_stride;  // floats between the outputs of consecutive slots
+    uint n_slots;   // slots summed in OUT = 2
+    uint groups_x;  // workgroups along x (the grid spills into y)
+    uint groups0;   // STACK: the workgroups of W0; the rest are W1's
+    uint rows1;     // STACK: rows of W1
+};
+
+#define WG (LANES * TEAMS)
+#define SG 32u
+#define SPAN (LANES < SG ? LANES : SG)
+#define RED_SLOTS (WG / SG > 0 ? WG / SG : 1)
+
+// Sums each of a lane's NV values over its team; lane 0 of each team gets the totals. Every thread
+// of the workgroup calls it (barriers).
+inline void reduce_team(thread float (&v)[NV], threadgroup float (*red)[NV], uint tid, uint lane) {
+    for (uint m = 1; m < SPAN; m <<= 1) {
+        for (uint k = 0; k < NV; k++) {
+            v[k] += simd_shuffle_xor(v[k], ushort(m));
+        }
+    }
+    if (LANES > SG) {
+        if (tid % SG == 0) {
+            for (uint k = 0; k < NV; k++) {
+                red[tid / SG][k] = v[k];
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lane == 0) {
+            for (uint j = 1; j < LANES / SG; j++) {
+                for (uint k = 0; k < NV; k++) {
+                    v[k] += red[tid / SG + j][k];
+                }
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+}
+
+kernel void matvec(
+    constant Params& p [[buffer(0)]],
+    device const float4* x [[buffer(1)]],
+    device float* y [[buffer(2)]],
+    device const uint* route [[buffer(3)]],
+    device const uint4* weights0 [[buffer(4)]],
+    device const uint* scales0 [[buffer(5)]],
+    device const uint4* weights1 [[buffer(6)]],
+    device const uint* scales1 [[buffer(7)]],
+    device const float4* gnorm [[buffer(8)]],
+    device float* y1 [[buffer(9)]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint3 wid [[threadgroup_position_in_grid]]) {
+    threadgroup float red[RED_SLOTS][NV];
+    uint team = tid / LANES;
+    uint lane = tid % LANES;
+    uint group = wid.x + wid.y * p.groups_x;
+    uint rows = p.rows;
+    // Whether this workgroup works on W1 (uniform over the workgroup).
+    bool second = false;
+    if (STACK && group >= p.groups0) {
+        second = true;
+        group -= p.groups0;
+        rows = p.rows1;
+    }
+    uint row0 = (group * TEAMS + team) * ROWS;
+    uint slot = wid.z;
+    // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
+    float v[NV] = {};
+    uint items = OUT == 2 ? p.chunks * p.n_slots : p.chunks;
+    for (uint it = lane; it < items; it += LANES) {
+        uint s = slot;
+        uint c = it;
+        float wgt = 1.0f;
+        if (OUT == 2) {
+            s = it / p.chunks;
+            c = it - s * p.chunks;
+            wgt = as_type<float>(route[8 + s]);
+        }
+        ChunkInput xin;
+        xin.xsum = 0.0f;
+        for (uint i = 0; i < 8; i++) {
+            float4 xi = x[s * p.x_stride + c * 8 + i];
+            if (NORM) {
+                v[NV - 1] += dot(xi, xi);
+                xi *= gnorm[c * 8 + i];
+            }
+            xin.xs[i] = xi;
+            xin.xsum += dot(xi, float4(1.0f));
+        }
+        if (INT8) {
+            xin.q = round_to_int8(xin.xs);
+        }
+        uint m = MATRIX == 1 ? s : (MATRIX == 2 ? route[s] : 0u);
+        for (uint r = 0; r < ROWS; r++) {
+            // Rows past the end read the last row (in range) and are never stored.
+            uint base = (m * rows + min(row0 + r, rows - 1)) * p.chunks + c;
+            float d1 = 0.0f;
+            if ((STACK && second) || GLU) {
+                d1 = INT8_1 ? FORMAT1::dot_int8(weights1, scales1, base, xin.q) : FORMAT1::dot(weights1, scales1, base, xin);
+            }
+            if (STACK && second) {
+                v[r] += d1;
+            } else {
+                float d0 = INT8_0 ? FORMAT0::dot_int8(weights0, scales0, base, xin.q) : FORMAT0::dot(weights0, scales0, base, xin);
+                v[r] += wgt * d0;
+            }
+            if (GLU) {
+                v[ROWS + r] += d1;
+            }
+        }
+    }
+    reduce_team(v, red, tid, lane);
+    if (lane != 0) {
+        return;
+    }
+    float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * 32) + EPS) : 1.0f;
+    for (uint r = 0; r < ROWS; r++) {
+        uint row = row0 + r;
+        if (row < rows) {
+            float out = v[r] * scale;
+            if (GLU) {
+                out = out / (1.0f + exp(-out)) * v[ROWS + r] * scale;
+            }
+            uint o = slot * p.y_stride + row;
+            if (STACK && second) {
+                y1[row] = out;
+            } else if (OUT == 0) {
+                y[o] = out;
+            } else {
+                y[o] += out;
+            }
+        }
+    }
+}
