@@ -75,9 +75,10 @@ pub struct EngineArgs {
     /// Prompt tokens processed together: each chunk reads the weights once.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=3000))]
     pub prefill_chunk: u64,
-    /// WGSL or native pipelines for the matrix products (native: Vulkan's SPIR-V for now; auto:
-    /// native where the backend has them). Native pipelines are checked against their WGSL twins at
-    /// start-up; one that disagrees is built from WGSL instead, and the user is told.
+    /// WGSL or native pipelines for the matrix products (native: naga's SPIR-V on Vulkan, the
+    /// hand-written MSL matvec on Metal; auto: native where the backend has them). Native pipelines
+    /// are checked against their WGSL twins at start-up; one that disagrees or does not build is
+    /// built from WGSL instead, and the user is told.
     #[arg(long, value_enum, default_value_t = KernelChoice::Wgsl)]
     pub kernels: KernelChoice,
     /// The prefill's products and attention on cooperative matrices (tensor cores): auto uses them
