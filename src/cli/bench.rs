@@ -315,7 +315,7 @@ fn measure(a: &BenchArgs, engine: &EngineArgs, s: &Subject, ctx: GpuContext, ctx
     Ok(Report {
         kernels: match engine.kernels {
             KernelChoice::Wgsl => "WGSL",
-            KernelChoice::Native => "native matrix products (SPIR-V passthrough), other WGSL",
+            KernelChoice::Native => "native matrix products (passthrough: SPIR-V on Vulkan, MSL on Metal), other WGSL",
             KernelChoice::Auto => "native matrix products where the backend has them, other WGSL",
         }
         .to_string(),
