@@ -1,0 +1,45 @@
+// Runs the Metal format and input code (native_msl/formats.metal, inputs.metal) on the CPU, compiled
+// by clang against the metal_stdlib stand-in next to this file (tests/msl_formats.rs). Reads from
+// stdin: the format struct's name (8 bytes, NUL-padded), then u32 counts of chunks, quant words and
+// scale words, the quant words, the scale words and 32 f32 inputs per chunk. Writes per chunk the
+// f32 dot and the int8 dot (inputs rounded by round_to_int8) as two f32.
+#include <metal_stdlib>
+using namespace metal;
+#include "../inputs.metal"
+#include "../formats.metal"
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+template <typename F>
+static void run(uint chunks, const std::vector<uint>& words, const std::vector<uint>& scales, const std::vector<float>& x) {
+    for (uint c = 0; c < chunks; c++) {
+        ChunkInput in;
+        in.xsum = 0.0f;
+        for (uint i = 0; i < 8; i++) {
+            in.xs[i] = float4(x[32 * c + 4 * i], x[32 * c + 4 * i + 1], x[32 * c + 4 * i + 2], x[32 * c + 4 * i + 3]);
+            in.xsum += metal::dot(in.xs[i], float4(1.0f));
+        }
+        in.q = round_to_int8(in.xs);
+        float out[2] = {
+            F::dot(reinterpret_cast<const uint4*>(words.data()), scales.data(), c, in),
+            F::dot_int8(reinterpret_cast<const uint4*>(words.data()), scales.data(), c, in.q),
+        };
+        fwrite(out, sizeof out, 1, stdout);
+    }
+}
+
+int main() {
+    char name[8];
+    uint n[3];
+    if (fread(name, 8, 1, stdin) != 1 || fread(n, 4, 3, stdin) != 3) return 2;
+    std::vector<uint> words(n[1]), scales(n[2] + 1);
+    std::vector<float> x(32 * n[0]);
+    if (fread(words.data(), 4, n[1], stdin) != n[1] || fread(scales.data(), 4, n[2], stdin) != n[2]) return 2;
+    if (fread(x.data(), 4, x.size(), stdin) != x.size()) return 2;
+    if (!strcmp(name, "Q8_0")) run<Q8_0>(n[0], words, scales, x);
+    else if (!strcmp(name, "Q4_K")) run<Q4_K>(n[0], words, scales, x);
+    else if (!strcmp(name, "Q6_K")) run<Q6_K>(n[0], words, scales, x);
+    else return 3;
+    return 0;
+}
