@@ -2,6 +2,7 @@
 // src/quant (the layouts wgsl/formats/*.wgsl read; see there for the field-by-field description).
 // Each defines, for chunk c (32 weights) of its matrix (w: quants, s: scales):
 //   dot(w, s, c, x)   the chunk's dot with f32 inputs x (32 values, their sum in x.xsum);
+// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q4_K, Q6_K) also
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
@@ -81,6 +82,28 @@ struct Q4_K {
         int sum = dot4i8(lo.x, q.xq[0]) + dot4i8(lo.y, q.xq[1]) + dot4i8(lo.z, q.xq[2]) + dot4i8(lo.w, q.xq[3])
             + dot4i8(hi.x, q.xq[4]) + dot4i8(hi.y, q.xq[5]) + dot4i8(hi.z, q.xq[6]) + dot4i8(hi.w, q.xq[7]);
         return q.dx * (half_to_f32(dm) * float(sm.x) * float(sum) - half_to_f32(dm >> 16) * float(sm.y) * float(q.qsum));
+    }
+};
+
+// Q5_K: four 5-bit quants, the low nibbles of w's bytes (low or high half of the split nibbles) and
+// bits first ..= first + 3 of qh.
+inline float4 q5(uint w, uint shift, uint qh, uint first) {
+    return float4(((uint4(w) >> (uint4(0, 8, 16, 24) + shift)) & 15u) | (((uint4(qh) >> (uint4(0, 1, 2, 3) + first)) & 1u) << 4));
+}
+
+struct Q5_K {
+    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
+        uint b = 12 * (c >> 3);
+        uint j = c & 7;
+        uint dm = s[b];
+        uint2 sm = scale_min_k4(uint3(s[b + 1], s[b + 2], s[b + 3]), j);
+        uint qh = s[b + 4 + j];
+        uint4 q = w[c];
+        float lo = metal::dot(q5(q.x, 0, qh, 0), x.xs[0]) + metal::dot(q5(q.y, 0, qh, 4), x.xs[1])
+            + metal::dot(q5(q.z, 0, qh, 8), x.xs[2]) + metal::dot(q5(q.w, 0, qh, 12), x.xs[3]);
+        float hi = metal::dot(q5(q.x, 4, qh, 16), x.xs[4]) + metal::dot(q5(q.y, 4, qh, 20), x.xs[5])
+            + metal::dot(q5(q.z, 4, qh, 24), x.xs[6]) + metal::dot(q5(q.w, 4, qh, 28), x.xs[7]);
+        return half_to_f32(dm) * float(sm.x) * (lo + hi) - half_to_f32(dm >> 16) * float(sm.y) * x.xsum;
     }
 };
 

@@ -48,6 +48,18 @@ inline void reduce_team(thread float (&v)[NV], threadgroup float (*red)[NV], uin
     }
 }
 
+// The dot products of the two weight bindings with the lane's input chunk: int8 or f32 inputs.
+#if INT8_0
+#define DOT0(base) FORMAT0::dot_int8(weights0, scales0, base, xin.q)
+#else
+#define DOT0(base) FORMAT0::dot(weights0, scales0, base, xin)
+#endif
+#if INT8_1
+#define DOT1(base) FORMAT1::dot_int8(weights1, scales1, base, xin.q)
+#else
+#define DOT1(base) FORMAT1::dot(weights1, scales1, base, xin)
+#endif
+
 kernel void matvec(
     constant Params& p [[buffer(0)]],
     device const float4* x [[buffer(1)]],
@@ -107,13 +119,12 @@ kernel void matvec(
             uint base = (m * rows + min(row0 + r, rows - 1)) * p.chunks + c;
             float d1 = 0.0f;
             if ((STACK && second) || GLU) {
-                d1 = INT8_1 ? FORMAT1::dot_int8(weights1, scales1, base, xin.q) : FORMAT1::dot(weights1, scales1, base, xin);
+                d1 = DOT1(base);
             }
             if (STACK && second) {
                 v[r] += d1;
             } else {
-                float d0 = INT8_0 ? FORMAT0::dot_int8(weights0, scales0, base, xin.q) : FORMAT0::dot(weights0, scales0, base, xin);
-                v[r] += wgt * d0;
+                v[r] += wgt * DOT0(base);
             }
             if (GLU) {
                 v[ROWS + r] += d1;

@@ -2,7 +2,7 @@
 // by clang against the metal_stdlib stand-in next to this file (tests/msl_formats.rs). Reads from
 // stdin: the format struct's name (8 bytes, NUL-padded), then u32 counts of chunks, quant words and
 // scale words, the quant words, the scale words and 32 f32 inputs per chunk. Writes per chunk the
-// f32 dot and the int8 dot (inputs rounded by round_to_int8) as two f32.
+// f32 dot and the int8 dot (inputs rounded by round_to_int8; 0 for formats without one) as two f32.
 #include <metal_stdlib>
 using namespace metal;
 #include "../inputs.metal"
@@ -11,7 +11,7 @@ using namespace metal;
 #include <cstring>
 #include <vector>
 
-template <typename F>
+template <typename F, bool INT8>
 static void run(uint chunks, const std::vector<uint>& words, const std::vector<uint>& scales, const std::vector<float>& x) {
     for (uint c = 0; c < chunks; c++) {
         ChunkInput in;
@@ -21,10 +21,11 @@ static void run(uint chunks, const std::vector<uint>& words, const std::vector<u
             in.xsum += metal::dot(in.xs[i], float4(1.0f));
         }
         in.q = round_to_int8(in.xs);
-        float out[2] = {
-            F::dot(reinterpret_cast<const uint4*>(words.data()), scales.data(), c, in),
-            F::dot_int8(reinterpret_cast<const uint4*>(words.data()), scales.data(), c, in.q),
-        };
+        const uint4* w = reinterpret_cast<const uint4*>(words.data());
+        float out[2] = {F::dot(w, scales.data(), c, in), 0.0f};
+        if constexpr (INT8) {
+            out[1] = F::dot_int8(w, scales.data(), c, in.q);
+        }
         fwrite(out, sizeof out, 1, stdout);
     }
 }
@@ -37,9 +38,10 @@ int main() {
     std::vector<float> x(32 * n[0]);
     if (fread(words.data(), 4, n[1], stdin) != n[1] || fread(scales.data(), 4, n[2], stdin) != n[2]) return 2;
     if (fread(x.data(), 4, x.size(), stdin) != x.size()) return 2;
-    if (!strcmp(name, "Q8_0")) run<Q8_0>(n[0], words, scales, x);
-    else if (!strcmp(name, "Q4_K")) run<Q4_K>(n[0], words, scales, x);
-    else if (!strcmp(name, "Q6_K")) run<Q6_K>(n[0], words, scales, x);
+    if (!strcmp(name, "Q8_0")) run<Q8_0, true>(n[0], words, scales, x);
+    else if (!strcmp(name, "Q4_K")) run<Q4_K, true>(n[0], words, scales, x);
+    else if (!strcmp(name, "Q5_K")) run<Q5_K, false>(n[0], words, scales, x);
+    else if (!strcmp(name, "Q6_K")) run<Q6_K, true>(n[0], words, scales, x);
     else return 3;
     return 0;
 }

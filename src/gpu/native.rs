@@ -113,6 +113,7 @@ pub fn msl_format(t: crate::quant::GgmlType) -> Option<&'static str> {
     match t {
         GgmlType::Q8_0 => Some("Q8_0"),
         GgmlType::Q4K => Some("Q4_K"),
+        GgmlType::Q5K => Some("Q5_K"),
         GgmlType::Q6K => Some("Q6_K"),
         _ => None,
     }

@@ -279,12 +279,12 @@ mod tests {
     /// Metal's library: no Metal compiler exists on Linux).
     #[test]
     fn metal_twin_type_checks_in_every_variant() {
-        let formats = [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K];
+        let formats = [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5K];
         let mut variants = Vec::new();
         for (i, &t0) in formats.iter().enumerate() {
             for &t1 in &formats {
                 // matrix, out, norm, glu, stack, int8, lanes
-                let v = (i as u32, [0, 1, 2][i] as u32, i != 1, i == 0, t0 != t1, i != 2, [256, 32, 64][i]);
+                let v = (i as u32 % 3, i as u32 % 3, i != 1, i == 0, t0 != t1, i != 2, [256, 32, 64, 64][i]);
                 variants.push((t0, t1, v));
             }
         }
@@ -314,7 +314,8 @@ mod tests {
                 ("INT8", Const::Bool(int8)),
                 ("EPS", Const::F32(1e-5)),
             ];
-            let src = msl_source(&consts, [(t0, int8), (t1, int8)]).expect("the formats have MSL");
+            let operand = |t| (t, int8 && activations::takes_int8_input(t));
+            let src = msl_source(&consts, [operand(t0), operand(t1)]).expect("the formats have MSL");
             let path = dir.join(format!("matvec{k}.metal"));
             std::fs::write(&path, &src).unwrap();
             let out = Command::new("clang++")
