@@ -44,6 +44,34 @@ pub enum Tiles<'a> {
     Grouped { tiles: &'a wgpu::Buffer, entries: &'a wgpu::Buffer, of_token: bool },
 }
 
+impl<'a> Tiles<'a> {
+    /// The kernels' GROUPED constant: 0 token or head rows, 1 expert tiles by token, 2 by entry.
+    pub fn grouped(self) -> u32 {
+        match self {
+            Tiles::Tokens | Tiles::Heads(_) => 0,
+            Tiles::Grouped { of_token: true, .. } => 1,
+            Tiles::Grouped { of_token: false, .. } => 2,
+        }
+    }
+
+    /// The kernels' HEADS constant: heads per token, 0 unless per-head.
+    pub fn heads(self) -> u32 {
+        if let Tiles::Heads(h) = self {
+            h
+        } else {
+            0
+        }
+    }
+
+    /// The tile list and its entries where grouped, else `other` for both (bindings never read).
+    pub fn lists(self, other: &'a wgpu::Buffer) -> (&'a wgpu::Buffer, &'a wgpu::Buffer) {
+        match self {
+            Tiles::Grouped { tiles, entries, .. } => (tiles, entries),
+            _ => (other, other),
+        }
+    }
+}
+
 /// The input rows.
 #[derive(Clone, Copy)]
 pub enum MatmulInput<'a> {
@@ -81,11 +109,6 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
     let up = a.up.unwrap_or(a.w);
     ensure!(up.ggml_type == a.w.ggml_type && up.shape == a.w.shape, "gate and up projections differ");
     ensure!(a.max_tiles <= 65535, "{} tiles exceed one grid dimension", a.max_tiles);
-    let grouped = match a.tiles {
-        Tiles::Tokens | Tiles::Heads(_) => 0,
-        Tiles::Grouped { of_token: true, .. } => 1,
-        Tiles::Grouped { of_token: false, .. } => 2,
-    };
     let glu = a.up.is_some();
     let mut consts = vec![
         ("LANES", Const::U32(t.lanes)),
@@ -96,8 +119,8 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
         ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
         ("GLU", Const::Bool(glu)),
         ("ADD", Const::Bool(a.add)),
-        ("GROUPED", Const::U32(grouped)),
-        ("HEADS", Const::U32(if let Tiles::Heads(h) = a.tiles { h } else { 0 })),
+        ("GROUPED", Const::U32(a.tiles.grouped())),
+        ("HEADS", Const::U32(a.tiles.heads())),
         ("INT8", Const::Bool(int8)),
         ("SCALED", Const::Bool(!matches!(a.x, MatmulInput::F32 { .. }))),
     ];
@@ -137,10 +160,7 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
             (&r.s, &r.s, &r.s, &r.xq, stride / 4)
         }
     };
-    let (tiles, entries) = match a.tiles {
-        Tiles::Grouped { tiles, entries, .. } => (tiles, entries),
-        _ => (xq, xq),
-    };
+    let (tiles, entries) = a.tiles.lists(xq);
     let params = [rows, a.w.chunks_per_row() as u32, a.y_stride, x_stride];
     let uniform = ctx.uniform("matmul params", bytemuck::cast_slice(&params));
     let bind_group = kernel.bind(
@@ -148,6 +168,6 @@ pub fn matmul(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: MatmulTi
         &[&uniform, a.step, xq, xd, s, a.y, tiles, entries, &a.w.words, &a.w.scales, &up.words, &up.scales, xf],
     );
     let bytes = a.w.bytes() * if glu { 2 } else { 1 };
-    let heads = if let Tiles::Heads(h) = a.tiles { h } else { 1 };
+    let heads = a.tiles.heads().max(1);
     Ok(Dispatch::new(kernel, bind_group, [gx, a.max_tiles, heads]).reading(bytes))
 }

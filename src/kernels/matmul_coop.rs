@@ -2,8 +2,8 @@
 //! f32 tiles of 16 × 16 × 16, the adapter's tensor cores or simdgroup matrices), on f32 input rows.
 
 use super::format;
-use super::matmul::{MatmulArgs, MatmulInput, Tiles};
-use super::STEP;
+use super::matmul::{MatmulArgs, MatmulInput};
+use super::{COOP_ENABLE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::quant::{self, GgmlType};
 use anyhow::{bail, ensure, Result};
@@ -96,8 +96,7 @@ fn source(t: GgmlType, tiling: CoopTiling, v: Variant) -> String {
         ("HEADS", Const::U32(v.heads)),
         ("SCALED", Const::Bool(v.scaled)),
     ];
-    // Enable directives come before everything else.
-    "enable f16;\nenable wgpu_cooperative_matrix;\n".to_string()
+    COOP_ENABLE.to_string()
         + &compose(&consts, &[STEP, include_str!("../../wgsl/matmul_coop.wgsl")].concat())
         + &format::instantiate(t, "0")
         + &format::instantiate(t, "1")
@@ -128,17 +127,7 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
             && (t.inputs() * t.bk / 4).is_multiple_of(WG),
         "cooperative matmul tiling {t:?}: not 4 subgroups, or its tiles are not whole loads of {WG} invocations"
     );
-    let v = Variant {
-        glu: a.up.is_some(),
-        add: a.add,
-        grouped: match a.tiles {
-            Tiles::Tokens | Tiles::Heads(_) => 0,
-            Tiles::Grouped { of_token: true, .. } => 1,
-            Tiles::Grouped { of_token: false, .. } => 2,
-        },
-        heads: if let Tiles::Heads(h) = a.tiles { h } else { 0 },
-        scaled,
-    };
+    let v = Variant { glu: a.up.is_some(), add: a.add, grouped: a.tiles.grouped(), heads: a.tiles.heads(), scaled };
     let w1 = w1_len(t, v.glu);
     let shared = 2 * (t.rows() * (t.bk + 8) + 4 * w1 + t.inputs() * (t.bk + 8)) + 4 * (4 * 512 + 3 * t.inputs() + 4);
     ensure!(
@@ -152,16 +141,13 @@ pub fn matmul_coop(ctx: &GpuContext, kc: &mut KernelCache, a: MatmulArgs, t: Coo
         [Binding::Uniform, Binding::Uniform, read, read, Binding::ReadWrite, read, read, read, read, read, read];
     let kernel = kc.get(ctx, "matmul_coop", source, &bindings)?;
     let rows = a.w.rows() as u32;
-    let (tiles, entries) = match a.tiles {
-        Tiles::Grouped { tiles, entries, .. } => (tiles, entries),
-        _ => (xf, xf),
-    };
+    let (tiles, entries) = a.tiles.lists(xf);
     let params = [rows, a.w.chunks_per_row() as u32, a.y_stride, x_stride / 4];
     let uniform = ctx.uniform("matmul_coop params", bytemuck::cast_slice(&params));
     let bind_group = kernel
         .bind(ctx, &[&uniform, a.step, xf, s, a.y, tiles, entries, &a.w.words, &a.w.scales, &up.words, &up.scales]);
     let bytes = a.w.bytes() * if v.glu { 2 } else { 1 };
-    let heads = if let Tiles::Heads(h) = a.tiles { h } else { 1 };
+    let heads = a.tiles.heads().max(1);
     Ok(Dispatch::new(kernel, bind_group, [rows.div_ceil(t.rows()), a.max_tiles, heads]).reading(bytes))
 }
 
