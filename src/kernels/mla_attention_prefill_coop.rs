@@ -3,7 +3,7 @@
 //! O = P·V as 16 × 16 × 16 f16 products with f32 sums, two passes (row maxima and sums, then P·V).
 
 use super::mla_attention_prefill::PrefillAttentionArgs;
-use super::{mla_consts, KV_CACHE, STEP};
+use super::{mla_consts, COOP_ENABLE, KV_CACHE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::{ensure, Result};
@@ -33,8 +33,7 @@ fn source(c: &ModelConfig, kv_f16: bool) -> String {
         ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
     ];
     let consts = [mla_consts(c, kv_f16).as_slice(), &own].concat();
-    // Enable directives come before everything else.
-    "enable f16;\nenable wgpu_cooperative_matrix;\n".to_string()
+    COOP_ENABLE.to_string()
         + &compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_prefill_coop.wgsl"), KV_CACHE].concat())
 }
 
