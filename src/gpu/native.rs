@@ -58,6 +58,19 @@ pub fn spirv(source: &str) -> Result<(Vec<u32>, [u32; 3])> {
     Ok((words, entry.workgroup_size))
 }
 
+/// Where each instruction of a SPIR-V module starts and ends (after the 5-word header); word 0 of
+/// an instruction is its word count << 16 | its opcode.
+fn instructions(words: &[u32]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 5;
+    while i < words.len() {
+        let len = ((words[i] >> 16) as usize).max(1);
+        out.push(i..(i + len).min(words.len()));
+        i += len;
+    }
+    out
+}
+
 const OP_CAPABILITY: u32 = 17;
 const OP_MEMORY_MODEL: u32 = 14;
 const CAPABILITY_VULKAN_MEMORY_MODEL: u32 = 5345;
@@ -73,16 +86,13 @@ const MEMORY_MODEL_GLSL450: u32 = 1;
 pub fn glsl450_memory_model(words: &mut Vec<u32>) {
     let mut out = Vec::with_capacity(words.len());
     out.extend_from_slice(&words[..5]);
-    let mut i = 5;
-    while i < words.len() {
-        let (len, op) = ((words[i] >> 16) as usize, words[i] & 0xffff);
-        let inst = &words[i..i + len.max(1)];
-        match op {
+    for r in instructions(words) {
+        let inst = &words[r];
+        match inst[0] & 0xffff {
             OP_CAPABILITY if inst[1] == CAPABILITY_VULKAN_MEMORY_MODEL => {}
             OP_MEMORY_MODEL => out.extend_from_slice(&[inst[0], inst[1], MEMORY_MODEL_GLSL450]),
             _ => out.extend_from_slice(inst),
         }
-        i += len.max(1);
     }
     *words = out;
 }
@@ -97,13 +107,10 @@ const OP_F_SUB: u32 = 131;
 /// Turns every float addition of the module into a subtraction (same operands; indices are integer
 /// arithmetic, so every access stays in bounds).
 pub fn inject_fault(words: &mut [u32]) {
-    let mut i = 5;
-    while i < words.len() {
-        let len = ((words[i] >> 16) as usize).max(1);
-        if words[i] & 0xffff == OP_F_ADD {
-            words[i] = (words[i] & 0xffff_0000) | OP_F_SUB;
+    for r in instructions(words) {
+        if words[r.start] & 0xffff == OP_F_ADD {
+            words[r.start] = (words[r.start] & 0xffff_0000) | OP_F_SUB;
         }
-        i += len;
     }
 }
 
