@@ -102,6 +102,18 @@ fn sweep(c: &mut Criterion) {
         let mut bench = c.benchmark_group(format!("matmul {name} {} x {CHUNK} tokens", t.name()));
         bench.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(600)).sample_size(10);
         bench.throughput(Throughput::Elements(macs));
+        // Copy i's product over `x`: token tiles of `inputs` rows, or the expert tiles of `list`.
+        let product = |i: usize, x, (list, entries, tiles): (&Grouping, _, _), inputs: u32| MatmulArgs {
+            w: &gate[i],
+            up: up.get(i),
+            step: &step,
+            x,
+            y: &y,
+            y_stride: rows as u32,
+            add: false,
+            tiles: if grouped { Tiles::Grouped { tiles, entries, of_token: glu } } else { Tiles::Tokens },
+            max_tiles: if grouped { list.max_tiles() } else { (CHUNK as u32).div_ceil(inputs) },
+        };
         let engine = MatmulTiling::for_rows(&ctx, gate[0].chunks_per_row() as u32);
         let tilings = std::iter::once(("engine".to_string(), engine)).chain(TILINGS.iter().map(|&(per, r, wg)| {
             let lanes = 1 << (gate[0].chunks_per_row() as u32 / per).max(1).ilog2().min(4);
@@ -110,22 +122,7 @@ fn sweep(c: &mut Criterion) {
         for (label, tiling) in tilings {
             let launches: Vec<Dispatch> = (0..copies)
                 .map(|i| {
-                    let tiles = if grouped {
-                        Tiles::Grouped { tiles: &tiles, entries: &entries, of_token: glu }
-                    } else {
-                        Tiles::Tokens
-                    };
-                    let a = MatmulArgs {
-                        w: &gate[i],
-                        up: up.get(i),
-                        step: &step,
-                        x: MatmulInput::Int8(&prepared),
-                        y: &y,
-                        y_stride: rows as u32,
-                        add: false,
-                        tiles,
-                        max_tiles: if grouped { g.max_tiles() } else { (CHUNK as u32).div_ceil(MatmulTiling::INPUTS) },
-                    };
+                    let a = product(i, MatmulInput::Int8(&prepared), (&g, &entries, &tiles), MatmulTiling::INPUTS);
                     matmul(&ctx, &mut kc, a, tiling).unwrap()
                 })
                 .collect();
@@ -142,23 +139,8 @@ fn sweep(c: &mut Criterion) {
             let (cg, centries, ctiles) = &coop_groups.iter().find(|(t, _)| *t == tiling.inputs()).unwrap().1;
             let launches: Result<Vec<Dispatch>, _> = (0..copies)
                 .map(|i| {
-                    let tiles = if grouped {
-                        Tiles::Grouped { tiles: ctiles, entries: centries, of_token: glu }
-                    } else {
-                        Tiles::Tokens
-                    };
-                    let a = MatmulArgs {
-                        w: &gate[i],
-                        up: up.get(i),
-                        step: &step,
-                        x: MatmulInput::F32 { x: &xb, stride: cols as u32 },
-                        y: &y,
-                        y_stride: rows as u32,
-                        add: false,
-                        tiles,
-                        max_tiles: if grouped { cg.max_tiles() } else { (CHUNK as u32).div_ceil(tiling.inputs()) },
-                    };
-                    matmul_coop(&ctx, &mut kc, a, tiling)
+                    let x = MatmulInput::F32 { x: &xb, stride: cols as u32 };
+                    matmul_coop(&ctx, &mut kc, product(i, x, (cg, centries, ctiles), tiling.inputs()), tiling)
                 })
                 .collect();
             match launches {
