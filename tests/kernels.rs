@@ -1388,6 +1388,26 @@ fn int8_rows(x: &[f32], g: &[f32], cols: usize) -> Vec<(Vec<f32>, f64)> {
         .collect()
 }
 
+/// What a product over token rows writes, on the CPU: for each input row (values, scale s) and
+/// output row, s·(W x) (SiLU(s·gate x)·(s·up x) with `up`), plus the row's old y where it adds.
+fn token_rows_want(
+    gate: &Weight,
+    up: Option<&Weight>,
+    inputs: &[(Vec<f32>, f64)],
+    y0: Option<&[u32]>,
+    rows: usize,
+) -> Vec<f64> {
+    let mut want = Vec::new();
+    for (r, (xr, s)) in inputs.iter().enumerate() {
+        for row in 0..rows {
+            let gv = s * dot(gate.row(0, row), xr);
+            let v = up.map_or(gv, |up| silu_glu(gv, s * dot(up.row(0, row), xr)));
+            want.push(v + y0.map_or(0.0, |y0| f32::from_bits(y0[r * rows + row]) as f64));
+        }
+    }
+    want
+}
+
 /// input_rows + matmul over a chunk of 11 token rows of which the step holds 9: stores, residual
 /// adds and gate/up pairs against the CPU on the same int8 rows; rows past the step stay untouched.
 #[test]
@@ -1431,14 +1451,7 @@ fn prefill_matmul_over_token_rows() {
                 run(ctx, &[&q, &m]);
                 let y = read_u32(ctx, &yb, chunk * rows);
                 let name = format!("prefill matmul {} {rows}x{cols} glu {glu} add {add}", t.name());
-                let mut want = Vec::new();
-                for (r, (xr, s)) in inputs[..n].iter().enumerate() {
-                    for row in 0..rows {
-                        let gv = s * dot(gate.row(0, row), xr);
-                        let v = if glu { silu_glu(gv, s * dot(up.row(0, row), xr)) } else { gv };
-                        want.push(v + if add { f32::from_bits(y0[r * rows + row]) as f64 } else { 0.0 });
-                    }
-                }
+                let want = token_rows_want(&gate, glu.then_some(&up), &inputs[..n], add.then_some(&y0[..]), rows);
                 worst = worst.max(check(&name, &floats(&y[..n * rows]), &want, REL_TOL));
                 check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
             }
@@ -1507,19 +1520,9 @@ fn prefill_matmul_over_f32_rows() {
             run(ctx, &ds.iter().collect::<Vec<_>>());
             let y = read_u32(ctx, &yb, chunk * rows);
             let name = format!("prefill matmul f32 rows {} {rows}x{cols} glu {glu} add {add} norm {norm}", t.name());
-            let mut want = Vec::new();
-            for r in 0..n {
-                let (xr, s) = if norm {
-                    norm_parts(&x[r * cols..(r + 1) * cols], &g)
-                } else {
-                    (x[r * cols..(r + 1) * cols].to_vec(), 1.0)
-                };
-                for row in 0..rows {
-                    let gv = s * dot(gate.row(0, row), &xr);
-                    let v = if glu { silu_glu(gv, s * dot(up.row(0, row), &xr)) } else { gv };
-                    want.push(v + if add { f32::from_bits(y0[r * rows + row]) as f64 } else { 0.0 });
-                }
-            }
+            let inputs: Vec<(Vec<f32>, f64)> =
+                x.chunks(cols).take(n).map(|xr| if norm { norm_parts(xr, &g) } else { (xr.to_vec(), 1.0) }).collect();
+            let want = token_rows_want(&gate, glu.then_some(&up), &inputs, add.then_some(&y0[..]), rows);
             worst = worst.max(check(&name, &floats(&y[..n * rows]), &want, REL_TOL));
             check_untouched(&name, &y[n * rows..], &y0[n * rows..]);
         }
