@@ -123,6 +123,7 @@ fn sweep(c: &mut Criterion) {
                             up: up.as_ref().map(|up| &up[i % up.len()]),
                             norm: None,
                             matrix: if u == Use::Dense { MatrixOf::Single } else { MatrixOf::Routed },
+                            choose: None,
                             out: if u == Use::ExpertsDown { Output::AddRoutedSum } else { Output::Store },
                             slots: slots as u32,
                             x_stride: if u == Use::ExpertsDown { cols as u32 } else { 0 },

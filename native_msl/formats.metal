@@ -25,18 +25,13 @@ inline float4 hi_nibbles(uint w) {
     return float4((uint4(w) >> uint4(4, 12, 20, 28)) & 15u);
 }
 
-// Byte k of the 12 packed scale bytes of a K-quant super-block.
-inline uint packed_byte(uint3 w, uint k) {
-    return (w[k >> 2] >> (8 * (k & 3))) & 0xffu;
-}
-
-// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j.
+// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j. Sub-blocks j and j + 4 share
+// byte j & 3 of each word; the two halves are selected, not branched (a simdgroup holds several j).
 inline uint2 scale_min_k4(uint3 w, uint j) {
-    if (j < 4) {
-        return uint2(packed_byte(w, j) & 63u, packed_byte(w, j + 4) & 63u);
-    }
-    uint b = packed_byte(w, j + 4);
-    return uint2((b & 15u) | ((packed_byte(w, j - 4) >> 6) << 4), (b >> 4) | ((packed_byte(w, j) >> 6) << 4));
+    uint3 b = (w >> (8u * (j & 3u))) & 0xffu;
+    uint2 low = uint2(b.x, b.y) & 63u;
+    uint2 high = uint2(b.z & 15u, b.z >> 4) | ((uint2(b.x, b.y) >> 6) << 4);
+    return j >= 4 ? high : low;
 }
 
 struct Q8_0 {

@@ -4,7 +4,8 @@
 // the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
 // partial sums meet through simdgroup shuffles (32 lanes) and threadgroup memory beyond that.
 // Host #defines: LANES, TEAMS, ROWS, NV, MATRIX, GLU, OUT, NORM, STACK, INT8, INT8_0, INT8_1, EPS,
-// FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings); see matvec.wgsl for each.
+// FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings), and route_choice.metal's;
+// see matvec.wgsl for each.
 
 struct Params {
     uint rows;      // rows per matrix
@@ -17,7 +18,6 @@ struct Params {
     uint rows1;     // STACK: rows of W1
 };
 
-#define WG (LANES * TEAMS)
 #define SG 32u
 #define SPAN (LANES < SG ? LANES : SG)
 #define RED_SLOTS (WG / SG > 0 ? WG / SG : 1)
@@ -64,16 +64,29 @@ kernel void matvec(
     constant Params& p [[buffer(0)]],
     device const float4* x [[buffer(1)]],
     device float* y [[buffer(2)]],
-    device const uint* route [[buffer(3)]],
+    device uint* route [[buffer(3)]],
     device const uint4* weights0 [[buffer(4)]],
     device const uint* scales0 [[buffer(5)]],
     device const uint4* weights1 [[buffer(6)]],
     device const uint* scales1 [[buffer(7)]],
     device const float4* gnorm [[buffer(8)]],
     device float* y1 [[buffer(9)]],
+    device const float* router_logits [[buffer(10)]],
+    device const float* router_bias [[buffer(11)]],
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
     threadgroup float red[RED_SLOTS][NV];
+    threadgroup float route_key[N_EXP];
+    threadgroup float route_score[N_EXP];
+    threadgroup uint route_expert[TOPK + 1];
+    threadgroup float route_weight[TOPK + 1];
+    RouteTables chosen = {route_key, route_score, route_expert, route_weight};
+    if (MATRIX == 3) {
+        choose_route(chosen, router_logits, router_bias, tid, 0);
+        if (tid == 0 && wid.x == 0 && wid.y == 0 && wid.z == 0) {
+            store_route(chosen, route);
+        }
+    }
     uint team = tid / LANES;
     uint lane = tid % LANES;
     uint group = wid.x + wid.y * p.groups_x;
@@ -113,7 +126,7 @@ kernel void matvec(
         if (INT8) {
             xin.q = round_to_int8(xin.xs);
         }
-        uint m = MATRIX == 1 ? s : (MATRIX == 2 ? route[s] : 0u);
+        uint m = MATRIX == 1 ? s : (MATRIX == 2 ? route[s] : (MATRIX == 3 ? route_expert[s] : 0u));
         for (uint r = 0; r < ROWS; r++) {
             // Rows past the end read the last row (in range) and are never stored.
             uint base = (m * rows + min(row0 + r, rows - 1)) * p.chunks + c;

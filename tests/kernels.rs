@@ -20,8 +20,10 @@ use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAtt
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
-use glm_wgpu::kernels::router::router;
-use glm_wgpu::kernels::{matvec, matvec_tiled, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling};
+use glm_wgpu::kernels::router::{router, RouteChoice};
+use glm_wgpu::kernels::{
+    matvec, matvec_tiled, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling,
+};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
 use half::f16;
@@ -238,25 +240,31 @@ struct MatvecCase<'a> {
     x: &'a [f32],
     /// The y buffer before the kernel runs (poison or accumulation base).
     y0: &'a [u32],
+    /// The route buffer before the kernel runs.
     route: &'a [u32],
+    /// The pass chooses its routes: how, the router logits and bias.
+    choose: Option<(RouteChoice, &'a [f32], &'a [f32])>,
 }
 
 /// The eps of folded input norms.
 const NORM_EPS: f32 = 1e-5;
 
 /// Runs one matvec under the engine's tiling and two others (the shared-memory reduction; narrow
-/// teams of several rows that each lane walks many chunks of) and returns, for each, its name and
-/// the whole y buffer's words.
-fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(String, Vec<u32>)> {
+/// teams of several rows that each lane walks many chunks of) and returns, for each, its name, the
+/// whole y buffer's words and the route buffer's.
+fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(String, Vec<u32>, Vec<u32>)> {
     let xb = buf_f32(ctx, "x", c.x);
     let rb = buf_u32(ctx, "route", c.route);
     let nb = c.norm.map(|g| buf_f32(ctx, "norm", g));
+    let router =
+        c.choose.map(|(choice, logits, bias)| (choice, buf_f32(ctx, "logits", logits), buf_f32(ctx, "bias", bias)));
     let args = |yb| MatvecArgs {
         w: &c.w.gpu,
         stacked: None,
         up: c.up.map(|u| &u.gpu),
         norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
         matrix: c.matrix,
+        choose: router.as_ref().map(|(choice, logits, bias)| ChooseRoute { choice: *choice, logits, bias }),
         out: c.out,
         slots: c.slots as u32,
         x_stride: c.x_stride as u32,
@@ -282,7 +290,8 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
                 Some(t) => matvec_tiled(ctx, kc, args(yb), t).unwrap(),
             };
             run(ctx, &[&d]);
-            (t.map_or("engine tiling".to_string(), |t| format!("{t:?}")), read_u32(ctx, yb, c.y0.len()))
+            let name = t.map_or("engine tiling".to_string(), |t| format!("{t:?}"));
+            (name, read_u32(ctx, yb, c.y0.len()), read_u32(ctx, &rb, c.route.len()))
         })
         .collect()
 }
@@ -402,9 +411,10 @@ fn matvec_single_store() {
             x: &x,
             y0: &y0,
             route: &route,
+            choose: None,
         };
         let xk = kernel_input(t, MatrixOf::Single, &x);
-        for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+        for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
             let want: Vec<f64> = (0..rows).map(|r| dot(w.row(0, r), &xk)).collect();
             let name = format!("matvec {} Single/Store {rows}x{cols}", t.name());
             let name = format!("{name} [{tiling}]");
@@ -442,9 +452,10 @@ fn matvec_single_add() {
                     x: &x,
                     y0: &y0,
                     route: &route,
+                    choose: None,
                 };
                 let xk = kernel_input(t, MatrixOf::Single, &x);
-                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                     let want: Vec<f64> = (0..rows).map(|r| base[r] as f64 + dot(w.row(0, r), &xk)).collect();
                     let name = format!("matvec {} Single/Add {rows}x{cols}", t.name());
                     let name = format!("{name} [{tiling}]");
@@ -494,8 +505,9 @@ fn matvec_slot() {
                     x: &x,
                     y0: &y0,
                     route: &route,
+                    choose: None,
                 };
-                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                     let name = format!(
                         "matvec {} Slot/{out:?} {heads}x{rows}x{cols} x_stride {x_stride} y_stride {y_stride}",
                         t.name()
@@ -554,9 +566,10 @@ fn matvec_glu_and_routed() {
                 x: &x,
                 y0: &y0,
                 route: &route,
+                choose: None,
             };
             let xk = kernel_input(t, MatrixOf::Single, &x);
-            for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+            for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                 let want: Vec<f64> =
                     (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &xk), dot(up.row(0, r), &xk))).collect();
                 let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
@@ -590,8 +603,9 @@ fn matvec_glu_and_routed() {
                         x: &x,
                         y0: &y0,
                         route: &route,
+                        choose: None,
                     };
-                    for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                    for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                         let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
                         for (s, &e) in ids.iter().enumerate() {
                             let xs = kernel_input(t, MatrixOf::Routed, &x[s * x_stride..s * x_stride + cols]);
@@ -665,6 +679,7 @@ fn matvec_input_norm() {
                     x: &x,
                     y0: &y0,
                     route: &route,
+                    choose: None,
                 };
                 let xk = kernel_input(t, matrix, &xg);
                 let mut want = Vec::new();
@@ -674,7 +689,7 @@ fn matvec_input_norm() {
                         want.push(if glu { silu_glu(v, inv * dot(up.row(e, r), &xk)) } else { v });
                     }
                 }
-                for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+                for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                     let name = format!(
                         "matvec {} {matrix:?}{} with input norm {rows}x{cols} [{tiling}]",
                         t.name(),
@@ -727,6 +742,7 @@ fn matvec_stacked() {
                         up: None,
                         norm: norm.then_some(InputNorm { weight: &gb, eps: NORM_EPS }),
                         matrix: MatrixOf::Single,
+                        choose: None,
                         out: Output::Store,
                         slots: 1,
                         x_stride: 0,
@@ -792,6 +808,7 @@ fn matvec_add_routed_sum() {
                 x: &x,
                 y0: &y0,
                 route: &route,
+                choose: None,
             };
             let xs: Vec<Vec<f32>> =
                 (0..k).map(|s| kernel_input(t, MatrixOf::Routed, &x[s * x_stride..s * x_stride + cols])).collect();
@@ -805,7 +822,7 @@ fn matvec_add_routed_sum() {
                     base[r] as f64 + sum
                 })
                 .collect();
-            for (tiling, y) in run_matvec(ctx, &mut kc, &c) {
+            for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                 let name = format!(
                     "matvec {} Routed/AddRoutedSum {n_exp}x{rows}x{cols} ids {ids:?} x_stride {x_stride}",
                     t.name()
@@ -1215,6 +1232,7 @@ fn router_selects_and_weights() {
                 up: None,
                 norm: None,
                 matrix: MatrixOf::Single,
+                choose: None,
                 out: Output::Store,
                 slots: 1,
                 x_stride: 0,
@@ -1256,6 +1274,92 @@ fn router_selects_and_weights() {
         }
     }
     report("router weights", worst);
+}
+
+/// The expert gate/up pass of decode chooses its experts from the router logits in every workgroup
+/// (route_choice.wgsl, as the router kernel): each slot holds the product of the expert ranked
+/// there (the shared expert after the routed ones where appended), with the input norm folded in,
+/// and workgroup 0 stores the route for the down pass.
+#[test]
+fn expert_gate_up_chooses_its_routes() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(12);
+    let mut worst = 0f64;
+    let cases = [(64, 4, Gating::Sigmoid, true, 1.8, true), (20, 3, Gating::Softmax, false, 0.7, false)];
+    for (n_exp, topk, gating, norm_topk, scale, shared) in cases {
+        let c =
+            ModelConfig { n_experts: n_exp, n_experts_used: topk, gating, norm_topk, routed_scale: scale, ..config() };
+        let choice = RouteChoice::new(&c, shared).unwrap();
+        for (t, cols) in
+            formats().into_iter().filter(|(t, _)| [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::F32].contains(t))
+        {
+            let (rows, cols) = (37, cols[1]);
+            // Logits with a clear-cut choice (no near-ties at the top-k boundary, none inside it).
+            let (logits, bias, scores, ids) = (0..200)
+                .find_map(|_| {
+                    let logits = uniform(&mut rng, n_exp, 3.0);
+                    let bias = uniform(&mut rng, n_exp, 0.1);
+                    let scores = gate_scores(&logits.iter().map(|&l| l as f64).collect::<Vec<_>>(), gating);
+                    let keys: Vec<f64> = scores.iter().zip(&bias).map(|(&s, &b)| s + b as f64).collect();
+                    let (ids, _) = top_k(&keys, topk);
+                    let gaps_ok = (0..=topk.min(n_exp - 1)).all(|k| {
+                        let (order, _) = top_k(&keys, n_exp);
+                        k == 0 || keys[order[k - 1]] - keys[order[k]] > 1e-3
+                    });
+                    gaps_ok.then_some((logits, bias, scores, ids))
+                })
+                .expect("no well-separated logits in 200 draws");
+            let x = uniform(&mut rng, cols, 40.0);
+            let g = uniform(&mut rng, cols, 2.0);
+            let (xg, inv) = norm_parts(&x, &g);
+            let n_mat = n_exp + shared as usize;
+            let gate = Weight::new(ctx, &mut rng, t, &[n_mat, rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[n_mat, rows, cols], 1.0);
+            let slots = topk + shared as usize;
+            let experts: Vec<usize> = ids.iter().copied().chain(shared.then_some(n_exp)).collect();
+            let len = slots * rows + 4;
+            let y0 = vec![NAN_BITS; len];
+            let route0 = route_words(&[], &[]);
+            let c = MatvecCase {
+                w: &gate,
+                up: Some(&up),
+                norm: Some(&g),
+                matrix: MatrixOf::Routed,
+                out: Output::Store,
+                slots,
+                x_stride: 0,
+                y_stride: rows,
+                x: &x,
+                y0: &y0,
+                route: &route0,
+                choose: Some((choice, &logits, &bias)),
+            };
+            let xk = kernel_input(t, MatrixOf::Routed, &xg);
+            let want: Vec<f64> = experts
+                .iter()
+                .flat_map(|&e| {
+                    let xk = &xk;
+                    let (gate, up) = (&gate, &up);
+                    (0..rows).map(move |r| silu_glu(inv * dot(gate.row(e, r), xk), inv * dot(up.row(e, r), xk)))
+                })
+                .collect();
+            let total: f64 = ids.iter().map(|&e| scores[e]).sum();
+            let norm = if norm_topk { 1.0 / total } else { 1.0 };
+            let want_w: Vec<f64> =
+                ids.iter().map(|&e| scores[e] * norm * scale as f64).chain(shared.then_some(1.0)).collect();
+            for (tiling, y, route) in run_matvec(ctx, &mut kc, &c) {
+                let name = format!("expert gate/up choosing {topk} of {n_exp} {gating:?} {} [{tiling}]", t.name());
+                let got_ids: Vec<usize> = route[..slots].iter().map(|&e| e as usize).collect();
+                assert_eq!(got_ids, experts, "{name}: stored expert ids, in rank order");
+                worst = worst.max(check(&format!("{name} weights"), &floats(&route[8..8 + slots]), &want_w, REL_TOL));
+                check_untouched(&format!("{name} unused route slots"), &route[slots..8], &route0[slots..8]);
+                worst = worst.max(check(&name, &floats(&y[..slots * rows]), &want, REL_TOL));
+                check_untouched(&name, &y[slots * rows..], &y0[slots * rows..]);
+            }
+        }
+    }
+    report("expert gate/up choosing routes", worst);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 // (x is read once per team, and every thread keeps ROWS weight loads in flight).
 //
 // Host constants: LANES, TEAMS, ROWS, CHUNK_V4 (vec4s per format chunk),
-// MATRIX (0: one matrix; 1: matrix = slot, e.g. attention heads; 2: matrix = routed expert id of the slot),
+// MATRIX (0: one matrix; 1: matrix = slot, e.g. attention heads; 2: matrix = routed expert id of the slot;
+// 3: as 2, but each workgroup chooses the route from the router logits itself (route_choice.wgsl) and
+// workgroup 0 stores it for the passes after),
 // GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots),
 // NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input),
@@ -28,13 +30,16 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 // Router output: expert ids in [0, 8), their weights (f32 bits) in [8, 16).
-@group(0) @binding(3) var<storage, read> route: array<u32>;
+@group(0) @binding(3) var<storage, read_write> route: array<u32>;
 @group(0) @binding(4) var<storage, read> weights0: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> scales0: array<u32>;
 @group(0) @binding(6) var<storage, read> weights1: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales1: array<u32>;
 @group(0) @binding(8) var<storage, read> gnorm: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> y1: array<f32>;
+// MATRIX = 3: the router's logits and bias.
+@group(0) @binding(10) var<storage, read> router_logits: array<f32>;
+@group(0) @binding(11) var<storage, read> router_bias: array<f32>;
 
 const WG: u32 = LANES * TEAMS;
 
@@ -53,11 +58,20 @@ fn matrix_of(slot: u32) -> u32 {
     if MATRIX == 2u {
         return route[slot];
     }
+    if MATRIX == 3u {
+        return route_expert[slot];
+    }
     return 0u;
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if MATRIX == 3u {
+        choose_route(tid, 0u);
+        if tid == 0u && all(wid == vec3<u32>(0u)) {
+            store_route(0u);
+        }
+    }
     let team = tid / LANES;
     let lane = tid % LANES;
     var group = wid.x + wid.y * p.groups_x;

@@ -20,8 +20,8 @@ use crate::kernels::{
     mla_attention::{mla_attention, partials_len, AttentionArgs},
     mla_attention_prefill_coop,
     rms_norm::rms_norm,
-    router::router,
-    InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
+    router::RouteChoice,
+    ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
 };
 use crate::model::{Model, ModelConfig, LORA_NORM_EPS};
 use anyhow::{ensure, Result};
@@ -614,6 +614,7 @@ fn record(
                 up: None,
                 norm,
                 matrix: MatrixOf::Single,
+                choose: None,
                 out,
                 slots: 1,
                 x_stride: 0,
@@ -646,6 +647,7 @@ fn record(
                     up: None,
                     norm: Some(InputNorm { weight: &l.attn_norm, eps: c.rms_eps }),
                     matrix: MatrixOf::Single,
+                    choose: None,
                     out: Output::Store,
                     slots: 1,
                     x_stride: 0,
@@ -679,6 +681,7 @@ fn record(
                     up: None,
                     norm: None,
                     matrix: MatrixOf::Slot,
+                    choose: None,
                     out: Output::Store,
                     slots: heads,
                     x_stride: c.qk_head() as u32,
@@ -715,6 +718,7 @@ fn record(
                     up: None,
                     norm: None,
                     matrix: MatrixOf::Slot,
+                    choose: None,
                     out: Output::Store,
                     slots: heads,
                     x_stride: c.kv_lora_rank as u32,
@@ -730,7 +734,12 @@ fn record(
         body.push(mv(kc, &l.o, None, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
 
         // Feed-forward.
-        let glu = |kc: &mut KernelCache, f: &weights::Ffn, matrix: MatrixOf, slots: u32, act: &wgpu::Buffer| {
+        let glu = |kc: &mut KernelCache,
+                   f: &weights::Ffn,
+                   matrix: MatrixOf,
+                   choose: Option<ChooseRoute>,
+                   slots: u32,
+                   act: &wgpu::Buffer| {
             let width = f.gate.rows() as u32;
             matvec(
                 ctx,
@@ -741,6 +750,7 @@ fn record(
                     up: Some(&f.up),
                     norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
                     matrix,
+                    choose,
                     out: Output::Store,
                     slots,
                     x_stride: 0,
@@ -754,7 +764,7 @@ fn record(
         };
         match &l.ffn {
             FeedForward::Dense(f) => {
-                body.push(glu(kc, f, MatrixOf::Single, 1, &b.act)?.labeled("ffn_gate_up"));
+                body.push(glu(kc, f, MatrixOf::Single, None, 1, &b.act)?.labeled("ffn_gate_up"));
                 body.push(mv(kc, &f.down, None, &b.act, &b.x, Output::Add)?.labeled("ffn_down"));
             }
             FeedForward::Moe(m) => {
@@ -771,17 +781,17 @@ fn record(
                     )?
                     .labeled("moe_router_logits"),
                 );
-                body.push(
-                    router(ctx, kc, c, appended, 1, [&b.router_logits, &m.bias, &b.route])?.labeled("moe_router"),
-                );
-                body.push(glu(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_gate_up_exps"));
+                // The expert gate/up pass chooses the experts itself and stores the route for the down pass.
+                let choose =
+                    ChooseRoute { choice: RouteChoice::new(c, appended)?, logits: &b.router_logits, bias: &m.bias };
+                body.push(glu(kc, &m.experts, MatrixOf::Routed, Some(choose), k, &b.act)?.labeled("moe_gate_up_exps"));
                 // Both gate/up passes read the layer's input before either down pass adds to it.
                 let shared = match &m.shared {
                     SharedExpert::Apart(s) => Some(s),
                     _ => None,
                 };
                 if let Some(s) = shared {
-                    body.push(glu(kc, s, MatrixOf::Single, 1, &b.act_shared)?.labeled("moe_gate_up_shexp"));
+                    body.push(glu(kc, s, MatrixOf::Single, None, 1, &b.act_shared)?.labeled("moe_gate_up_shexp"));
                 }
                 body.push(
                     matvec(
@@ -793,6 +803,7 @@ fn record(
                             up: None,
                             norm: None,
                             matrix: MatrixOf::Routed,
+                            choose: None,
                             out: Output::AddRoutedSum,
                             slots: k,
                             x_stride: c.moe_ffn as u32,

@@ -2,6 +2,7 @@
 //! with an optional RMSNorm of the input folded in.
 
 use super::format;
+use super::router::{RouteChoice, ROUTE_CHOICE};
 use super::team_reduce::Reduce;
 use crate::gpu::native;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
@@ -57,8 +58,18 @@ pub enum MatrixOf {
     Single,
     /// Slot i uses matrix i (attention heads).
     Slot,
-    /// Slot i uses the expert the router chose for it.
+    /// Slot i uses the expert the router chose for it (or, with [`MatvecArgs::choose`], the
+    /// expert this pass chooses).
     Routed,
+}
+
+/// The routes chosen by the pass itself from the router's logits (`wgsl/route_choice.wgsl`), in
+/// every workgroup; workgroup 0 stores them in `route` for the passes after.
+#[derive(Clone, Copy)]
+pub struct ChooseRoute<'a> {
+    pub choice: RouteChoice,
+    pub logits: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +103,8 @@ pub struct MatvecArgs<'a> {
     pub up: Option<&'a GpuWeight>,
     pub norm: Option<InputNorm<'a>>,
     pub matrix: MatrixOf,
+    /// Only with routed matrices stored.
+    pub choose: Option<ChooseRoute<'a>>,
     pub out: Output,
     pub slots: u32,
     /// Floats between consecutive slots' inputs and outputs.
@@ -118,13 +131,13 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
     let per_row = if a.up.is_some() { 2 } else { 1 };
     let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
     let (int8_0, int8_1) = (int8_input(a, a.w), int8_input(a, second));
-    let consts = vec![
+    let mut consts = vec![
         ("LANES", Const::U32(t.lanes)),
         ("TEAMS", Const::U32(t.teams)),
         ("ROWS", Const::U32(t.rows)),
         ("NV", Const::U32(t.rows * per_row + a.norm.is_some() as u32)),
         ("CHUNK_V4", Const::U32(format::chunk_vec4s(a.w.ggml_type))),
-        ("MATRIX", Const::U32(a.matrix as u32)),
+        ("MATRIX", Const::U32(if a.choose.is_some() { 3 } else { a.matrix as u32 })),
         ("GLU", Const::Bool(a.up.is_some())),
         ("OUT", Const::U32(a.out as u32)),
         ("NORM", Const::Bool(a.norm.is_some())),
@@ -132,6 +145,7 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("INT8", Const::Bool(int8_0 || int8_1)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
+    consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice)));
     (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
 }
 
@@ -140,7 +154,7 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    compose(&consts, &[body, super::INT8_INPUT, reduce].concat())
+    compose(&consts, &[body, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
         + &format::instantiate_dot(t0, "0", int8_0)
         + &format::instantiate_dot(t1, "1", int8_1)
 }
@@ -150,16 +164,18 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
 fn msl_source(consts: &[(&str, Const)], formats: [Operand; 2]) -> Option<String> {
     let names = formats.map(|(t, _)| native::msl_format(t));
     let [Some(f0), Some(f1)] = names else { return None };
-    let defines = [("INT8_0", Const::Bool(formats[0].1)), ("INT8_1", Const::Bool(formats[1].1))];
     let wg = consts.iter().filter(|(n, _)| ["LANES", "TEAMS"].contains(n)).try_fold(1, |p, (_, c)| match c {
         Const::U32(v) => Some(p * v),
         _ => None,
     })?;
+    let defines =
+        [("INT8_0", Const::Bool(formats[0].1)), ("INT8_1", Const::Bool(formats[1].1)), ("WG", Const::U32(wg))];
     (wg % 32 == 0).then(|| {
         native::msl_compose(
             &[consts, &defines].concat(),
             &[("FORMAT0", f0), ("FORMAT1", f1)],
-            include_str!("../../native_msl/matvec.metal"),
+            &[include_str!("../../native_msl/route_choice.metal"), include_str!("../../native_msl/matvec.metal")]
+                .concat(),
         )
     })
 }
@@ -188,6 +204,10 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         "a gate/up matvec cannot sum over routed slots (SiLU applies per expert)"
     );
     ensure!(
+        a.choose.is_none() || (a.matrix == MatrixOf::Routed && a.out == Output::Store),
+        "a pass that chooses its routes stores one product per routed slot"
+    );
+    ensure!(
         !(a.norm.is_some() && a.out == Output::AddRoutedSum),
         "an input norm cannot apply to per-slot inputs that are summed"
     );
@@ -214,13 +234,15 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::Uniform,
         Binding::Read,
         Binding::ReadWrite,
-        Binding::Read,
+        Binding::ReadWrite,
         Binding::Read,
         Binding::Read,
         Binding::Read,
         Binding::Read,
         Binding::Read,
         Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
     ];
     let (own, formats) = consts(&a, tiling);
     let msl = msl_source(&own, formats);
@@ -237,8 +259,12 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     // Without a norm the binding is never read; any buffer will do.
     let norm = a.norm.map_or(a.x, |n| n.weight);
     let y1 = a.stacked.map_or(a.y, |s| s.y);
-    let bind_group =
-        kernel.bind(ctx, &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1]);
+    // Without a choice the router bindings are never read either.
+    let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
+    let bind_group = kernel.bind(
+        ctx,
+        &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias],
+    );
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
@@ -288,7 +314,7 @@ mod tests {
                 variants.push((t0, t1, v));
             }
         }
-        for (m, o) in [(0, 0), (1, 0), (2, 1), (2, 2), (0, 1)] {
+        for (m, o) in [(0, 0), (1, 0), (2, 1), (2, 2), (0, 1), (3, 0)] {
             for (norm, glu, int8) in
                 [(false, false, false), (true, true, true), (true, false, true), (false, true, false)]
             {
@@ -314,6 +340,15 @@ mod tests {
                 ("INT8", Const::Bool(int8)),
                 ("EPS", Const::F32(1e-5)),
             ];
+            let choice = (matrix == 3).then_some(RouteChoice {
+                n_experts: 64,
+                topk: 4,
+                softmax: k % 2 == 0,
+                norm_topk: k % 3 != 0,
+                scale: 1.8,
+                shared_slot: k % 2 == 1,
+            });
+            let consts = [&consts[..], &RouteChoice::consts(choice)].concat();
             let operand = |t| (t, int8 && activations::takes_int8_input(t));
             let src = msl_source(&consts, [operand(t0), operand(t1)]).expect("the formats have MSL");
             let path = dir.join(format!("matvec{k}.metal"));

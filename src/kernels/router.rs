@@ -1,10 +1,62 @@
 //! `wgsl/router.wgsl`: top-k expert choice from router logits (which `matvec` computes), plus
 //! optionally the slot of a shared expert stored as expert `n_experts`; one workgroup per token.
+//! The choice itself (`wgsl/route_choice.wgsl`) is shared with `matvec`, whose expert gate/up pass
+//! makes it in every workgroup during decode.
 
-use super::REDUCE;
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{Gating, ModelConfig};
 use anyhow::{ensure, Result};
+
+pub const ROUTE_CHOICE: &str = include_str!("../../wgsl/route_choice.wgsl");
+
+/// How a token's experts are chosen: the model's gating, and whether a shared expert takes the
+/// slot after the routed ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteChoice {
+    pub(crate) n_experts: u32,
+    pub(crate) topk: u32,
+    pub(crate) softmax: bool,
+    pub(crate) norm_topk: bool,
+    pub(crate) scale: f32,
+    pub(crate) shared_slot: bool,
+}
+
+impl RouteChoice {
+    pub fn new(c: &ModelConfig, shared_slot: bool) -> Result<RouteChoice> {
+        ensure!(c.n_experts_used + shared_slot as usize <= 8, "the route buffer holds at most 8 slots");
+        ensure!(c.n_experts_used <= c.n_experts, "{} experts used of {}", c.n_experts_used, c.n_experts);
+        ensure!(c.n_experts <= 256, "the router handles at most 256 experts, not {}", c.n_experts);
+        Ok(RouteChoice {
+            n_experts: c.n_experts as u32,
+            topk: c.n_experts_used as u32,
+            softmax: c.gating == Gating::Softmax,
+            norm_topk: c.norm_topk,
+            scale: c.routed_scale,
+            shared_slot,
+        })
+    }
+
+    /// The snippet's host constants (the includer sets WG); `None` gives the inert ones of a kernel
+    /// that includes it without choosing.
+    pub fn consts(choice: Option<RouteChoice>) -> Vec<(&'static str, Const)> {
+        let c = choice.unwrap_or(RouteChoice {
+            n_experts: 1,
+            topk: 1,
+            softmax: false,
+            norm_topk: false,
+            scale: 1.0,
+            shared_slot: false,
+        });
+        vec![
+            ("N_EXP", Const::U32(c.n_experts)),
+            ("TOPK", Const::U32(c.topk)),
+            ("SOFTMAX", Const::Bool(c.softmax)),
+            ("NORM_TOPK", Const::Bool(c.norm_topk)),
+            ("SCALE", Const::F32(c.scale)),
+            ("SHARED_SLOT", Const::Bool(c.shared_slot)),
+        ]
+    }
+}
 
 pub fn router(
     ctx: &GpuContext,
@@ -14,18 +66,9 @@ pub fn router(
     tokens: u32,
     [logits, bias, route]: [&wgpu::Buffer; 3],
 ) -> Result<Dispatch> {
-    ensure!(c.n_experts_used + shared_slot as usize <= 8, "the route buffer holds at most 8 slots");
-    ensure!(c.n_experts <= 256, "the router handles at most 256 experts, not {}", c.n_experts);
-    let consts = [
-        ("WG", Const::U32((c.n_experts as u32).next_power_of_two().max(32))),
-        ("N_EXP", Const::U32(c.n_experts as u32)),
-        ("TOPK", Const::U32(c.n_experts_used as u32)),
-        ("SOFTMAX", Const::Bool(c.gating == Gating::Softmax)),
-        ("NORM_TOPK", Const::Bool(c.norm_topk)),
-        ("SCALE", Const::F32(c.routed_scale)),
-        ("SHARED_SLOT", Const::Bool(shared_slot)),
-    ];
-    let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), REDUCE].concat());
+    let mut consts = RouteChoice::consts(Some(RouteChoice::new(c, shared_slot)?));
+    consts.push(("WG", Const::U32(64)));
+    let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), ROUTE_CHOICE].concat());
     let kernel = kc.get(ctx, "router", source, &[Binding::Read, Binding::Read, Binding::ReadWrite])?;
     let bind_group = kernel.bind(ctx, &[logits, bias, route]);
     Ok(Dispatch::new(kernel, bind_group, [tokens, 1, 1]))

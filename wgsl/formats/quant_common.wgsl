@@ -51,10 +51,11 @@ fn packed_byte(w: vec3<u32>, k: u32) -> u32 {
 }
 
 // ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block.
+// Sub-blocks j and j + 4 share byte j & 3 of each word, so one shift serves all three words and
+// the two halves are selected, not branched (a warp's lanes hold different j).
 fn scale_min_k4(w: vec3<u32>, j: u32) -> vec2<u32> {
-    if j < 4u {
-        return vec2<u32>(packed_byte(w, j) & 63u, packed_byte(w, j + 4u) & 63u);
-    }
-    let b = packed_byte(w, j + 4u);
-    return vec2<u32>((b & 15u) | ((packed_byte(w, j - 4u) >> 6u) << 4u), (b >> 4u) | ((packed_byte(w, j) >> 6u) << 4u));
+    let b = (w >> vec3<u32>(8u * (j & 3u))) & vec3<u32>(0xffu);
+    let low = vec2<u32>(b.x, b.y) & vec2<u32>(63u);
+    let high = vec2<u32>(b.z & 15u, b.z >> 4u) | ((vec2<u32>(b.x, b.y) >> vec2<u32>(6u)) << vec2<u32>(4u));
+    return select(low, high, j >= 4u);
 }

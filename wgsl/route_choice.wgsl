@@ -1,0 +1,83 @@
+// The top-k expert choice of one token from its router logits, shared by router.wgsl (a workgroup per
+// token of a prefill chunk) and matvec.wgsl (decode: every expert gate/up workgroup chooses for
+// itself, so no dispatch stands between the router logits and the experts).
+// Scores by sigmoid (or softmax); the TOPK largest score + bias are picked, slot k holding the one
+// that k others beat (ties to the lower expert id, as a serial scan would); weights = the picked
+// scores (without bias), optionally normalised over the picks, times SCALE. With SHARED_SLOT, slot
+// TOPK is the shared expert, stored as expert N_EXP with weight 1.
+// Host constants: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
+// The includer declares the bindings router_logits and router_bias.
+
+var<workgroup> route_key: array<f32, N_EXP>;
+var<workgroup> route_score: array<f32, N_EXP>;
+var<workgroup> route_expert: array<u32, TOPK + 1u>;
+var<workgroup> route_weight: array<f32, TOPK + 1u>;
+
+// Fills route_expert / route_weight from the logits at `at`. Every invocation must call it (barriers).
+fn choose_route(tid: u32, at: u32) {
+    for (var e = tid; e < N_EXP; e += WG) {
+        route_key[e] = router_logits[at + e];
+    }
+    workgroupBarrier();
+    var m = -3.0e38;
+    var total = 0.0;
+    if SOFTMAX {
+        for (var j = 0u; j < N_EXP; j++) {
+            m = max(m, route_key[j]);
+        }
+        for (var j = 0u; j < N_EXP; j++) {
+            total += exp(route_key[j] - m);
+        }
+    }
+    workgroupBarrier();
+    for (var e = tid; e < N_EXP; e += WG) {
+        let l = route_key[e];
+        var s = 1.0 / (1.0 + exp(-l));
+        if SOFTMAX {
+            s = exp(l - m) / total;
+        }
+        route_score[e] = s;
+        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead.
+        let k = s + router_bias[e];
+        route_key[e] = select(-3.4e38, k, k == k);
+    }
+    workgroupBarrier();
+    for (var e = tid; e < N_EXP; e += WG) {
+        let k = route_key[e];
+        var rank = 0u;
+        for (var j = 0u; j < N_EXP; j++) {
+            let o = route_key[j];
+            rank += u32(o > k || (o == k && j < e));
+        }
+        if rank < TOPK {
+            route_expert[rank] = e;
+        }
+    }
+    workgroupBarrier();
+    if tid == 0u {
+        var picked = 0.0;
+        for (var k = 0u; k < TOPK; k++) {
+            picked += route_score[route_expert[k]];
+        }
+        var norm = 1.0;
+        if NORM_TOPK {
+            norm = 1.0 / (picked + 1e-20);
+        }
+        for (var k = 0u; k < TOPK; k++) {
+            route_weight[k] = route_score[route_expert[k]] * norm * SCALE;
+        }
+        if SHARED_SLOT {
+            route_expert[TOPK] = N_EXP;
+            route_weight[TOPK] = 1.0;
+        }
+    }
+    workgroupBarrier();
+}
+
+// Stores the choice as the route buffer holds it: expert ids in [0, 8), weights (f32 bits) in [8, 16).
+fn store_route(r: u32) {
+    for (var k = 0u; k < TOPK + u32(SHARED_SLOT); k++) {
+        route[r + k] = route_expert[k];
+        route[r + 8u + k] = bitcast<u32>(route_weight[k]);
+    }
+}
