@@ -132,6 +132,8 @@ fn sweep(c: &mut Criterion) {
                             y: &y,
                             route: &routes[i % routes.len()],
                             int8: true,
+                            prepare: None,
+                            prepared: false,
                         };
                         matvec_tiled(&ctx, &mut kc, args, tiling).unwrap()
                     })

@@ -3,7 +3,7 @@
 // per pipeline. A workgroup is TEAMS teams of LANES threads; a team owns ROWS rows, its lanes split
 // the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
 // partial sums meet through simdgroup shuffles (32 lanes) and threadgroup memory beyond that.
-// Host #defines: LANES, TEAMS, ROWS, NV, MATRIX, GLU, OUT, NORM, STACK, INT8, INT8_0, INT8_1, EPS,
+// Host #defines: LANES, TEAMS, ROWS, NV, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE, PREPARED, INT8_0, INT8_1, EPS,
 // FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings), and route_choice.metal's;
 // see matvec.wgsl for each.
 
@@ -19,6 +19,11 @@ struct Params {
 };
 
 #define SG 32u
+#define PREP_WORDS 12u
+// The pass that prepares an input (PREPARE) is the router's, over f32 weights, which have no MSL.
+#if PREPARE
+#error "PREPARE has no Metal twin"
+#endif
 #define SPAN (LANES < SG ? LANES : SG)
 #define RED_SLOTS (WG / SG > 0 ? WG / SG : 1)
 
@@ -114,17 +119,25 @@ kernel void matvec(
         }
         ChunkInput xin;
         xin.xsum = 0.0f;
-        for (uint i = 0; i < 8; i++) {
-            float4 xi = x[s * p.x_stride + c * 8 + i];
-            if (NORM) {
-                v[NV - 1] += dot(xi, xi);
-                xi *= gnorm[c * 8 + i];
+        if (PREPARED) {
+            uint at = s * p.x_stride + c * (PREP_WORDS / 4);
+            uint4 lo = as_type<uint4>(x[at]);
+            uint4 hi = as_type<uint4>(x[at + 1]);
+            float4 t = x[at + 2];
+            xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
+        } else {
+            for (uint i = 0; i < 8; i++) {
+                float4 xi = x[s * p.x_stride + c * 8 + i];
+                if (NORM) {
+                    v[NV - 1] += dot(xi, xi);
+                    xi *= gnorm[c * 8 + i];
+                }
+                xin.xs[i] = xi;
+                xin.xsum += dot(xi, float4(1.0f));
             }
-            xin.xs[i] = xi;
-            xin.xsum += dot(xi, float4(1.0f));
-        }
-        if (INT8) {
-            xin.q = round_to_int8(xin.xs);
+            if (INT8) {
+                xin.q = round_to_int8(xin.xs);
+            }
         }
         uint m = MATRIX == 1 ? s : (MATRIX == 2 ? route[s] : (MATRIX == 3 ? route_expert[s] : 0u));
         for (uint r = 0; r < ROWS; r++) {
@@ -149,6 +162,9 @@ kernel void matvec(
         return;
     }
     float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * 32) + EPS) : 1.0f;
+    if (PREPARED) {
+        scale = x[slot * p.x_stride + p.chunks * (PREP_WORDS / 4)].x;
+    }
     for (uint r = 0; r < ROWS; r++) {
         uint row = row0 + r;
         if (row < rows) {

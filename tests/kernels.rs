@@ -22,7 +22,8 @@ use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::{router, RouteChoice};
 use glm_wgpu::kernels::{
-    matvec, matvec_tiled, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step, Tiling,
+    matvec, matvec_tiled, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step,
+    Tiling,
 };
 use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
@@ -273,6 +274,8 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         y: yb,
         route: &rb,
         int8: true,
+        prepare: None,
+        prepared: false,
     };
     let engine = Tiling::for_shape(ctx, 1, 1, false);
     let tilings = [
@@ -751,6 +754,8 @@ fn matvec_stacked() {
                         y: &yb0,
                         route: &rb,
                         int8: true,
+                        prepare: None,
+                        prepared: false,
                     };
                     let d = matvec_tiled(ctx, &mut kc, args, tiling).unwrap();
                     run(ctx, &[&d]);
@@ -1242,6 +1247,8 @@ fn router_selects_and_weights() {
                 route: &rb,
                 // The router test checks the choice against exact f32 logits.
                 int8: false,
+                prepare: None,
+                prepared: false,
             };
             let logits = matvec(ctx, &mut kc, args).unwrap();
             let d = router(ctx, &mut kc, &c, false, 1, [&lb, &bb, &rb]).unwrap();
@@ -1360,6 +1367,107 @@ fn expert_gate_up_chooses_its_routes() {
         }
     }
     report("expert gate/up choosing routes", worst);
+}
+
+/// The router pass also stores its input normalised and rounded to int8 (`prepare`), as the CPU
+/// rounds it, with the norm's scale; gate/up passes over that prepared input equal the same products
+/// with the norm folded in.
+#[test]
+fn router_pass_prepares_the_expert_input() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(15);
+    let mut worst = 0f64;
+    let (n_exp, cols, rows) = (12, 512, 37);
+    for router_type in [GgmlType::F32, GgmlType::BF16] {
+        let router_w = Weight::new(ctx, &mut rng, router_type, &[n_exp, cols], 0.1);
+        let x = uniform(&mut rng, cols, 40.0);
+        let g = uniform(&mut rng, cols, 2.0);
+        let (xg, inv) = norm_parts(&x, &g);
+        let (xb, gb, rb) =
+            (buf_f32(ctx, "x", &x), buf_f32(ctx, "norm", &g), buf_u32(ctx, "route", &route_words(&[], &[])));
+        let logits = ctx.storage("logits", (n_exp * 4) as u64).unwrap();
+        let prepared = ctx.storage("prepared", prepared_bytes(cols)).unwrap();
+        let args = MatvecArgs {
+            w: &router_w.gpu,
+            stacked: None,
+            up: None,
+            norm: Some(InputNorm { weight: &gb, eps: NORM_EPS }),
+            matrix: MatrixOf::Single,
+            choose: None,
+            out: Output::Store,
+            slots: 1,
+            x_stride: 0,
+            y_stride: 0,
+            x: &xb,
+            y: &logits,
+            route: &rb,
+            int8: true,
+            prepare: Some(&prepared),
+            prepared: false,
+        };
+        let d = matvec(ctx, &mut kc, args).unwrap();
+        run(ctx, &[&d]);
+        let name = format!("router {} with prepare", router_type.name());
+        let want: Vec<f64> = (0..n_exp).map(|e| inv * dot(router_w.row(0, e), &xg)).collect();
+        worst = worst.max(check(&name, &floats(&read_u32(ctx, &logits, n_exp)), &want, REL_TOL));
+        // Chunk c: 8 words of int8, Σ q, dx, two unused; then 1 / rms.
+        let words = read_u32(ctx, &prepared, (prepared_bytes(cols) / 4) as usize);
+        let rounded = activations::round_to_int8(&xg);
+        for (c, want) in rounded.chunks(32).enumerate() {
+            let w = &words[12 * c..12 * c + 10];
+            let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
+            let dx = f32::from_bits(w[9]);
+            let got: Vec<f32> = q.iter().map(|&q| q as f32 * dx).collect();
+            assert_eq!(got, want, "{name}: chunk {c} rounded values");
+            assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
+        }
+        let scale = f32::from_bits(words[12 * cols / 32]) as f64;
+        assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
+
+        for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+            let gate = Weight::new(ctx, &mut rng, t, &[3, rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[3, rows, cols], 1.0);
+            let ids = [2u32, 0];
+            let route = buf_u32(ctx, "route", &route_words(&ids, &[0.5, 0.25]));
+            let y0 = vec![NAN_BITS; ids.len() * rows + 3];
+            let y = buf_u32(ctx, "y", &y0);
+            let args = MatvecArgs {
+                w: &gate.gpu,
+                stacked: None,
+                up: Some(&up.gpu),
+                norm: None,
+                matrix: MatrixOf::Routed,
+                choose: None,
+                out: Output::Store,
+                slots: ids.len() as u32,
+                x_stride: 0,
+                y_stride: rows as u32,
+                x: &prepared,
+                y: &y,
+                route: &route,
+                int8: true,
+                prepare: None,
+                prepared: true,
+            };
+            let d = matvec(ctx, &mut kc, args).unwrap();
+            run(ctx, &[&d]);
+            let got = read_u32(ctx, &y, y0.len());
+            let want: Vec<f64> = ids
+                .iter()
+                .flat_map(|&e| {
+                    let (gate, up, xk) = (&gate, &up, &rounded);
+                    (0..rows).map(move |r| {
+                        silu_glu(inv * dot(gate.row(e as usize, r), xk), inv * dot(up.row(e as usize, r), xk))
+                    })
+                })
+                .collect();
+            let name = format!("{} gate/up over the input {name}", t.name());
+            worst = worst.max(check(&name, &floats(&got[..want.len()]), &want, REL_TOL));
+            check_untouched(&name, &got[want.len()..], &y0[want.len()..]);
+        }
+    }
+    report("prepared expert input", worst);
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
         let o = r * CHUNKS + c;
         if INT8 {
-            let q = round_to_int8(xs);
+            let q = round_to_int8(chunk32(xs));
             xq[2u * o] = vec4<u32>(q.xq[0], q.xq[1], q.xq[2], q.xq[3]);
             xq[2u * o + 1u] = vec4<u32>(q.xq[4], q.xq[5], q.xq[6], q.xq[7]);
             xd[o] = vec2<f32>(q.dx, bitcast<f32>(q.qsum));

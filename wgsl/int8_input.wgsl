@@ -1,7 +1,7 @@
 // Inputs of int8 products: a chunk of 32 values rounded as src/quant/activations.rs does,
 // q = min(round(x · 2^(7-e)), 127) with e the frexp exponent of the chunk's largest |x| (at least
 // -100), packed four to a word (byte k = element k), with Σ q and the scale dx = 2^(e-7).
-// Host constants: CHUNK_V4 (8 for the int8 formats).
+// Host constants: CHUNK_V4 (the includer's chunk: 8 vec4s for the int8 formats).
 
 struct Int8Input {
     xq: array<u32, 8>,
@@ -11,9 +11,9 @@ struct Int8Input {
 
 // Scaling by a power of two is exact; adding 1.5 · 2^23 rounds to an integer (ties to even) whose
 // two's-complement low byte is then the int8.
-fn round_to_int8(xs: array<vec4<f32>, CHUNK_V4>) -> Int8Input {
+fn round_to_int8(xs: array<vec4<f32>, 8>) -> Int8Input {
     var amax = vec4<f32>(0.0);
-    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+    for (var i = 0u; i < 8u; i++) { // unroll
         amax = max(amax, abs(xs[i]));
     }
     let biased = (bitcast<u32>(max(max(amax.x, amax.y), max(amax.z, amax.w))) >> 23u) & 0xffu;
@@ -21,12 +21,22 @@ fn round_to_int8(xs: array<vec4<f32>, CHUNK_V4>) -> Int8Input {
     let up = bitcast<f32>(u32(134 - e) << 23u);
     let ones = 0x01010101u;
     var r: Int8Input;
-    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+    for (var i = 0u; i < 8u; i++) { // unroll
         let b = bitcast<vec4<u32>>(min(xs[i] * up, vec4<f32>(127.0)) + vec4<f32>(12582912.0)) & vec4<u32>(0xffu);
         let w = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
         r.xq[i] = w;
         r.qsum += dot4I8Packed(w, ones);
     }
     r.dx = bitcast<f32>(u32(120 + e) << 23u);
+    return r;
+}
+
+// The includer's chunk as the rounding takes it. Kernels whose chunks are shorter (weights that take
+// f32 inputs) round only in branches their constants rule out, which must still type-check.
+fn chunk32(xs: array<vec4<f32>, CHUNK_V4>) -> array<vec4<f32>, 8> {
+    var r: array<vec4<f32>, 8>;
+    for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+        r[min(i, 7u)] = xs[i];
+    }
     return r;
 }

@@ -11,7 +11,12 @@
 // GLU (y = silu(W0 x) * (W1 x)), OUT (0: store; 1: add into y; 2: add the route-weighted sum over all slots),
 // NORM (x is RMS-normalised with the weights `gnorm` first, EPS), NV (values each lane reduces),
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input),
-// INT8 (some matrix takes int8 inputs: round each input chunk as src/quant/activations.rs does).
+// INT8 (some matrix takes int8 inputs: round each input chunk as src/quant/activations.rs does),
+// PREPARE (also store the input normalised and rounded to int8 by 32 values, as an int8 product
+// would see it, in y1 for later passes over the same input: workgroup 0 writes it), PREPARED (x is
+// such a stored input: no norm or rounding left to do; both matrices take int8 inputs).
+// A prepared input is PREP_WORDS words per chunk: the 8 int8 words, Σ q (i32 bits), the scale dx,
+// two unused; then the norm's scale 1 / rms (1 without a norm).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
 // dot_input0 / dot_input1 over a ChunkInput.
 
@@ -36,12 +41,14 @@ struct Params {
 @group(0) @binding(6) var<storage, read> weights1: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales1: array<u32>;
 @group(0) @binding(8) var<storage, read> gnorm: array<vec4<f32>>;
+// STACK: W1's output; PREPARE: the prepared input.
 @group(0) @binding(9) var<storage, read_write> y1: array<f32>;
 // MATRIX = 3: the router's logits and bias.
 @group(0) @binding(10) var<storage, read> router_logits: array<f32>;
 @group(0) @binding(11) var<storage, read> router_bias: array<f32>;
 
 const WG: u32 = LANES * TEAMS;
+const PREP_WORDS: u32 = 12u;
 
 // One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8
 // (int8_input.wgsl).
@@ -101,17 +108,25 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             wgt = bitcast<f32>(route[8u + s]);
         }
         var xin: ChunkInput;
-        for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-            var xi = x[s * p.x_stride + c * CHUNK_V4 + i];
-            if NORM {
-                v[NV - 1u] += dot(xi, xi);
-                xi *= gnorm[c * CHUNK_V4 + i];
+        if PREPARED {
+            let at = s * p.x_stride + c * (PREP_WORDS / 4u);
+            let lo = bitcast<vec4<u32>>(x[at]);
+            let hi = bitcast<vec4<u32>>(x[at + 1u]);
+            let t = x[at + 2u];
+            xin.q = Int8Input(array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w), bitcast<i32>(t.x), t.y);
+        } else {
+            for (var i = 0u; i < CHUNK_V4; i++) { // unroll
+                var xi = x[s * p.x_stride + c * CHUNK_V4 + i];
+                if NORM {
+                    v[NV - 1u] += dot(xi, xi);
+                    xi *= gnorm[c * CHUNK_V4 + i];
+                }
+                xin.xs[i] = xi;
+                xin.xsum += dot(xi, vec4<f32>(1.0));
             }
-            xin.xs[i] = xi;
-            xin.xsum += dot(xi, vec4<f32>(1.0));
-        }
-        if INT8 {
-            xin.q = round_to_int8(xin.xs);
+            if INT8 {
+                xin.q = round_to_int8(chunk32(xin.xs));
+            }
         }
         let m = matrix_of(s);
         for (var r = 0u; r < ROWS; r++) { // unroll
@@ -127,6 +142,24 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             }
         }
     }
+    if PREPARE && group == 0u && slot == 0u {
+        // By 32 values, whatever the weight's chunk.
+        for (var c = tid; c < p.chunks * CHUNK_V4 / 8u; c += WG) {
+            var xs: array<vec4<f32>, 8>;
+            for (var i = 0u; i < 8u; i++) { // unroll
+                xs[i] = x[c * 8u + i];
+                if NORM {
+                    xs[i] *= gnorm[c * 8u + i];
+                }
+            }
+            let q = round_to_int8(xs);
+            for (var i = 0u; i < 8u; i++) { // unroll
+                y1[c * PREP_WORDS + i] = bitcast<f32>(q.xq[i]);
+            }
+            y1[c * PREP_WORDS + 8u] = bitcast<f32>(q.qsum);
+            y1[c * PREP_WORDS + 9u] = q.dx;
+        }
+    }
     reduce_team(&v, tid, lane);
     if lane != 0u {
         return;
@@ -134,6 +167,12 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     var scale = 1.0;
     if NORM {
         scale = inverseSqrt(v[NV - 1u] / f32(p.chunks * CHUNK_V4 * 4u) + EPS);
+    }
+    if PREPARED {
+        scale = x[slot * p.x_stride + p.chunks * (PREP_WORDS / 4u)].x;
+    }
+    if PREPARE && group == 0u && team == 0u && slot == 0u {
+        y1[p.chunks * CHUNK_V4 / 8u * PREP_WORDS] = scale;
     }
     for (var r = 0u; r < ROWS; r++) { // unroll
         let row = row0 + r;

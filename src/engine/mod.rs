@@ -18,12 +18,13 @@ use crate::kernels::{
     embed::embed,
     matmul_coop, matvec,
     mla_attention::{mla_attention, partials_len, AttentionArgs},
-    mla_attention_prefill_coop,
+    mla_attention_prefill_coop, prepared_bytes,
     rms_norm::rms_norm,
     router::RouteChoice,
     ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
 };
 use crate::model::{Model, ModelConfig, LORA_NORM_EPS};
+use crate::quant::activations;
 use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -111,6 +112,8 @@ struct Activations {
     act: wgpu::Buffer,
     act_shared: wgpu::Buffer,
     router_logits: wgpu::Buffer,
+    /// The FFN input normalised and rounded to int8 by the router pass, for the expert passes.
+    ffn_int8: wgpu::Buffer,
     route: wgpu::Buffer,
     partials: wgpu::Buffer,
     logits: wgpu::Buffer,
@@ -155,6 +158,7 @@ impl Activations {
             act: ctx.storage("act", f(act))?,
             act_shared: ctx.storage("act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
             router_logits: ctx.storage("router_logits", f(c.n_experts.max(1)))?,
+            ffn_int8: ctx.storage("ffn_int8", prepared_bytes(c.hidden))?,
             route: ctx.storage("route", f(16))?,
             partials: ctx.storage("attention partials", f(partials_len(c, o.ctx_len)))?,
             logits: ctx.storage("logits", f(c.vocab))?,
@@ -623,6 +627,8 @@ fn record(
                 y,
                 route: &b.route,
                 int8: o.int8_activations,
+                prepare: None,
+                prepared: false,
             },
         )
     };
@@ -656,6 +662,8 @@ fn record(
                     y: &b.qa,
                     route: &b.route,
                     int8: o.int8_activations,
+                    prepare: None,
+                    prepared: false,
                 },
             )?
             .labeled(if stack { "attn_q_a_kv_a" } else { "attn_q_a" }),
@@ -690,6 +698,8 @@ fn record(
                     y: &b.q_lat,
                     route: &b.route,
                     int8: o.int8_activations,
+                    prepare: None,
+                    prepared: false,
                 },
             )?
             .labeled("attn_k_b"),
@@ -727,6 +737,8 @@ fn record(
                     y: &b.attn_out,
                     route: &b.route,
                     int8: o.int8_activations,
+                    prepare: None,
+                    prepared: false,
                 },
             )?
             .labeled("attn_v_b"),
@@ -734,11 +746,13 @@ fn record(
         body.push(mv(kc, &l.o, None, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
 
         // Feed-forward.
+        // `prepared`: the input the router pass prepared, else x with the norm folded in.
         let glu = |kc: &mut KernelCache,
                    f: &weights::Ffn,
                    matrix: MatrixOf,
                    choose: Option<ChooseRoute>,
                    slots: u32,
+                   prepared: bool,
                    act: &wgpu::Buffer| {
             let width = f.gate.rows() as u32;
             matvec(
@@ -748,50 +762,73 @@ fn record(
                     w: &f.gate,
                     stacked: None,
                     up: Some(&f.up),
-                    norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
+                    norm: (!prepared).then_some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
                     matrix,
                     choose,
                     out: Output::Store,
                     slots,
                     x_stride: 0,
                     y_stride: width,
-                    x: &b.x,
+                    x: if prepared { &b.ffn_int8 } else { &b.x },
                     y: act,
                     route: &b.route,
                     int8: o.int8_activations,
+                    prepare: None,
+                    prepared,
                 },
             )
         };
         match &l.ffn {
             FeedForward::Dense(f) => {
-                body.push(glu(kc, f, MatrixOf::Single, None, 1, &b.act)?.labeled("ffn_gate_up"));
+                body.push(glu(kc, f, MatrixOf::Single, None, 1, false, &b.act)?.labeled("ffn_gate_up"));
                 body.push(mv(kc, &f.down, None, &b.act, &b.x, Output::Add)?.labeled("ffn_down"));
             }
             FeedForward::Moe(m) => {
                 let appended = matches!(m.shared, SharedExpert::Appended);
                 let k = c.n_experts_used as u32 + appended as u32;
+                // The router pass also prepares the experts' int8 input, so they skip the norm and
+                // the rounding, where they take int8 inputs.
+                let prepared = o.int8_activations
+                    && activations::takes_int8_input(m.experts.gate.ggml_type)
+                    && m.shared.apart().is_none_or(|s| activations::takes_int8_input(s.gate.ggml_type));
                 body.push(
-                    mv(
+                    matvec(
+                        ctx,
                         kc,
-                        &m.router,
-                        Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
-                        &b.x,
-                        &b.router_logits,
-                        Output::Store,
+                        MatvecArgs {
+                            w: &m.router,
+                            stacked: None,
+                            up: None,
+                            norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
+                            matrix: MatrixOf::Single,
+                            choose: None,
+                            out: Output::Store,
+                            slots: 1,
+                            x_stride: 0,
+                            y_stride: 0,
+                            x: &b.x,
+                            y: &b.router_logits,
+                            route: &b.route,
+                            int8: o.int8_activations,
+                            prepare: prepared.then_some(&b.ffn_int8),
+                            prepared: false,
+                        },
                     )?
                     .labeled("moe_router_logits"),
                 );
                 // The expert gate/up pass chooses the experts itself and stores the route for the down pass.
                 let choose =
                     ChooseRoute { choice: RouteChoice::new(c, appended)?, logits: &b.router_logits, bias: &m.bias };
-                body.push(glu(kc, &m.experts, MatrixOf::Routed, Some(choose), k, &b.act)?.labeled("moe_gate_up_exps"));
+                body.push(
+                    glu(kc, &m.experts, MatrixOf::Routed, Some(choose), k, prepared, &b.act)?
+                        .labeled("moe_gate_up_exps"),
+                );
                 // Both gate/up passes read the layer's input before either down pass adds to it.
-                let shared = match &m.shared {
-                    SharedExpert::Apart(s) => Some(s),
-                    _ => None,
-                };
+                let shared = m.shared.apart();
                 if let Some(s) = shared {
-                    body.push(glu(kc, s, MatrixOf::Single, None, 1, &b.act_shared)?.labeled("moe_gate_up_shexp"));
+                    body.push(
+                        glu(kc, s, MatrixOf::Single, None, 1, prepared, &b.act_shared)?.labeled("moe_gate_up_shexp"),
+                    );
                 }
                 body.push(
                     matvec(
@@ -812,6 +849,8 @@ fn record(
                             y: &b.x,
                             route: &b.route,
                             int8: o.int8_activations,
+                            prepare: None,
+                            prepared: false,
                         },
                     )?
                     .labeled("moe_down_exps"),

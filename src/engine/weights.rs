@@ -36,6 +36,16 @@ pub enum SharedExpert {
     Appended,
 }
 
+impl SharedExpert {
+    /// The matrices of a shared expert run apart.
+    pub fn apart(&self) -> Option<&Ffn> {
+        match self {
+            SharedExpert::Apart(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 pub enum FeedForward {
     Dense(Box<Ffn>),
     Moe(Box<Moe>),

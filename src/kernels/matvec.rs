@@ -115,6 +115,20 @@ pub struct MatvecArgs<'a> {
     pub route: &'a wgpu::Buffer,
     /// Round the input to int8 where the weight format takes it ([`activations`]).
     pub int8: bool,
+    /// Also store the input as the products see it (normalised, rounded to int8) in this buffer of
+    /// [`prepared_bytes`], for later passes over the same input (one plain product of 32-value chunks).
+    pub prepare: Option<&'a wgpu::Buffer>,
+    /// `x` is an input stored by an earlier pass's `prepare` (one input for all slots; both matrices
+    /// take int8 inputs).
+    pub prepared: bool,
+}
+
+/// Values of one chunk of a prepared input, as rounded to int8 (`wgsl/int8_input.wgsl`).
+const PREP_CHUNK: usize = 32;
+
+/// The size of a prepared input of `len` values (`PREP_WORDS` words per 32, then the norm's scale).
+pub fn prepared_bytes(len: usize) -> u64 {
+    ((len.div_ceil(PREP_CHUNK) * 12 + 4) * 4) as u64
 }
 
 /// Whether the product over `w` rounds its input to int8: when asked, for the formats that take it,
@@ -143,6 +157,8 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("NORM", Const::Bool(a.norm.is_some())),
         ("STACK", Const::Bool(a.stacked.is_some())),
         ("INT8", Const::Bool(int8_0 || int8_1)),
+        ("PREPARE", Const::Bool(a.prepare.is_some())),
+        ("PREPARED", Const::Bool(a.prepared)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
     consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice)));
@@ -207,6 +223,32 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         a.choose.is_none() || (a.matrix == MatrixOf::Routed && a.out == Output::Store),
         "a pass that chooses its routes stores one product per routed slot"
     );
+    if a.prepare.is_some() {
+        ensure!(
+            a.matrix == MatrixOf::Single && a.slots == 1 && a.out == Output::Store && !a.prepared,
+            "a pass that prepares its input for later passes is one plain product"
+        );
+        ensure!(
+            a.w.row_len().is_multiple_of(PREP_CHUNK)
+                && (PREP_CHUNK as u32).is_multiple_of(format::chunk_vec4s(a.w.ggml_type) * 4),
+            "a prepared input is rounded by {PREP_CHUNK} values: rows of {} {} values do not split so",
+            a.w.row_len(),
+            a.w.ggml_type.name()
+        );
+    }
+    if a.prepared {
+        let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
+        ensure!(
+            int8_input(&a, a.w) && int8_input(&a, second),
+            "a prepared (int8) input needs matrices that take int8 inputs, not {} and {}",
+            a.w.ggml_type.name(),
+            second.ggml_type.name()
+        );
+        ensure!(
+            a.norm.is_none() && a.x_stride == 0 && a.out != Output::AddRoutedSum,
+            "a prepared input is already normalised and is the one input of every slot"
+        );
+    }
     ensure!(
         !(a.norm.is_some() && a.out == Output::AddRoutedSum),
         "an input norm cannot apply to per-slot inputs that are summed"
@@ -258,7 +300,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let up = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
     // Without a norm the binding is never read; any buffer will do.
     let norm = a.norm.map_or(a.x, |n| n.weight);
-    let y1 = a.stacked.map_or(a.y, |s| s.y);
+    let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
     // Without a choice the router bindings are never read either.
     let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
     let bind_group = kernel.bind(
@@ -338,6 +380,8 @@ mod tests {
                 ("NORM", Const::Bool(norm)),
                 ("STACK", Const::Bool(stack)),
                 ("INT8", Const::Bool(int8)),
+                ("PREPARE", Const::Bool(false)),
+                ("PREPARED", Const::Bool(int8 && glu && k % 2 == 0)),
                 ("EPS", Const::F32(1e-5)),
             ];
             let choice = (matrix == 3).then_some(RouteChoice {

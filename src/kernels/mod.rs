@@ -19,7 +19,9 @@ pub mod rms_norm;
 pub mod router;
 pub mod team_reduce;
 
-pub use matvec::{matvec, matvec_tiled, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Tiling};
+pub use matvec::{
+    matvec, matvec_tiled, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Tiling,
+};
 pub use team_reduce::Reduce;
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
