@@ -81,7 +81,7 @@ kernel void matvec(
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
     threadgroup float red[RED_SLOTS][NV];
-    threadgroup float route_key[N_EXP];
+    threadgroup float4 route_key[N_EXP4];
     threadgroup float route_score[N_EXP];
     threadgroup uint route_expert[TOPK + 1];
     threadgroup float route_weight[TOPK + 1];

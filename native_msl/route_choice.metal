@@ -2,9 +2,14 @@
 // operations in the same order, so both pick the same experts with the same weights.
 // Host #defines: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
 
+// Keys four to a vector, so ranking reads and compares four at a time; past the last expert, below
+// every key (so never picked).
+#define N_EXP4 ((N_EXP + 3) / 4)
+#define NO_KEY (-3.402823e38f)
+
 // Threadgroup tables of the choice (declared in the kernel body, as Metal requires).
 struct RouteTables {
-    threadgroup float* key;    // N_EXP
+    threadgroup float4* key;   // N_EXP4
     threadgroup float* score;  // N_EXP
     threadgroup uint* expert;  // TOPK + 1
     threadgroup float* weight; // TOPK + 1
@@ -12,37 +17,39 @@ struct RouteTables {
 
 // Fills t.expert / t.weight from the logits at `at`. Every thread of the threadgroup calls it (barriers).
 inline void choose_route(RouteTables t, device const float* logits, device const float* bias, uint tid, uint at) {
-    for (uint e = tid; e < N_EXP; e += WG) {
-        t.key[e] = logits[at + e];
+    for (uint e = tid; e < 4 * N_EXP4; e += WG) {
+        t.key[e / 4][e % 4] = e < N_EXP ? logits[at + e] : NO_KEY;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     float m = -3.0e38f;
     float total = 0.0f;
     if (SOFTMAX) {
         for (uint j = 0; j < N_EXP; j++) {
-            m = max(m, t.key[j]);
+            m = max(m, t.key[j / 4][j % 4]);
         }
         for (uint j = 0; j < N_EXP; j++) {
-            total += exp(t.key[j] - m);
+            total += exp(t.key[j / 4][j % 4] - m);
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint e = tid; e < N_EXP; e += WG) {
-        float l = t.key[e];
+        float l = t.key[e / 4][e % 4];
         float s = SOFTMAX ? exp(l - m) / total : 1.0f / (1.0f + exp(-l));
         t.score[e] = s;
-        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead.
+        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above NO_KEY).
         float k = s + bias[e];
-        t.key[e] = k == k ? k : -3.4e38f;
+        t.key[e / 4][e % 4] = k == k ? k : -3.4e38f;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint e = tid; e < N_EXP; e += WG) {
-        float k = t.key[e];
-        uint rank = 0;
-        for (uint j = 0; j < N_EXP; j++) {
-            float o = t.key[j];
-            rank += uint(o > k || (o == k && j < e));
+        float4 k = float4(t.key[e / 4][e % 4]);
+        uint4 beaten = uint4(0);
+        for (uint j = 0; j < N_EXP4; j++) {
+            float4 o = t.key[j];
+            uint4 ids = uint4(4 * j) + uint4(0, 1, 2, 3);
+            beaten += select(uint4(0), uint4(1), (o > k) | ((o == k) & (ids < uint4(e))));
         }
+        uint rank = beaten.x + beaten.y + beaten.z + beaten.w;
         if (rank < TOPK) {
             t.expert[rank] = e;
         }

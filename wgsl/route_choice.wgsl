@@ -8,47 +8,55 @@
 // Host constants: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
 // The includer declares the bindings router_logits and router_bias.
 
-var<workgroup> route_key: array<f32, N_EXP>;
+// Keys four to a vector, so ranking reads and compares four at a time; past the last expert, below
+// every key (so never picked).
+const N_EXP4: u32 = (N_EXP + 3u) / 4u;
+const NO_KEY: f32 = -3.402823e38;
+
+var<workgroup> route_key: array<vec4<f32>, N_EXP4>;
 var<workgroup> route_score: array<f32, N_EXP>;
 var<workgroup> route_expert: array<u32, TOPK + 1u>;
 var<workgroup> route_weight: array<f32, TOPK + 1u>;
 
 // Fills route_expert / route_weight from the logits at `at`. Every invocation must call it (barriers).
 fn choose_route(tid: u32, at: u32) {
-    for (var e = tid; e < N_EXP; e += WG) {
-        route_key[e] = router_logits[at + e];
+    for (var e = tid; e < 4u * N_EXP4; e += WG) {
+        route_key[e / 4u][e % 4u] = select(NO_KEY, router_logits[at + min(e, N_EXP - 1u)], e < N_EXP);
     }
     workgroupBarrier();
     var m = -3.0e38;
     var total = 0.0;
     if SOFTMAX {
         for (var j = 0u; j < N_EXP; j++) {
-            m = max(m, route_key[j]);
+            m = max(m, route_key[j / 4u][j % 4u]);
         }
         for (var j = 0u; j < N_EXP; j++) {
-            total += exp(route_key[j] - m);
+            total += exp(route_key[j / 4u][j % 4u] - m);
         }
     }
     workgroupBarrier();
     for (var e = tid; e < N_EXP; e += WG) {
-        let l = route_key[e];
+        let l = route_key[e / 4u][e % 4u];
         var s = 1.0 / (1.0 + exp(-l));
         if SOFTMAX {
             s = exp(l - m) / total;
         }
         route_score[e] = s;
-        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead.
+        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above
+        // NO_KEY).
         let k = s + router_bias[e];
-        route_key[e] = select(-3.4e38, k, k == k);
+        route_key[e / 4u][e % 4u] = select(-3.4e38, k, k == k);
     }
     workgroupBarrier();
     for (var e = tid; e < N_EXP; e += WG) {
-        let k = route_key[e];
-        var rank = 0u;
-        for (var j = 0u; j < N_EXP; j++) {
+        let k = vec4<f32>(route_key[e / 4u][e % 4u]);
+        var beaten = vec4<u32>(0u);
+        for (var j = 0u; j < N_EXP4; j++) {
             let o = route_key[j];
-            rank += u32(o > k || (o == k && j < e));
+            let ids = vec4<u32>(4u * j) + vec4<u32>(0u, 1u, 2u, 3u);
+            beaten += select(vec4<u32>(0u), vec4<u32>(1u), (o > k) | ((o == k) & (ids < vec4<u32>(e))));
         }
+        let rank = beaten.x + beaten.y + beaten.z + beaten.w;
         if rank < TOPK {
             route_expert[rank] = e;
         }
