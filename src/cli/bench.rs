@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Tokens already in the KV cache before each measurement.
     #[arg(long, default_value_t = 0)]
     pub depth: usize,
+    /// The context the engine is built for, as `run --ctx` (default: just what the measurement
+    /// needs, depth + tokens + 1; kernels whose grids cover the whole context see the difference).
+    #[arg(long)]
+    pub ctx: Option<usize>,
     /// Measured repetitions (after one warm-up); medians are reported.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -206,9 +210,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         },
         (None, None) => unreachable!("clap requires --model or --synthetic"),
     };
-    let ctx_len = a.depth + a.prompt.max(a.n_gen) + 1;
+    let needed = a.depth + a.prompt.max(a.n_gen) + 1;
+    let ctx_len = a.ctx.unwrap_or(needed);
     let max = subject.config.max_ctx;
-    ensure!(ctx_len <= max, "depth + tokens = {ctx_len} exceeds the model's context of {max}");
+    ensure!(needed <= ctx_len, "depth + tokens = {needed} exceed --ctx {ctx_len}");
+    ensure!(ctx_len <= max, "a context of {ctx_len} exceeds the model's context of {max}");
     let runs = match a.ab {
         None => vec![("".to_string(), a.engine.clone())],
         Some(axis) => axis.runs(&a.engine).into(),
@@ -225,7 +231,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         if !label.is_empty() {
             println!("run: {label}");
         }
-        print_report(&a, engine, &r);
+        print_report(&a, engine, ctx_len, &r);
         reports.push(r);
     }
     if let [x, y] = &reports[..] {
@@ -243,6 +249,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "coop_matrix": r.coop_matrix,
                 "kernel_notes": r.notes,
                 "depth": a.depth,
+                "ctx": ctx_len,
                 "reps": a.reps,
                 "prompt_tokens": a.prompt,
                 "gen_tokens": a.n_gen,
@@ -335,7 +342,7 @@ fn measure(a: &BenchArgs, engine: &EngineArgs, s: &Subject, ctx: GpuContext, ctx
     })
 }
 
-fn print_report(a: &BenchArgs, engine: &EngineArgs, r: &Report) {
+fn print_report(a: &BenchArgs, engine: &EngineArgs, ctx_len: usize, r: &Report) {
     println!(
         "kernels: {}, {}, {} activations",
         r.kernels,
@@ -343,7 +350,7 @@ fn print_report(a: &BenchArgs, engine: &EngineArgs, r: &Report) {
         if engine.f32_activations { "f32" } else { "int8" }
     );
     r.notes.iter().for_each(|n| println!("kernels: {n}"));
-    println!("depth {}, {} reps (medians)", a.depth, a.reps);
+    println!("depth {}, context {}, {} reps (medians)", a.depth, ctx_len, a.reps);
     if a.prompt > 0 {
         println!("prefill: {:.1} tok/s over {} tokens (chunks of {})", r.prefill_tok_s, a.prompt, r.prefill_chunk);
     }
