@@ -254,6 +254,9 @@ fn native_kernels_match_wgsl() {
                 ..Default::default()
             };
             let mut e = Engine::load(GpuContext::new(None).unwrap(), &model, options).unwrap();
+            // Every native pipeline agrees with its WGSL twin (none rebuilt from WGSL).
+            let rejected: Vec<&String> = e.kernel_notes.iter().filter(|n| n.contains("disagrees")).collect();
+            assert!(rejected.is_empty(), "{}: {rejected:?}", path.display());
             e.write_tokens(0, &r.prompt_ids).unwrap();
             e.prefill(r.prompt_ids.len() - 1).unwrap();
             e.step(StepOutput::Logits).unwrap();

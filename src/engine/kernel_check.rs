@@ -277,7 +277,7 @@ pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]
             label: d.label.clone(),
             kernel: k.name.clone(),
             source: k.source.clone(),
-            error: relative_difference(&want, &got),
+            error: want.iter().zip(&got).map(|(a, b)| relative_difference(a, b)).fold(0.0, f32::max),
         });
     }
     Ok(checks)
@@ -291,19 +291,18 @@ fn copy(ctx: &GpuContext, from: &[&wgpu::Buffer], to: &[&wgpu::Buffer]) {
     ctx.queue.submit([enc.finish()]);
 }
 
-fn read_all(ctx: &GpuContext, bufs: &[&wgpu::Buffer]) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for b in bufs {
-        out.extend(read_f32(ctx, b, 0, b.size() / 4)?);
-    }
-    Ok(out)
+/// Each buffer's words, as floats.
+fn read_all(ctx: &GpuContext, bufs: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>> {
+    bufs.iter().map(|b| read_f32(ctx, b, 0, b.size() / 4)).collect()
 }
 
-/// max |a - b| / max |a|; infinite where either holds a NaN or infinity.
+/// max |a - b| / max |a| over one buffer; infinite where they differ in a NaN or infinity. Equal
+/// words count as equal whatever they hold (a buffer may hold integers, e.g. a prepared int8 input).
 fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
-    if a.iter().chain(b).any(|v| !v.is_finite()) {
+    let differ = || a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits());
+    if differ().any(|(x, y)| !x.is_finite() || !y.is_finite()) {
         return f32::INFINITY;
     }
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    let scale = a.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    differ().fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
