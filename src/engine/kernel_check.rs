@@ -6,7 +6,7 @@
 //! the WGSL build of its own source, at its first launch in the engine's recorded forward.
 
 use super::weights::{FeedForward, ModelWeights};
-use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, KernelCache};
+use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, Kernel, KernelCache};
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
@@ -17,7 +17,7 @@ use crate::model::ModelConfig;
 use anyhow::{ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Tokens of a check: not a whole tile of either kernel.
@@ -241,12 +241,19 @@ pub struct TwinCheck {
 /// restores what the launch writes, runs the native pipeline, compares what both wrote, and goes on
 /// from what the twin wrote.
 pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]) -> Result<Vec<TwinCheck>> {
-    let mut seen = HashSet::new();
+    let mut twins: HashMap<String, Rc<Kernel>> = HashMap::new();
     let mut checks = Vec::new();
     for d in dispatches {
         let k = &d.kernel;
-        if !kc.has_twin(k) || !seen.insert(k.source.clone()) {
+        if !kc.has_twin(k) {
             ctx.run(&[*d])?;
+            continue;
+        }
+        // A pipeline already checked: its twin runs, as after its check, so that a broken one does
+        // not spoil the inputs of the checks after it.
+        if let Some(twin) = twins.get(&k.source) {
+            let bound = twin.bind(ctx, &d.bound.buffers.iter().collect::<Vec<_>>());
+            ctx.run(&[&Dispatch::new(twin.clone(), bound, d.groups)])?;
             continue;
         }
         let written: Vec<&wgpu::Buffer> = d
@@ -261,6 +268,7 @@ pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]
             written.iter().map(|b| ctx.storage("saved output", b.size())).collect::<Result<_>>()?;
         copy(ctx, &written, &saved.iter().collect::<Vec<_>>());
         let twin = Rc::new(kc.wgsl_twin(ctx, k)?);
+        twins.insert(k.source.clone(), twin.clone());
         let bound = twin.bind(ctx, &d.bound.buffers.iter().collect::<Vec<_>>());
         ctx.run(&[&Dispatch::new(twin, bound, d.groups)])?;
         let want = read_all(ctx, &written)?;
