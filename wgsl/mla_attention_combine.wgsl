@@ -1,7 +1,9 @@
 // Merges the splits of mla_attention.wgsl for head h: ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s.
-// Workgroup (h, g) writes context floats [g * WG, (g + 1) * WG); workgroup (0, 0) also stores the
-// current position's cache row (the split pass read the cache, so it could not).
-// Host constants: WG, SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
+// Workgroup (h, g) writes context floats [g * DIMS, (g + 1) * DIMS); its WG / DIMS groups of DIMS
+// threads each sum every GROUPS-th split, so deep contexts do not run one long chain of loads per
+// thread, and meet in shared memory. Workgroup (0, 0) also stores the current position's cache row
+// (the split pass read the cache, so it could not).
+// Host constants: WG, DIMS, SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
@@ -12,9 +14,12 @@
 @group(0) @binding(6) var<storage, read_write> cache: array<u32>;
 
 const PART: u32 = KV_LORA + 4u;
+const GROUPS: u32 = WG / DIMS;
 
 // Each split's share e^(m_s - M) / L.
 var<workgroup> share: array<f32, N_SPLITS>;
+// Each group's sums.
+var<workgroup> group_sum: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -39,11 +44,20 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         l += partials[head + s * PART + 1u] * e;
     }
     let inv = 1.0 / workgroup_sum(l, tid);
-    let d = wid.y * WG + tid;
+    let dim = tid % DIMS;
+    let group = tid / DIMS;
+    let d = wid.y * DIMS + dim;
+    var acc = 0.0;
     if d < KV_LORA {
-        var acc = 0.0;
-        for (var s = 0u; s < splits; s++) {
+        for (var s = group; s < splits; s += GROUPS) {
             acc += partials[head + s * PART + 4u + d] * share[s];
+        }
+    }
+    group_sum[tid] = acc;
+    workgroupBarrier();
+    if group == 0u && d < KV_LORA {
+        for (var g = 1u; g < GROUPS; g++) {
+            acc += group_sum[g * DIMS + dim];
         }
         ctx[h * KV_LORA + d] = acc * inv;
     }

@@ -13,7 +13,9 @@ const LANES: u32 = 32;
 /// Positions per workgroup.
 const SPLIT: u32 = 32;
 /// Threads of the merge pass, one per context float.
-const COMBINE_WG: u32 = 64;
+const COMBINE_WG: u32 = 256;
+/// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
+const COMBINE_DIMS: u32 = 32;
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -73,6 +75,7 @@ pub fn mla_attention(
 
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
+        ("DIMS", Const::U32(COMBINE_DIMS)),
         ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("EPS", Const::F32(LORA_NORM_EPS)),
@@ -86,7 +89,7 @@ pub fn mla_attention(
     let bindings = [Binding::Uniform, read, rw, read, read, read, rw];
     let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out, a.ckv, a.kv_norm, a.rope, a.cache]);
-    let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_WG);
+    let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([split, combine])
 }
