@@ -151,3 +151,172 @@ struct Q6_K {
         return q.dx * (as_type<float>(s[b + 20]) * (float(sc[k]) * float(sum0) + float(sc[k + 1]) * float(sum1)));
     }
 };
+
+// The formats below take f32 inputs only: each dequantizes its chunk (`load`, as the WGSL
+// load_chunk) and Dequantized<F> supplies the dot.
+template <typename F>
+struct Dequantized {
+    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
+        float4 v[8];
+        F::load(w, s, c, v);
+        float d = 0.0f;
+        for (uint i = 0; i < 8; i++) {
+            d += metal::dot(v[i], x.xs[i]);
+        }
+        return d;
+    }
+};
+
+// Byte k (0..11) of the 12 packed scale bytes of a K-quant super-block, held in three words.
+inline uint packed_byte(uint3 w, uint k) {
+    return (w[k >> 2] >> (8 * (k & 3))) & 0xffu;
+}
+
+// Four 2-bit fields of w starting with field `first` (field i at bits 2i).
+inline uint4 crumbs4(uint w, uint first) {
+    return (uint4(w) >> (uint4(0, 2, 4, 6) + 2 * first)) & 3u;
+}
+
+// Four 1-bit fields of w starting with bit `first`.
+inline uint4 bits4(uint w, uint first) {
+    return (uint4(w) >> (uint4(0, 1, 2, 3) + first)) & 1u;
+}
+
+// ggml's kvalues_iq4nl: the IQ4 grid.
+constant int iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+inline float4 iq4_grid(float4 q) {
+    return float4(iq4_values[uint(q.x)], iq4_values[uint(q.y)], iq4_values[uint(q.z)], iq4_values[uint(q.w)]);
+}
+
+// Q4_0: split-nibble block c in w[c], d (f16) in half c % 2 of s[c / 2]. Weight = d * (q - 8).
+struct Q4_0 : Dequantized<Q4_0> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        float d = half_to_f32(s[c >> 1] >> (16 * (c & 1)));
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d * (lo_nibbles(q[i]) - 8.0f);
+            v[4 + i] = d * (hi_nibbles(q[i]) - 8.0f);
+        }
+    }
+};
+
+// Q4_1: split-nibble block c in w[c], d | m << 16 (f16) in s[c]. Weight = d * q + m.
+struct Q4_1 : Dequantized<Q4_1> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        float d = half_to_f32(s[c]);
+        float m = half_to_f32(s[c] >> 16);
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d * lo_nibbles(q[i]) + m;
+            v[4 + i] = d * hi_nibbles(q[i]) + m;
+        }
+    }
+};
+
+// Q5_0: split-nibble block c in w[c]; for the pair p = c / 2, s[3p + c % 2] is the block's qh (bit i:
+// 5th bit of weight i), half c % 2 of s[3p + 2] its d. Weight = d * (q - 16).
+struct Q5_0 : Dequantized<Q5_0> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        uint p = 3 * (c >> 1);
+        uint qh = s[p + (c & 1)];
+        float d = half_to_f32(s[p + 2] >> (16 * (c & 1)));
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d * (q5(q[i], 0, qh, 4 * i) - 16.0f);
+            v[4 + i] = d * (q5(q[i], 4, qh, 16 + 4 * i) - 16.0f);
+        }
+    }
+};
+
+// Q5_1: split-nibble block c in w[c], d | m << 16 (f16) in s[2c], qh in s[2c + 1]. Weight = d * q + m.
+struct Q5_1 : Dequantized<Q5_1> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        float d = half_to_f32(s[2 * c]);
+        float m = half_to_f32(s[2 * c] >> 16);
+        uint qh = s[2 * c + 1];
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d * q5(q[i], 0, qh, 4 * i) + m;
+            v[4 + i] = d * q5(q[i], 4, qh, 16 + 4 * i) + m;
+        }
+    }
+};
+
+// IQ4_NL: split-nibble grid indices of block c in w[c], d (f16) in half c % 2 of s[c / 2].
+// Weight = d * grid[q].
+struct IQ4_NL : Dequantized<IQ4_NL> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        float d = half_to_f32(s[c >> 1] >> (16 * (c & 1)));
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d * iq4_grid(lo_nibbles(q[i]));
+            v[4 + i] = d * iq4_grid(hi_nibbles(q[i]));
+        }
+    }
+};
+
+// IQ4_XS: sub-block j = c % 8 of super-block b = c / 8; s[2b]: d (f16) | scales_h << 16, s[2b + 1]:
+// scales_l. Weight = d * (scale - 32) * grid[q].
+struct IQ4_XS : Dequantized<IQ4_XS> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        uint b = 2 * (c >> 3);
+        uint j = c & 7;
+        uint dh = s[b];
+        uint ls = ((s[b + 1] >> (4 * j)) & 15u) | (((dh >> (16 + 2 * j)) & 3u) << 4);
+        float dl = half_to_f32(dh) * float(int(ls) - 32);
+        uint4 q = w[c];
+        for (uint i = 0; i < 4; i++) {
+            v[i] = dl * iq4_grid(lo_nibbles(q[i]));
+            v[4 + i] = dl * iq4_grid(hi_nibbles(q[i]));
+        }
+    }
+};
+
+// Q2_K: sub-block pair j = c % 8 of super-block b = c / 8; its 2-bit quants are half c % 2 of w[c / 2];
+// s[5b ..= 5b + 3]: 16 scale bytes (low nibble scale, high nibble min), s[5b + 4]: d | dmin << 16.
+// Weight = d * sc * q - dmin * m.
+struct Q2_K : Dequantized<Q2_K> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        uint b = 5 * (c >> 3);
+        uint j = c & 7;
+        float d = half_to_f32(s[b + 4]);
+        float dmin = half_to_f32(s[b + 4] >> 16);
+        uint sc = s[b + (j >> 1)] >> (16 * (j & 1));
+        float d0 = d * float(sc & 15u), m0 = dmin * float((sc >> 4) & 15u);
+        float d1 = d * float((sc >> 8) & 15u), m1 = dmin * float((sc >> 12) & 15u);
+        uint4 ww = w[c >> 1];
+        uint2 q = (c & 1) ? uint2(ww.z, ww.w) : uint2(ww.x, ww.y);
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d0 * float4(crumbs4(q.x, 4 * i)) - m0;
+            v[4 + i] = d1 * float4(crumbs4(q.y, 4 * i)) - m1;
+        }
+    }
+};
+
+// Q3_K: sub-block pair j = c % 8 of super-block b = c / 8; the low 2 bits of its quants are half c % 2
+// of w[c / 2]; s[12b + j]: the high bits; s[12b + 8 ..= 12b + 10]: the 12 packed 6-bit scale bytes;
+// s[12b + 11]: d (f32). Weight = d * (sc - 32) * (q - 4).
+inline float scale3(uint3 w, uint i) {
+    uint lo = (packed_byte(w, i & 7) >> (4 * (i >> 3))) & 15u;
+    uint hi = (packed_byte(w, 8 + (i & 3)) >> (2 * (i >> 2))) & 3u;
+    return float(int(lo | (hi << 4)) - 32);
+}
+
+struct Q3_K : Dequantized<Q3_K> {
+    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
+        uint b = 12 * (c >> 3);
+        uint j = c & 7;
+        float d = as_type<float>(s[b + 11]);
+        uint3 packed = uint3(s[b + 8], s[b + 9], s[b + 10]);
+        float d0 = d * scale3(packed, 2 * j);
+        float d1 = d * scale3(packed, 2 * j + 1);
+        uint hm = s[b + j];
+        uint4 ww = w[c >> 1];
+        uint2 q = (c & 1) ? uint2(ww.z, ww.w) : uint2(ww.x, ww.y);
+        for (uint i = 0; i < 4; i++) {
+            v[i] = d0 * (float4(crumbs4(q.x, 4 * i) | (bits4(hm, 4 * i) << 2)) - 4.0f);
+            v[4 + i] = d1 * (float4(crumbs4(q.y, 4 * i) | (bits4(hm, 16 + 4 * i) << 2)) - 4.0f);
+        }
+    }
+};

@@ -7,6 +7,7 @@
 //! Metal's compiler and an Apple GPU compute the same (no Metal on Linux); the kernel around these
 //! functions is type-checked only (src/kernels/matvec.rs tests).
 
+use glm_wgpu::gpu::native;
 use glm_wgpu::quant::{self, activations, GgmlType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -34,9 +35,8 @@ fn metal_formats_compute_the_reference_dot_products() {
     let dir = tempfile::tempdir().unwrap();
     let exe = harness(dir.path());
     let mut rng = StdRng::seed_from_u64(5);
-    for (t, name) in
-        [(GgmlType::Q8_0, "Q8_0"), (GgmlType::Q4K, "Q4_K"), (GgmlType::Q5K, "Q5_K"), (GgmlType::Q6K, "Q6_K")]
-    {
+    for t in GgmlType::SUPPORTED.into_iter().filter(|t| native::msl_format(*t).is_some()) {
+        let name = native::msl_format(t).unwrap();
         let n = 1024;
         let values: Vec<f32> = (0..n).map(|_| rng.random_range(-0.05..0.05)).collect();
         let bytes = quant::quantize(t, &values).unwrap();

@@ -119,6 +119,14 @@ pub fn msl_format(t: crate::quant::GgmlType) -> Option<&'static str> {
     use crate::quant::GgmlType;
     match t {
         GgmlType::Q8_0 => Some("Q8_0"),
+        GgmlType::Q4_0 => Some("Q4_0"),
+        GgmlType::Q4_1 => Some("Q4_1"),
+        GgmlType::Q5_0 => Some("Q5_0"),
+        GgmlType::Q5_1 => Some("Q5_1"),
+        GgmlType::Iq4Nl => Some("IQ4_NL"),
+        GgmlType::Iq4Xs => Some("IQ4_XS"),
+        GgmlType::Q2K => Some("Q2_K"),
+        GgmlType::Q3K => Some("Q3_K"),
         GgmlType::Q4K => Some("Q4_K"),
         GgmlType::Q5K => Some("Q5_K"),
         GgmlType::Q6K => Some("Q6_K"),

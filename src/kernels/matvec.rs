@@ -356,6 +356,13 @@ mod tests {
                 variants.push((t0, t1, v));
             }
         }
+        // The formats with f32 inputs only: a routed gate/up pair, and stacked with Q8_0 (int8 inputs).
+        let f32_only = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1];
+        let f32_only = [&f32_only[..], &[GgmlType::Iq4Nl, GgmlType::Iq4Xs, GgmlType::Q2K, GgmlType::Q3K]].concat();
+        for t in f32_only {
+            variants.push((t, t, (2, 0, true, true, false, false, 64)));
+            variants.push((t, GgmlType::Q8_0, (0, 0, false, false, true, true, 32)));
+        }
         for (m, o) in [(0, 0), (1, 0), (2, 1), (2, 2), (0, 1), (3, 0)] {
             for (norm, glu, int8) in
                 [(false, false, false), (true, true, true), (true, false, true), (false, true, false)]
