@@ -118,22 +118,13 @@ fn sweep(c: &mut Criterion) {
                 let launches: Vec<Dispatch> = (0..n)
                     .map(|i| {
                         let args = MatvecArgs {
-                            w: &gate[i % gate.len()],
-                            stacked: None,
                             up: up.as_ref().map(|up| &up[i % up.len()]),
-                            norm: None,
                             matrix: if u == Use::Dense { MatrixOf::Single } else { MatrixOf::Routed },
-                            choose: None,
                             out: if u == Use::ExpertsDown { Output::AddRoutedSum } else { Output::Store },
                             slots: slots as u32,
                             x_stride: if u == Use::ExpertsDown { cols as u32 } else { 0 },
                             y_stride: rows as u32,
-                            x: &x,
-                            y: &y,
-                            route: &routes[i % routes.len()],
-                            int8: true,
-                            prepare: None,
-                            prepared: false,
+                            ..MatvecArgs::new(&gate[i % gate.len()], &x, &y, &routes[i % routes.len()], true)
                         };
                         matvec_tiled(&ctx, &mut kc, args, tiling).unwrap()
                     })

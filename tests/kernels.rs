@@ -260,8 +260,6 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
     let router =
         c.choose.map(|(choice, logits, bias)| (choice, buf_f32(ctx, "logits", logits), buf_f32(ctx, "bias", bias)));
     let args = |yb| MatvecArgs {
-        w: &c.w.gpu,
-        stacked: None,
         up: c.up.map(|u| &u.gpu),
         norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
         matrix: c.matrix,
@@ -270,12 +268,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         slots: c.slots as u32,
         x_stride: c.x_stride as u32,
         y_stride: c.y_stride as u32,
-        x: &xb,
-        y: yb,
-        route: &rb,
-        int8: true,
-        prepare: None,
-        prepared: false,
+        ..MatvecArgs::new(&c.w.gpu, &xb, yb, &rb, true)
     };
     let engine = Tiling::for_shape(ctx, 1, 1, false);
     let tilings = [
@@ -740,22 +733,9 @@ fn matvec_stacked() {
                     let (y0, y1) = (vec![NAN_BITS; rows0 + 3], vec![NAN_BITS; rows1 + 3]);
                     let (yb0, yb1) = (buf_u32(ctx, "y0", &y0), buf_u32(ctx, "y1", &y1));
                     let args = MatvecArgs {
-                        w: &w0.gpu,
                         stacked: Some(Stacked { w: &w1.gpu, y: &yb1 }),
-                        up: None,
                         norm: norm.then_some(InputNorm { weight: &gb, eps: NORM_EPS }),
-                        matrix: MatrixOf::Single,
-                        choose: None,
-                        out: Output::Store,
-                        slots: 1,
-                        x_stride: 0,
-                        y_stride: 0,
-                        x: &xb,
-                        y: &yb0,
-                        route: &rb,
-                        int8: true,
-                        prepare: None,
-                        prepared: false,
+                        ..MatvecArgs::new(&w0.gpu, &xb, &yb0, &rb, true)
                     };
                     let d = matvec_tiled(ctx, &mut kc, args, tiling).unwrap();
                     run(ctx, &[&d]);
@@ -1231,25 +1211,8 @@ fn router_selects_and_weights() {
             let route0 = route_words(&[], &[]);
             let rb = buf_u32(ctx, "route", &route0);
             let lb = ctx.storage("router logits", (rc.n_exp * 4) as u64).unwrap();
-            let args = MatvecArgs {
-                w: &gate.gpu,
-                stacked: None,
-                up: None,
-                norm: None,
-                matrix: MatrixOf::Single,
-                choose: None,
-                out: Output::Store,
-                slots: 1,
-                x_stride: 0,
-                y_stride: 0,
-                x: &xb,
-                y: &lb,
-                route: &rb,
-                // The router test checks the choice against exact f32 logits.
-                int8: false,
-                prepare: None,
-                prepared: false,
-            };
+            // The router test checks the choice against exact f32 logits.
+            let args = MatvecArgs::new(&gate.gpu, &xb, &lb, &rb, false);
             let logits = matvec(ctx, &mut kc, args).unwrap();
             let d = router(ctx, &mut kc, &c, false, 1, [&lb, &bb, &rb]).unwrap();
             run(ctx, &[&logits, &d]);
@@ -1389,22 +1352,9 @@ fn router_pass_prepares_the_expert_input() {
         let logits = ctx.storage("logits", (n_exp * 4) as u64).unwrap();
         let prepared = ctx.storage("prepared", prepared_bytes(cols)).unwrap();
         let args = MatvecArgs {
-            w: &router_w.gpu,
-            stacked: None,
-            up: None,
             norm: Some(InputNorm { weight: &gb, eps: NORM_EPS }),
-            matrix: MatrixOf::Single,
-            choose: None,
-            out: Output::Store,
-            slots: 1,
-            x_stride: 0,
-            y_stride: 0,
-            x: &xb,
-            y: &logits,
-            route: &rb,
-            int8: true,
             prepare: Some(&prepared),
-            prepared: false,
+            ..MatvecArgs::new(&router_w.gpu, &xb, &logits, &rb, true)
         };
         let d = matvec(ctx, &mut kc, args).unwrap();
         run(ctx, &[&d]);
@@ -1433,22 +1383,12 @@ fn router_pass_prepares_the_expert_input() {
             let y0 = vec![NAN_BITS; ids.len() * rows + 3];
             let y = buf_u32(ctx, "y", &y0);
             let args = MatvecArgs {
-                w: &gate.gpu,
-                stacked: None,
                 up: Some(&up.gpu),
-                norm: None,
                 matrix: MatrixOf::Routed,
-                choose: None,
-                out: Output::Store,
                 slots: ids.len() as u32,
-                x_stride: 0,
                 y_stride: rows as u32,
-                x: &prepared,
-                y: &y,
-                route: &route,
-                int8: true,
-                prepare: None,
                 prepared: true,
+                ..MatvecArgs::new(&gate.gpu, &prepared, &y, &route, true)
             };
             let d = matvec(ctx, &mut kc, args).unwrap();
             run(ctx, &[&d]);

@@ -123,6 +123,36 @@ pub struct MatvecArgs<'a> {
     pub prepared: bool,
 }
 
+impl<'a> MatvecArgs<'a> {
+    /// One plain product y = w x (one matrix, stored, no norm): the base the other forms update.
+    pub fn new(
+        w: &'a GpuWeight,
+        x: &'a wgpu::Buffer,
+        y: &'a wgpu::Buffer,
+        route: &'a wgpu::Buffer,
+        int8: bool,
+    ) -> Self {
+        MatvecArgs {
+            w,
+            stacked: None,
+            up: None,
+            norm: None,
+            matrix: MatrixOf::Single,
+            choose: None,
+            out: Output::Store,
+            slots: 1,
+            x_stride: 0,
+            y_stride: 0,
+            x,
+            y,
+            route,
+            int8,
+            prepare: None,
+            prepared: false,
+        }
+    }
+}
+
 /// Values of one chunk of a prepared input, as rounded to int8 (`wgsl/int8_input.wgsl`).
 const PREP_CHUNK: usize = 32;
 
