@@ -152,6 +152,36 @@ struct Q6_K {
     }
 };
 
+// The float formats: a chunk is one uint4 of weights, 4 f32 or 8 f16/bf16 (two per word, low half
+// first), against the first one or two float4s of the input.
+struct F32 {
+    static float dot(device const uint4* w, device const uint*, uint c, thread const ChunkInput& x) {
+        return metal::dot(as_type<float4>(w[c]), x.xs[0]);
+    }
+};
+
+struct F16 {
+    static float dot(device const uint4* w, device const uint*, uint c, thread const ChunkInput& x) {
+        uint4 q = w[c];
+        float4 a = float4(half_to_f32(q.x), half_to_f32(q.x >> 16), half_to_f32(q.y), half_to_f32(q.y >> 16));
+        float4 b = float4(half_to_f32(q.z), half_to_f32(q.z >> 16), half_to_f32(q.w), half_to_f32(q.w >> 16));
+        return metal::dot(a, x.xs[0]) + metal::dot(b, x.xs[1]);
+    }
+};
+
+// A bf16 is the top 16 bits of an f32, so widening is a shift.
+inline float2 bf16_pair(uint w) {
+    return float2(as_type<float>(w << 16), as_type<float>(w & 0xffff0000u));
+}
+
+struct BF16 {
+    static float dot(device const uint4* w, device const uint*, uint c, thread const ChunkInput& x) {
+        uint4 q = w[c];
+        float2 a = bf16_pair(q.x), b = bf16_pair(q.y), e = bf16_pair(q.z), f = bf16_pair(q.w);
+        return metal::dot(float4(a.x, a.y, b.x, b.y), x.xs[0]) + metal::dot(float4(e.x, e.y, f.x, f.y), x.xs[1]);
+    }
+};
+
 // The formats below take f32 inputs only: each dequantizes its chunk (`load`, as the WGSL
 // load_chunk) and Dequantized<F> supplies the dot.
 template <typename F>

@@ -1,5 +1,6 @@
-// One chunk (32 values) of a product's input: the f32 values and their sum, and for int8 products
-// the same values rounded exactly as wgsl/int8_input.wgsl and src/quant/activations.rs do:
+// One chunk of a product's input (32 values; the float formats' chunks, 4 or 8 values, fill the first
+// float4s): the f32 values and their sum, and for int8 products (chunks of 32) the same values rounded
+// exactly as wgsl/int8_input.wgsl and src/quant/activations.rs do:
 // q = min(round(x · 2^(7-e)), 127) with e the frexp exponent of the chunk's largest |x| (at least
 // -100), packed four to a word (byte k = element k), with Σ q and the scale dx = 2^(e-7).
 

@@ -3,7 +3,7 @@
 // per pipeline. A workgroup is TEAMS teams of LANES threads; a team owns ROWS rows, its lanes split
 // the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
 // partial sums meet through simdgroup shuffles (32 lanes) and threadgroup memory beyond that.
-// Host #defines: LANES, TEAMS, ROWS, NV, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE, PREPARED, INT8_0, INT8_1, EPS,
+// Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE, PREPARED, INT8_0, INT8_1, EPS,
 // FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings), and route_choice.metal's;
 // see matvec.wgsl for each.
 
@@ -20,7 +20,8 @@ struct Params {
 
 #define SG 32u
 #define PREP_WORDS 12u
-// The pass that prepares an input (PREPARE) is the router's, over f32 weights, which have no MSL.
+// The pass that prepares an input (PREPARE, the router's) has no Metal twin: src/kernels/matvec.rs
+// leaves it to WGSL.
 #if PREPARE
 #error "PREPARE has no Metal twin"
 #endif
@@ -126,11 +127,11 @@ kernel void matvec(
             float4 t = x[at + 2];
             xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
         } else {
-            for (uint i = 0; i < 8; i++) {
-                float4 xi = x[s * p.x_stride + c * 8 + i];
+            for (uint i = 0; i < CHUNK_V4; i++) {
+                float4 xi = x[s * p.x_stride + c * CHUNK_V4 + i];
                 if (NORM) {
                     v[NV - 1] += dot(xi, xi);
-                    xi *= gnorm[c * 8 + i];
+                    xi *= gnorm[c * CHUNK_V4 + i];
                 }
                 xin.xs[i] = xi;
                 xin.xsum += dot(xi, float4(1.0f));
@@ -161,7 +162,7 @@ kernel void matvec(
     if (lane != 0) {
         return;
     }
-    float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * 32) + EPS) : 1.0f;
+    float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * CHUNK_V4 * 4) + EPS) : 1.0f;
     if (PREPARED) {
         scale = x[slot * p.x_stride + p.chunks * (PREP_WORDS / 4)].x;
     }

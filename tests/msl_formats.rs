@@ -35,8 +35,8 @@ fn metal_formats_compute_the_reference_dot_products() {
     let dir = tempfile::tempdir().unwrap();
     let exe = harness(dir.path());
     let mut rng = StdRng::seed_from_u64(5);
-    for t in GgmlType::SUPPORTED.into_iter().filter(|t| native::msl_format(*t).is_some()) {
-        let name = native::msl_format(t).unwrap();
+    for t in GgmlType::SUPPORTED {
+        let name = native::msl_format(t).unwrap_or_else(|| panic!("{} has no Metal format struct", t.name()));
         let n = 1024;
         let values: Vec<f32> = (0..n).map(|_| rng.random_range(-0.05..0.05)).collect();
         let bytes = quant::quantize(t, &values).unwrap();
@@ -44,12 +44,13 @@ fn metal_formats_compute_the_reference_dot_products() {
         let r = quant::repack(t, &bytes);
         // Inputs of several magnitudes, so the int8 rounding takes different exponents.
         let x: Vec<f32> = (0..n).map(|i| rng.random_range(-1.0..1.0) * [1.0, 30.0, 1e-3, 0.2][i / 32 % 4]).collect();
-        let chunks = n / 32;
+        let chunk = quant::gpu_chunk_elems(t);
+        let chunks = n / chunk;
         let mut input = Vec::new();
         let mut tag = [0u8; 8];
         tag[..name.len()].copy_from_slice(name.as_bytes());
         input.extend(tag);
-        for v in [chunks as u32, r.words.len() as u32, r.scales.len() as u32] {
+        for v in [chunks as u32, chunk as u32, r.words.len() as u32, r.scales.len() as u32] {
             input.extend(v.to_le_bytes());
         }
         input.extend(r.words.iter().flat_map(|v| v.to_le_bytes()));
@@ -63,7 +64,7 @@ fn metal_formats_compute_the_reference_dot_products() {
         assert_eq!(got.len(), 2 * chunks, "{name}: outputs");
         let xq = activations::round_to_int8(&x);
         for c in 0..chunks {
-            let span = 32 * c..32 * c + 32;
+            let span = chunk * c..chunk * (c + 1);
             let dot = |xs: &[f32]| -> (f32, f32) {
                 let terms = w[span.clone()].iter().zip(xs).map(|(a, b)| a * b);
                 (terms.clone().sum(), terms.map(f32::abs).sum::<f32>().max(f32::MIN_POSITIVE))

@@ -118,6 +118,9 @@ pub fn inject_fault(words: &mut [u32]) {
 pub fn msl_format(t: crate::quant::GgmlType) -> Option<&'static str> {
     use crate::quant::GgmlType;
     match t {
+        GgmlType::F32 => Some("F32"),
+        GgmlType::F16 => Some("F16"),
+        GgmlType::BF16 => Some("BF16"),
         GgmlType::Q8_0 => Some("Q8_0"),
         GgmlType::Q4_0 => Some("Q4_0"),
         GgmlType::Q4_1 => Some("Q4_1"),

@@ -210,6 +210,10 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
 fn msl_source(consts: &[(&str, Const)], formats: [Operand; 2]) -> Option<String> {
     let names = formats.map(|(t, _)| native::msl_format(t));
     let [Some(f0), Some(f1)] = names else { return None };
+    // The pass that prepares an input for later passes (the router's) stays WGSL.
+    if consts.iter().any(|(n, c)| *n == "PREPARE" && matches!(c, Const::Bool(true))) {
+        return None;
+    }
     let wg = consts.iter().filter(|(n, _)| ["LANES", "TEAMS"].contains(n)).try_fold(1, |p, (_, c)| match c {
         Const::U32(v) => Some(p * v),
         _ => None,
@@ -386,12 +390,12 @@ mod tests {
                 variants.push((t0, t1, v));
             }
         }
-        // The formats with f32 inputs only: a routed gate/up pair, and stacked with Q8_0 (int8 inputs).
-        let f32_only = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1];
-        let f32_only = [&f32_only[..], &[GgmlType::Iq4Nl, GgmlType::Iq4Xs, GgmlType::Q2K, GgmlType::Q3K]].concat();
-        for t in f32_only {
+        // The formats with f32 inputs only: a routed gate/up pair, and stacked with Q8_0 (int8 inputs;
+        // the float formats, whose chunks are shorter, stacked with themselves).
+        for t in GgmlType::SUPPORTED.into_iter().filter(|&t| !activations::takes_int8_input(t) && t != GgmlType::Q5K) {
+            let float = format::chunk_vec4s(t) < 8;
             variants.push((t, t, (2, 0, true, true, false, false, 64)));
-            variants.push((t, GgmlType::Q8_0, (0, 0, false, false, true, true, 32)));
+            variants.push((t, if float { t } else { GgmlType::Q8_0 }, (0, 0, false, false, true, true, 32)));
         }
         for (m, o) in [(0, 0), (1, 0), (2, 1), (2, 2), (0, 1), (3, 0)] {
             for (norm, glu, int8) in
@@ -410,7 +414,7 @@ mod tests {
                 ("TEAMS", Const::U32((64 / lanes).max(1))),
                 ("ROWS", Const::U32(rows)),
                 ("NV", Const::U32(rows * if glu { 2 } else { 1 } + norm as u32)),
-                ("CHUNK_V4", Const::U32(8)),
+                ("CHUNK_V4", Const::U32(format::chunk_vec4s(t0))),
                 ("MATRIX", Const::U32(matrix)),
                 ("GLU", Const::Bool(glu)),
                 ("OUT", Const::U32(out)),
