@@ -6,7 +6,7 @@
 // scores (without bias), optionally normalised over the picks, times SCALE. With SHARED_SLOT, slot
 // TOPK is the shared expert, stored as expert N_EXP with weight 1.
 // Host constants: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
-// The includer declares the bindings router_logits and router_bias.
+// The includer declares the bindings router_logits, router_bias and (read-write) route.
 
 // Keys four to a vector, so ranking reads and compares four at a time; past the last expert, below
 // every key (so never picked).
