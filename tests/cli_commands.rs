@@ -110,11 +110,13 @@ fn bench_fills_a_synthetic_model_from_a_config() {
     let config = fixture_dir().join("config.json");
     let args =
         ["bench", "--synthetic", config.to_str().unwrap(), "--quant", "q8_0", "-p", "2", "-n", "4", "--reps", "1"];
-    let out = glm(&[&args[..], &["--json", json.to_str().unwrap()]].concat());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("random Q8_0 weights"));
+    let out = glm(&[&args[..], &["--ctx", "40", "--json", json.to_str().unwrap()]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("random Q8_0 weights") && stdout.contains("context 40"), "{stdout}");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert_eq!(r["format"], "random Q8_0 weights");
+    assert_eq!(r["ctx"], 40);
 }
 
 /// `--ab kernels`: the same benchmark with WGSL and native kernels, printed side by side, kernel by

@@ -181,6 +181,15 @@ fn bench_needs_a_model_or_a_readable_config() {
 }
 
 #[test]
+fn bench_context_must_hold_the_measurement_and_fit_the_model() {
+    let model = fixture("glm-tiny");
+    let model = model.to_str().unwrap();
+    assert_contains(&run_err(&["bench", "-m", model, "-p", "0", "-n", "4", "--ctx", "3"]), "exceed --ctx 3");
+    let err = run_err(&["bench", "-m", model, "-p", "0", "-n", "4", "--ctx", "100000000"]);
+    assert_contains(&err, "exceeds the model's context");
+}
+
+#[test]
 fn coop_matrix_on_needs_an_adapter_that_has_them() {
     let ctx = glm_wgpu::gpu::GpuContext::new(None).expect("a GPU adapter");
     let model = fixture("glm-tiny");
