@@ -120,6 +120,9 @@ impl Kernel {
     ) -> Result<Self> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // Hand-written Metal kernels are named after the kernel; everything else has `main`.
+        let metal_native = build == Build::Native && ctx.adapter_info.backend == wgpu::Backend::Metal;
+        let entry = if metal_native { name } else { "main" };
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
         let module = match build {
             Build::Checked => device.create_shader_module(desc),
@@ -129,42 +132,28 @@ impl Kernel {
             Build::Trusted => unsafe {
                 device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             },
-            Build::Native if ctx.adapter_info.backend == wgpu::Backend::Metal => {
-                let msl = msl.with_context(|| format!("{name} has no Metal kernel"))?;
-                let [x, y, z] = super::native::workgroup_size(source)?;
-                let entry = wgpu::PassthroughShaderEntryPoint { name: name.into(), workgroup_size: (x, y, z) };
-                // SAFETY: the hand-written kernel binds what its WGSL twin binds and keeps its indices
-                // in range the same way; the start-up check compares the two before the engine uses it.
-                unsafe {
-                    device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
-                        label: Some(name),
-                        entry_points: vec![entry].into(),
-                        msl: Some(msl.into()),
-                        ..Default::default()
-                    })
-                }
-            }
             Build::Native => {
-                let (mut words, [x, y, z]) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
-                if std::env::var(super::native::FAULT_ENV).is_ok_and(|k| k == name) {
-                    super::native::inject_fault(&mut words);
-                }
-                let entry = wgpu::PassthroughShaderEntryPoint { name: "main".into(), workgroup_size: (x, y, z) };
-                // SAFETY: the SPIR-V is naga's translation of a kernel naga validated, unchecked as the
-                // trusted build is (same argument as above); the tests compare it with the WGSL build.
-                unsafe {
-                    device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
-                        label: Some(name),
-                        entry_points: vec![entry].into(),
-                        spirv: Some(words.into()),
-                        ..Default::default()
-                    })
-                }
+                let mut desc = wgpu::ShaderModuleDescriptorPassthrough { label: Some(name), ..Default::default() };
+                let [x, y, z] = if metal_native {
+                    desc.msl = Some(msl.with_context(|| format!("{name} has no Metal kernel"))?.into());
+                    super::native::workgroup_size(source)?
+                } else {
+                    let (mut words, size) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                    if std::env::var(super::native::FAULT_ENV).is_ok_and(|k| k == name) {
+                        super::native::inject_fault(&mut words);
+                    }
+                    desc.spirv = Some(words.into());
+                    size
+                };
+                desc.entry_points =
+                    vec![wgpu::PassthroughShaderEntryPoint { name: entry.into(), workgroup_size: (x, y, z) }].into();
+                // SAFETY: on Metal the hand-written kernel binds what its WGSL twin binds and keeps its
+                // indices in range the same way; elsewhere the SPIR-V is naga's translation of a kernel
+                // naga validated, unchecked as the trusted build is (same argument as above). The
+                // start-up check compares either with the WGSL build before the engine uses it.
+                unsafe { device.create_shader_module_passthrough(desc) }
             }
         };
-        // Hand-written Metal kernels are named after the kernel; everything else has `main`.
-        let entry =
-            if build == Build::Native && ctx.adapter_info.backend == wgpu::Backend::Metal { name } else { "main" };
         let entries: Vec<_> = bindings
             .iter()
             .enumerate()
