@@ -2,7 +2,7 @@
 //! `wgsl/mla_attention_combine.wgsl` (the merge of the splits, which also stores the current
 //! position's cache row, `wgsl/mla_cache_row.wgsl`).
 
-use super::{mla_consts, Reduce, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
+use super::{mla_consts, mla_query_consts, Reduce, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::Result;
@@ -57,12 +57,9 @@ pub fn mla_attention(
         ("NV", Const::U32(1)),
         ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
-        ("NOPE", Const::U32(c.qk_nope as u32)),
-        ("QK", Const::U32(c.qk_head() as u32)),
-        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
         ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &split_consts, &reduce_consts].concat();
+    let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &split_consts, &reduce_consts].concat();
     let source = compose(
         &consts,
         &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, REDUCE, reduce].concat(),

@@ -1,7 +1,7 @@
 //! `wgsl/mla_attention_prefill.wgsl`: causal attention of a prefill chunk, one workgroup per token
 //! and group of heads (which share each cache row's load), online softmax over blocks of the cache.
 
-use super::{mla_consts, Reduce, KV_CACHE, STEP};
+use super::{mla_consts, mla_query_consts, Reduce, KV_CACHE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::{ensure, Result};
@@ -45,11 +45,8 @@ pub fn mla_attention_prefill(
         ("HG", Const::U32(head_group(c.n_heads))),
         ("BLOCK", Const::U32(BLOCK)),
         ("N_HEADS", Const::U32(c.n_heads as u32)),
-        ("NOPE", Const::U32(c.qk_nope as u32)),
-        ("QK", Const::U32(c.qk_head() as u32)),
-        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
     ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &own, &reduce_consts].concat();
+    let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &own, &reduce_consts].concat();
     let source =
         compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_prefill.wgsl"), KV_CACHE, reduce].concat());
     let read = Binding::Read;

@@ -3,7 +3,7 @@
 //! O = P·V as 16 × 16 × 16 f16 products with f32 sums, two passes (row maxima and sums, then P·V).
 
 use super::mla_attention_prefill::PrefillAttentionArgs;
-use super::{mla_consts, COOP_ENABLE, KV_CACHE, STEP};
+use super::{mla_consts, mla_query_consts, COOP_ENABLE, KV_CACHE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::{ensure, Result};
@@ -28,11 +28,8 @@ fn source(c: &ModelConfig, kv_f16: bool) -> String {
         ("DVG", Const::U32(c.kv_lora_rank as u32 / 64)),
         ("DC", Const::U32(if c.kv_width().is_multiple_of(64) { 64 } else { 32 })),
         ("N_HEADS", Const::U32(c.n_heads as u32)),
-        ("NOPE", Const::U32(c.qk_nope as u32)),
-        ("QK", Const::U32(c.qk_head() as u32)),
-        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
     ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &own].concat();
+    let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &own].concat();
     COOP_ENABLE.to_string()
         + &compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_prefill_coop.wgsl"), KV_CACHE].concat())
 }
