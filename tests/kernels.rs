@@ -218,6 +218,19 @@ fn silu_glu(g: f64, u: f64) -> f64 {
     g / (1.0 + (-g).exp()) * u
 }
 
+/// What a matvec over input `x` stores for matrices `experts` of `gate` (with `up`: silu(gate x) ·
+/// (up x)), `rows` rows each, every dot scaled by `inv` (a folded norm's scale; 1 without).
+fn products_want(gate: &Weight, up: Option<&Weight>, experts: &[usize], rows: usize, x: &[f32], inv: f64) -> Vec<f64> {
+    let mut want = Vec::new();
+    for &e in experts {
+        for r in 0..rows {
+            let v = inv * dot(gate.row(e, r), x);
+            want.push(up.map_or(v, |up| silu_glu(v, inv * dot(up.row(e, r), x))));
+        }
+    }
+    want
+}
+
 /// The route buffer: `ids` in u32[0..8], `weights` as f32 bits in u32[8..16], the rest poisoned.
 fn route_words(ids: &[u32], weights: &[f32]) -> Vec<u32> {
     let mut r = vec![u32::MAX; 8];
@@ -565,9 +578,8 @@ fn matvec_glu_and_routed() {
                 choose: None,
             };
             let xk = kernel_input(t, MatrixOf::Single, &x);
+            let want = products_want(&gate, Some(&up), &[0], rows, &xk, 1.0);
             for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
-                let want: Vec<f64> =
-                    (0..rows).map(|r| silu_glu(dot(gate.row(0, r), &xk), dot(up.row(0, r), &xk))).collect();
                 let name = format!("matvec {} Single/Store GLU {rows}x{cols}", t.name());
                 let name = format!("{name} [{tiling}]");
                 worst_dense = worst_dense.max(check(&name, &floats(&y[..rows]), &want, REL_TOL));
@@ -678,13 +690,7 @@ fn matvec_input_norm() {
                     choose: None,
                 };
                 let xk = kernel_input(t, matrix, &xg);
-                let mut want = Vec::new();
-                for &e in &experts {
-                    for r in 0..rows {
-                        let v = inv * dot(gate.row(e, r), &xk);
-                        want.push(if glu { silu_glu(v, inv * dot(up.row(e, r), &xk)) } else { v });
-                    }
-                }
+                let want = products_want(&gate, glu.then_some(&up), &experts, rows, &xk, inv);
                 for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                     let name = format!(
                         "matvec {} {matrix:?}{} with input norm {rows}x{cols} [{tiling}]",
@@ -1306,14 +1312,7 @@ fn expert_gate_up_chooses_its_routes() {
                 choose: Some((choice, &logits, &bias)),
             };
             let xk = kernel_input(t, MatrixOf::Routed, &xg);
-            let want: Vec<f64> = experts
-                .iter()
-                .flat_map(|&e| {
-                    let xk = &xk;
-                    let (gate, up) = (&gate, &up);
-                    (0..rows).map(move |r| silu_glu(inv * dot(gate.row(e, r), xk), inv * dot(up.row(e, r), xk)))
-                })
-                .collect();
+            let want = products_want(&gate, Some(&up), &experts, rows, &xk, inv);
             let total: f64 = ids.iter().map(|&e| scores[e]).sum();
             let norm = if norm_topk { 1.0 / total } else { 1.0 };
             let want_w: Vec<f64> =
@@ -1393,15 +1392,8 @@ fn router_pass_prepares_the_expert_input() {
             let d = matvec(ctx, &mut kc, args).unwrap();
             run(ctx, &[&d]);
             let got = read_u32(ctx, &y, y0.len());
-            let want: Vec<f64> = ids
-                .iter()
-                .flat_map(|&e| {
-                    let (gate, up, xk) = (&gate, &up, &rounded);
-                    (0..rows).map(move |r| {
-                        silu_glu(inv * dot(gate.row(e as usize, r), xk), inv * dot(up.row(e as usize, r), xk))
-                    })
-                })
-                .collect();
+            let experts: Vec<usize> = ids.iter().map(|&e| e as usize).collect();
+            let want = products_want(&gate, Some(&up), &experts, rows, &rounded, inv);
             let name = format!("{} gate/up over the input {name}", t.name());
             worst = worst.max(check(&name, &floats(&got[..want.len()]), &want, REL_TOL));
             check_untouched(&name, &got[want.len()..], &y0[want.len()..]);
