@@ -122,7 +122,7 @@ fn read_u32(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
 }
 
 fn step(ctx: &GpuContext, pos: u32) -> wgpu::Buffer {
-    ctx.uniform("step", bytemuck::bytes_of(&Step { pos, n: 1, pad: [0; 2] }))
+    ctx.uniform("step", bytemuck::bytes_of(&Step::at(pos as usize)))
 }
 
 fn run(ctx: &GpuContext, d: &[&Dispatch]) {
@@ -951,18 +951,29 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
     let ctx = gpu();
     let mut rng = seeded(10);
     let (mut worst32, mut worst16, mut worst_row32, mut worst_row16) = (0f64, 0f64, 0f64, 0f64);
-    let max_ctx = 301;
-    for c in attention_configs() {
+    for (i, c) in attention_configs().into_iter().enumerate() {
         let mut kc = KernelCache::default();
         let (heads, lora, rope, kw, qk, nope) =
             (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
+        // Splits of 8 positions (up to 1,024), 24 (2,500: several rounds of 8, a partly full last
+        // one) and, on the small shape, the longest splits (33,000 positions).
+        let mut cases = vec![
+            (1usize, 1.0f32, 1.0f32),
+            (5, 1.0, 20.0),
+            (67, 1.0, 1.0),
+            (300, 1.0, 1.0),
+            (67, 100.0, 1.0),
+            (2500, 1.0, 1.0),
+        ];
+        if i == 1 {
+            cases.push((33_000, 1.0, 1.0));
+        }
+        let max_ctx = cases.iter().map(|c| c.0).max().unwrap() + 1;
         for kv_f16 in [false, true] {
             // (n, q_lat amplitude, ckv amplitude): the q_lat of 100 makes scores span hundreds, so only
             // a max-subtracted softmax survives.
-            for (n, amp, ckv_amp) in
-                [(1usize, 1.0f32, 1.0f32), (5, 1.0, 20.0), (67, 1.0, 1.0), (300, 1.0, 1.0), (67, 100.0, 1.0)]
-            {
+            for &(n, amp, ckv_amp) in &cases {
                 let pos = n - 1;
                 let table = rope_table(&mut rng, max_ctx, rope / 2);
                 let per_pos = if kv_f16 { kw / 2 } else { kw };

@@ -1,11 +1,18 @@
 // MLA attention of one token in the absorbed form, split over the context (flash-decoding):
-// workgroup (h, s) scores positions [s * SPLIT, (s + 1) * SPLIT) ∩ [0, pos] for head h,
-// score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)), and writes the split's max m,
-// sum l = Σ exp(score - m) and unnormalised context Σ exp(score - m) latent(t) to `partials`;
-// mla_attention_combine.wgsl merges the splits. A team of LANES threads scores one position.
+// workgroup (g, s) scores positions [s * L, (s + 1) * L) ∩ [0, pos] for the HG heads
+// [g * HG, (g + 1) * HG), score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)), and
+// writes each head's split max m, sum l = Σ exp(score - m) and unnormalised context
+// Σ exp(score - m) latent(t) to `partials`; mla_attention_combine.wgsl merges the splits. The split
+// length L = step.split (at most SPLIT_MAX) grows with the context so that short contexts still
+// spread over many workgroups and long ones do not leave the merge thousands of splits.
+// All heads attend to the same latent rows, so a workgroup serving HG heads reads each row once
+// for all of them (one head per workgroup read the cache n_heads times over, from L2).
+// A team of LANES threads scores one position: each lane holds its pairs of the HG queries in
+// registers and loads its pairs of the row once.
 // The current position is not in the cache yet: the splits that hold it build its row
 // (mla_cache_row.wgsl) in workgroup memory; the merge pass stores it.
-// Host constants: WG, LANES, NV (= 1), SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS, KV_F16.
+// Host constants: WG, LANES, HG (= NV, at most WG / LANES), PAIRS_PER_LANE, SPLIT_MAX, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS,
+// KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -18,25 +25,38 @@
 
 const TEAMS: u32 = WG / LANES;
 const PAIRS: u32 = KV_W / 2u;
-const PAIRS_PER_LANE: u32 = (PAIRS + LANES - 1u) / LANES;
 // Per (head, split): m, l, two pad floats, then KV_LORA context floats.
 const PART: u32 = KV_LORA + 4u;
 
-// The query against one cache row: q_lat pairs, then the roped query pairs.
-var<workgroup> qv: array<vec2<f32>, PAIRS>;
-var<workgroup> p: array<f32, SPLIT>;
+// Scores of head h at [h * SPLIT_MAX, h * SPLIT_MAX + L), then their exp(score - m).
+var<workgroup> p: array<f32, HG * SPLIT_MAX>;
+// Each head's max, then each head's sum, by team h's lanes; then over the team.
+var<workgroup> lane_part: array<f32, HG * LANES>;
+var<workgroup> head_max: array<f32, HG>;
 // The current position's cache row, as the cache will hold it.
 var<workgroup> cur: array<vec2<f32>, PAIRS>;
 
+// Pair i of head h's query against a cache row: q_lat, then the roped query.
+fn query_pair(h: u32, i: u32) -> vec2<f32> {
+    if i < KV_LORA / 2u {
+        return vec2<f32>(q_lat[h * KV_LORA + 2u * i], q_lat[h * KV_LORA + 2u * i + 1u]);
+    }
+    let j = i - KV_LORA / 2u;
+    let a = q[h * QK + NOPE + 2u * j];
+    let b = q[h * QK + NOPE + 2u * j + 1u];
+    let cs = rope[step.pos * (ROPE / 2u) + j];
+    return vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let h = wid.x;
-    let start = wid.y * SPLIT;
+    let h0 = wid.x * HG;
+    let start = wid.y * step.split;
     let n = step.pos + 1u;
     if start >= n {
         return;
     }
-    let end = min(n, start + SPLIT);
+    let end = min(n, start + step.split);
     // Positions read from the cache: all but the current one.
     let cached_end = select(end, end - 1u, end == n);
     if end == n {
@@ -45,71 +65,103 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             cur[j] = cache_row_pair(0u, step.pos, j, inv);
         }
     }
-    for (var i = tid; i < KV_LORA / 2u; i += WG) {
-        qv[i] = vec2<f32>(q_lat[h * KV_LORA + 2u * i], q_lat[h * KV_LORA + 2u * i + 1u]);
-    }
-    for (var j = tid; j < ROPE / 2u; j += WG) {
-        let a = q[h * QK + NOPE + 2u * j];
-        let b = q[h * QK + NOPE + 2u * j + 1u];
-        let cs = rope[step.pos * (ROPE / 2u) + j];
-        qv[KV_LORA / 2u + j] = vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+    let team = tid / LANES;
+    let lane = tid % LANES;
+    // Lane pairs past the row's end hold zeros (and read the last pair).
+    var qr: array<array<vec2<f32>, HG>, PAIRS_PER_LANE>;
+    for (var k = 0u; k < PAIRS_PER_LANE; k++) { // unroll
+        let i = lane + k * LANES;
+        if i < PAIRS {
+            for (var h = 0u; h < HG; h++) { // unroll
+                qr[k][h] = query_pair(h0 + h, i);
+            }
+        }
     }
     workgroupBarrier();
 
-    let team = tid / LANES;
-    let lane = tid % LANES;
-    var m = -3.0e38;
     for (var t0 = start; t0 < end; t0 += TEAMS) {
         // Teams past the end score the last position again and drop it.
         let t = min(t0 + team, end - 1u);
-        var v: array<f32, NV>;
+        // All of the row's loads first, so they are in flight together.
+        var kv: array<vec2<f32>, PAIRS_PER_LANE>;
         if t < cached_end {
-            for (var k = 0u; k < PAIRS_PER_LANE; k++) {
-                let i = lane + k * LANES;
-                if i < PAIRS {
-                    v[0] += dot(qv[i], cache_load2(t * KV_W + 2u * i));
-                }
+            for (var k = 0u; k < PAIRS_PER_LANE; k++) { // unroll
+                kv[k] = cache_load2(t * KV_W + 2u * min(lane + k * LANES, PAIRS - 1u));
             }
         } else {
-            for (var k = 0u; k < PAIRS_PER_LANE; k++) {
-                let i = lane + k * LANES;
-                if i < PAIRS {
-                    v[0] += dot(qv[i], cur[i]);
-                }
+            for (var k = 0u; k < PAIRS_PER_LANE; k++) { // unroll
+                kv[k] = cur[min(lane + k * LANES, PAIRS - 1u)];
+            }
+        }
+        var v: array<f32, HG>;
+        for (var k = 0u; k < PAIRS_PER_LANE; k++) { // unroll
+            for (var h = 0u; h < HG; h++) { // unroll
+                v[h] += dot(qr[k][h], kv[k]);
             }
         }
         reduce_team(&v, tid, lane);
         if lane == 0u && t0 + team < end {
-            p[t - start] = v[0] * SCALE;
+            for (var h = 0u; h < HG; h++) { // unroll
+                p[h * SPLIT_MAX + t - start] = v[h] * SCALE;
+            }
         }
     }
     workgroupBarrier();
-    for (var t = start + tid; t < end; t += WG) {
-        m = max(m, p[t - start]);
+    // Team h reduces head h.
+    let len = end - start;
+    if team < HG {
+        var m = -3.0e38;
+        for (var j = lane; j < len; j += LANES) {
+            m = max(m, p[team * SPLIT_MAX + j]);
+        }
+        lane_part[tid] = m;
     }
-    m = workgroup_max(m, tid);
-    var l = 0.0;
-    for (var t = start + tid; t < end; t += WG) {
-        let e = exp(p[t - start] - m);
-        p[t - start] = e;
-        l += e;
+    workgroupBarrier();
+    if tid < HG {
+        var m = -3.0e38;
+        for (var j = 0u; j < LANES; j++) { // unroll
+            m = max(m, lane_part[tid * LANES + j]);
+        }
+        head_max[tid] = m;
     }
-    l = workgroup_sum(l, tid);
+    workgroupBarrier();
+    if team < HG {
+        var l = 0.0;
+        for (var j = lane; j < len; j += LANES) {
+            let e = exp(p[team * SPLIT_MAX + j] - head_max[team]);
+            p[team * SPLIT_MAX + j] = e;
+            l += e;
+        }
+        lane_part[tid] = l;
+    }
+    workgroupBarrier();
 
-    let base = (h * N_SPLITS + wid.y) * PART;
-    if tid == 0u {
-        partials[base] = m;
+    if tid < HG {
+        var l = 0.0;
+        for (var j = 0u; j < LANES; j++) { // unroll
+            l += lane_part[tid * LANES + j];
+        }
+        let base = ((h0 + tid) * N_SPLITS + wid.y) * PART;
+        partials[base] = head_max[tid];
         partials[base + 1u] = l;
     }
     for (var d = tid; d < KV_LORA / 2u; d += WG) {
-        var acc = vec2<f32>(0.0);
+        var acc: array<vec2<f32>, HG>;
         for (var t = start; t < cached_end; t++) {
-            acc += p[t - start] * cache_load2(t * KV_W + 2u * d);
+            let kv = cache_load2(t * KV_W + 2u * d);
+            for (var h = 0u; h < HG; h++) { // unroll
+                acc[h] += p[h * SPLIT_MAX + t - start] * kv;
+            }
         }
         if cached_end < end {
-            acc += p[cached_end - start] * cur[d];
+            for (var h = 0u; h < HG; h++) { // unroll
+                acc[h] += p[h * SPLIT_MAX + cached_end - start] * cur[d];
+            }
         }
-        partials[base + 4u + 2u * d] = acc.x;
-        partials[base + 5u + 2u * d] = acc.y;
+        for (var h = 0u; h < HG; h++) { // unroll
+            let base = ((h0 + h) * N_SPLITS + wid.y) * PART + 4u + 2u * d;
+            partials[base] = acc[h].x;
+            partials[base + 1u] = acc[h].y;
+        }
     }
 }

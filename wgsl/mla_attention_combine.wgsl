@@ -3,7 +3,7 @@
 // threads each sum every GROUPS-th split, so deep contexts do not run one long chain of loads per
 // thread, and meet in shared memory. Workgroup (0, 0) also stores the current position's cache row
 // (the split pass read the cache, so it could not).
-// Host constants: WG, DIMS, SPLIT, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
+// Host constants: WG, DIMS, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
@@ -30,7 +30,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
     }
     let h = wid.x;
-    let splits = (step.pos + SPLIT) / SPLIT;
+    let splits = (step.pos + step.split) / step.split;
     let head = h * N_SPLITS * PART;
     var m = -3.0e38;
     for (var s = tid; s < splits; s += WG) {

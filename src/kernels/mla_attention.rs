@@ -10,8 +10,15 @@ use anyhow::Result;
 const WG: u32 = 256;
 /// Threads that score one cached position together.
 const LANES: u32 = 32;
-/// Positions per workgroup.
-const SPLIT: u32 = 32;
+/// Positions per split workgroup: at least MIN_SPLIT (one per team), at most SPLIT_MAX, and as
+/// many as keep a context within TARGET_SPLITS splits.
+const MIN_SPLIT: u32 = WG / LANES;
+const SPLIT_MAX: u32 = 256;
+const TARGET_SPLITS: u32 = 128;
+/// The most heads one split workgroup serves (each lane holds its share of their queries in
+/// registers, 9 pairs per head at the real shape): 4 of the real model's 20 heads, best over depths
+/// 0-4096 on the H200 (BENCHMARKS.md); at most the workgroup's teams, which reduce one head each.
+const MAX_HEADS_PER_GROUP: u32 = 4;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
 /// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
@@ -32,8 +39,20 @@ pub struct AttentionArgs<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
+/// Heads per split workgroup: the most that divide the head count.
+fn heads_per_group(n_heads: usize) -> u32 {
+    (1..=MAX_HEADS_PER_GROUP).rev().find(|g| (n_heads as u32).is_multiple_of(*g)).unwrap_or(1)
+}
+
+/// The split length at position `pos`, a multiple of the positions a split scores at once.
+pub fn split_len(pos: usize) -> u32 {
+    (pos as u32 + 1).div_ceil(TARGET_SPLITS).next_multiple_of(MIN_SPLIT).min(SPLIT_MAX)
+}
+
+/// The most splits any position below `max_ctx` needs (the split pass's grid).
 fn splits(max_ctx: usize) -> u32 {
-    (max_ctx as u32).div_ceil(SPLIT)
+    let ctx = max_ctx as u32;
+    ctx.div_ceil(MIN_SPLIT).min(TARGET_SPLITS).max(ctx.div_ceil(SPLIT_MAX))
 }
 
 /// Floats of the partials buffer for a context of `max_ctx`.
@@ -51,11 +70,14 @@ pub fn mla_attention(
     a: AttentionArgs,
 ) -> Result<[Dispatch; 2]> {
     let (reduce, reduce_consts) = Reduce::for_adapter(ctx).source();
+    let hg = heads_per_group(c.n_heads);
     let split_consts = [
         ("WG", Const::U32(WG)),
         ("LANES", Const::U32(LANES)),
-        ("NV", Const::U32(1)),
-        ("SPLIT", Const::U32(SPLIT)),
+        ("HG", Const::U32(hg)),
+        ("NV", Const::U32(hg)),
+        ("PAIRS_PER_LANE", Const::U32((c.kv_width() as u32 / 2).div_ceil(LANES))),
+        ("SPLIT_MAX", Const::U32(SPLIT_MAX)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("EPS", Const::F32(LORA_NORM_EPS)),
     ];
@@ -68,12 +90,11 @@ pub fn mla_attention(
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32, splits(max_ctx), 1]);
+    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]);
 
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
         ("DIMS", Const::U32(COMBINE_DIMS)),
-        ("SPLIT", Const::U32(SPLIT)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("EPS", Const::F32(LORA_NORM_EPS)),
     ];

@@ -55,22 +55,23 @@ fn mla_query_consts(c: &crate::model::ModelConfig) -> [(&'static str, crate::gpu
     ]
 }
 
-/// The per-step uniform (`wgsl/step.wgsl`), padded to 16 bytes: the (first) position, and the
-/// tokens of a prefill chunk (1 for a decode step).
+/// The per-step uniform (`wgsl/step.wgsl`), padded to 16 bytes: the (first) position, the tokens
+/// of a prefill chunk (1 for a decode step), and a decode step's attention split length.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Step {
     pub pos: u32,
     pub n: u32,
-    pub pad: [u32; 2],
+    pub split: u32,
+    pub pad: u32,
 }
 
 impl Step {
     pub fn at(pos: usize) -> Self {
-        Self { pos: pos as u32, n: 1, pad: [0; 2] }
+        Self { pos: pos as u32, n: 1, split: mla_attention::split_len(pos), pad: 0 }
     }
 
     pub fn chunk(pos: usize, n: usize) -> Self {
-        Self { pos: pos as u32, n: n as u32, pad: [0; 2] }
+        Self { pos: pos as u32, n: n as u32, split: 0, pad: 0 }
     }
 }
