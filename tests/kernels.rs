@@ -956,8 +956,8 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
         let (heads, lora, rope, kw, qk, nope) =
             (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
-        // Splits of 8 positions (up to 1,024), 24 (2,500: several rounds of 8, a partly full last
-        // one) and, on the small shape, the longest splits (33,000 positions).
+        // Splits of 8 positions (contexts up to 512), 40 (2,500: five rounds of 8, the last split
+        // part full) and, on the small shape, the longest splits (33,000 positions).
         let mut cases = vec![
             (1usize, 1.0f32, 1.0f32),
             (5, 1.0, 20.0),

@@ -10,11 +10,15 @@ use anyhow::Result;
 const WG: u32 = 256;
 /// Threads that score one cached position together.
 const LANES: u32 = 32;
-/// Positions per split workgroup: at least MIN_SPLIT (one per team), at most SPLIT_MAX, and as
-/// many as keep a context within TARGET_SPLITS splits.
+/// Positions per split workgroup (at least MIN_SPLIT, one per team): enough splits to fill the
+/// GPU (SPLITS_AIM), splits of at most SPLIT_LONG positions, until that would take more than
+/// MAX_SPLITS; beyond, MAX_SPLITS splits of up to SPLIT_MAX positions. Measured on the H200
+/// (BENCHMARKS.md): 24 positions beat 16 at depth 1024, 40 beat 24 at 2048 and 72 or 48 at 4096.
 const MIN_SPLIT: u32 = WG / LANES;
+const SPLITS_AIM: u32 = 64;
+const SPLIT_LONG: u32 = 40;
+const MAX_SPLITS: u32 = 128;
 const SPLIT_MAX: u32 = 256;
-const TARGET_SPLITS: u32 = 128;
 /// The most heads one split workgroup serves (each lane holds its share of their queries in
 /// registers, 9 pairs per head at the real shape): 4 of the real model's 20 heads, best over depths
 /// 0-4096 on the H200 (BENCHMARKS.md); at most the workgroup's teams, which reduce one head each.
@@ -46,13 +50,15 @@ fn heads_per_group(n_heads: usize) -> u32 {
 
 /// The split length at position `pos`, a multiple of the positions a split scores at once.
 pub fn split_len(pos: usize) -> u32 {
-    (pos as u32 + 1).div_ceil(TARGET_SPLITS).next_multiple_of(MIN_SPLIT).min(SPLIT_MAX)
+    let n = pos as u32 + 1;
+    let len = |splits: u32| n.div_ceil(splits).next_multiple_of(MIN_SPLIT);
+    len(SPLITS_AIM).min(SPLIT_LONG).max(len(MAX_SPLITS)).min(SPLIT_MAX)
 }
 
 /// The most splits any position below `max_ctx` needs (the split pass's grid).
 fn splits(max_ctx: usize) -> u32 {
     let ctx = max_ctx as u32;
-    ctx.div_ceil(MIN_SPLIT).min(TARGET_SPLITS).max(ctx.div_ceil(SPLIT_MAX))
+    ctx.div_ceil(MIN_SPLIT).min(MAX_SPLITS).max(ctx.div_ceil(SPLIT_MAX))
 }
 
 /// Floats of the partials buffer for a context of `max_ctx`.
