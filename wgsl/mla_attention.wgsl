@@ -10,7 +10,8 @@
 // A team of LANES threads scores one position: each lane holds its pairs of the HG queries in
 // registers and loads its pairs of the row once.
 // The current position is not in the cache yet: the splits that hold it build its row
-// (mla_cache_row.wgsl) in workgroup memory; the merge pass stores it.
+// (mla_cache_row.wgsl) in workgroup memory, and the first head group's stores it (no workgroup of
+// this pass reads that row from the cache).
 // Host constants: WG, LANES, HG (= NV, at most WG / LANES), PAIRS_PER_LANE, SPLIT_MAX, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS,
 // KV_F16.
 
@@ -18,7 +19,7 @@
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read> cache: array<u32>;
+@group(0) @binding(4) var<storage, read_write> cache: array<u32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read> ckv: array<f32>;
 @group(0) @binding(7) var<storage, read> kv_norm: array<f32>;
@@ -63,6 +64,9 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         let inv = cache_row_inv_rms(0u, tid);
         for (var j = tid; j < PAIRS; j += WG) {
             cur[j] = cache_row_pair(0u, step.pos, j, inv);
+            if wid.x == 0u {
+                cache_store_pair(step.pos, j, cur[j]);
+            }
         }
     }
     let team = tid / LANES;

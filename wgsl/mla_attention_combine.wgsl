@@ -1,17 +1,12 @@
 // Merges the splits of mla_attention.wgsl for head h: ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s.
 // Workgroup (h, g) writes context floats [g * DIMS, (g + 1) * DIMS); its WG / DIMS groups of DIMS
 // threads each sum every GROUPS-th split, so deep contexts do not run one long chain of loads per
-// thread, and meet in shared memory. Workgroup (0, 0) also stores the current position's cache row
-// (the split pass read the cache, so it could not).
-// Host constants: WG, DIMS, N_SPLITS, KV_LORA, ROPE, KV_W, EPS, KV_F16.
+// thread, and meet in shared memory.
+// Host constants: WG, DIMS, N_SPLITS, KV_LORA.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ctx: array<f32>;
-@group(0) @binding(3) var<storage, read> ckv: array<f32>;
-@group(0) @binding(4) var<storage, read> kv_norm: array<f32>;
-@group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read_write> cache: array<u32>;
 
 const PART: u32 = KV_LORA + 4u;
 const GROUPS: u32 = WG / DIMS;
@@ -23,12 +18,6 @@ var<workgroup> group_sum: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    if wid.x == 0u && wid.y == 0u {
-        let inv = cache_row_inv_rms(0u, tid);
-        for (var j = tid; j < KV_W / 2u; j += WG) {
-            cache_store_pair(step.pos, j, cache_row_pair(0u, step.pos, j, inv));
-        }
-    }
     let h = wid.x;
     let splits = (step.pos + step.split) / step.split;
     let head = h * N_SPLITS * PART;

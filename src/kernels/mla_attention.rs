@@ -1,6 +1,6 @@
-//! `wgsl/mla_attention.wgsl` (attention split over the context) and
-//! `wgsl/mla_attention_combine.wgsl` (the merge of the splits, which also stores the current
-//! position's cache row, `wgsl/mla_cache_row.wgsl`).
+//! `wgsl/mla_attention.wgsl` (attention split over the context, which also stores the current
+//! position's cache row, `wgsl/mla_cache_row.wgsl`) and `wgsl/mla_attention_combine.wgsl` (the
+//! merge of the splits).
 
 use super::{mla_consts, mla_query_consts, Reduce, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
@@ -33,7 +33,7 @@ pub struct AttentionArgs<'a> {
     pub q: &'a wgpu::Buffer,
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
-    /// The latent cache; the merge pass stores the current position's row into it.
+    /// The latent cache; the split pass stores the current position's row into it.
     pub cache: &'a wgpu::Buffer,
     /// The current position's kv_a output (latent, then unroped key) and the latent's norm weight.
     pub ckv: &'a wgpu::Buffer,
@@ -90,10 +90,12 @@ pub fn mla_attention(
     let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &split_consts, &reduce_consts].concat();
     let source = compose(
         &consts,
-        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, REDUCE, reduce].concat(),
+        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, CACHE_STORE, REDUCE, reduce]
+            .concat(),
     );
     let read = Binding::Read;
-    let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite, read, read];
+    let rw = Binding::ReadWrite;
+    let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
     let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]);
@@ -102,17 +104,13 @@ pub fn mla_attention(
         ("WG", Const::U32(COMBINE_WG)),
         ("DIMS", Const::U32(COMBINE_DIMS)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
-        ("EPS", Const::F32(LORA_NORM_EPS)),
+        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
     ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &combine_consts].concat();
-    let source = compose(
-        &consts,
-        &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), CACHE_ROW, CACHE_STORE, REDUCE].concat(),
-    );
-    let rw = Binding::ReadWrite;
-    let bindings = [Binding::Uniform, read, rw, read, read, read, rw];
+    let source =
+        compose(&combine_consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), REDUCE].concat());
+    let bindings = [Binding::Uniform, read, rw];
     let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out, a.ckv, a.kv_norm, a.rope, a.cache]);
+    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
     let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([split, combine])
