@@ -17,28 +17,34 @@ struct RouteTables {
 
 // Fills t.expert / t.weight from the logits at `at`. Every thread of the threadgroup calls it (barriers).
 inline void choose_route(RouteTables t, device const float* logits, device const float* bias, uint tid, uint at) {
-    for (uint e = tid; e < 4 * N_EXP4; e += WG) {
-        t.key[e / 4][e % 4] = e < N_EXP ? logits[at + e] : NO_KEY;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // Softmax scores need the max and the sum over all logits first; sigmoid scores (GLM's) do
+    // not, so their keys are made straight from the loads, one barrier before the ranking.
     float m = -3.0e38f;
     float total = 0.0f;
     if (SOFTMAX) {
+        for (uint e = tid; e < N_EXP; e += WG) {
+            t.score[e] = logits[at + e];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (uint j = 0; j < N_EXP; j++) {
-            m = max(m, t.key[j / 4][j % 4]);
+            m = max(m, t.score[j]);
         }
         for (uint j = 0; j < N_EXP; j++) {
-            total += exp(t.key[j / 4][j % 4] - m);
+            total += exp(t.score[j] - m);
         }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint e = tid; e < N_EXP; e += WG) {
-        float l = t.key[e / 4][e % 4];
-        float s = SOFTMAX ? exp(l - m) / total : 1.0f / (1.0f + exp(-l));
-        t.score[e] = s;
-        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above NO_KEY).
-        float k = s + bias[e];
-        t.key[e / 4][e % 4] = k == k ? k : -3.4e38f;
+    for (uint e = tid; e < 4 * N_EXP4; e += WG) {
+        float key = NO_KEY;
+        if (e < N_EXP) {
+            float l = logits[at + e];
+            float s = SOFTMAX ? exp(l - m) / total : 1.0f / (1.0f + exp(-l));
+            t.score[e] = s;
+            // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above NO_KEY).
+            float k = s + bias[e];
+            key = k == k ? k : -3.4e38f;
+        }
+        t.key[e / 4][e % 4] = key;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint e = tid; e < N_EXP; e += WG) {

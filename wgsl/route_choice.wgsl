@@ -20,32 +20,38 @@ var<workgroup> route_weight: array<f32, TOPK + 1u>;
 
 // Fills route_expert / route_weight from the logits at `at`. Every invocation must call it (barriers).
 fn choose_route(tid: u32, at: u32) {
-    for (var e = tid; e < 4u * N_EXP4; e += WG) {
-        route_key[e / 4u][e % 4u] = select(NO_KEY, router_logits[at + min(e, N_EXP - 1u)], e < N_EXP);
-    }
-    workgroupBarrier();
+    // Softmax scores need the max and the sum over all logits first; sigmoid scores (GLM's) do
+    // not, so their keys are made straight from the loads, one barrier before the ranking.
     var m = -3.0e38;
     var total = 0.0;
     if SOFTMAX {
+        for (var e = tid; e < N_EXP; e += WG) {
+            route_score[e] = router_logits[at + e];
+        }
+        workgroupBarrier();
         for (var j = 0u; j < N_EXP; j++) {
-            m = max(m, route_key[j / 4u][j % 4u]);
+            m = max(m, route_score[j]);
         }
         for (var j = 0u; j < N_EXP; j++) {
-            total += exp(route_key[j / 4u][j % 4u] - m);
+            total += exp(route_score[j] - m);
         }
+        workgroupBarrier();
     }
-    workgroupBarrier();
-    for (var e = tid; e < N_EXP; e += WG) {
-        let l = route_key[e / 4u][e % 4u];
-        var s = 1.0 / (1.0 + exp(-l));
-        if SOFTMAX {
-            s = exp(l - m) / total;
+    for (var e = tid; e < 4u * N_EXP4; e += WG) {
+        var key = NO_KEY;
+        if e < N_EXP {
+            let l = router_logits[at + e];
+            var s = 1.0 / (1.0 + exp(-l));
+            if SOFTMAX {
+                s = exp(l - m) / total;
+            }
+            route_score[e] = s;
+            // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead
+            // (above NO_KEY).
+            let k = s + router_bias[e];
+            key = select(-3.4e38, k, k == k);
         }
-        route_score[e] = s;
-        // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above
-        // NO_KEY).
-        let k = s + router_bias[e];
-        route_key[e / 4u][e % 4u] = select(-3.4e38, k, k == k);
+        route_key[e / 4u][e % 4u] = key;
     }
     workgroupBarrier();
     for (var e = tid; e < N_EXP; e += WG) {
