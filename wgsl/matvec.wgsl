@@ -13,7 +13,8 @@
 // STACK (a second matrix, W1, of `rows1` rows after W0's, writing y1: two products of one input),
 // INT8 (some matrix takes int8 inputs: round each input chunk as src/quant/activations.rs does),
 // PREPARE (also store the input normalised and rounded to int8 by 32 values, as an int8 product
-// would see it, in y1 for later passes over the same input: workgroup 0 writes it), PREPARED (x is
+// would see it, in y1 for later passes over the same input: a workgroup of its own after the
+// product's writes it, off the product's path, and workgroup 0 the norm's scale), PREPARED (x is
 // such a stored input: no norm or rounding left to do; both matrices take int8 inputs).
 // A prepared input is PREP_WORDS words per chunk: the 8 int8 words, Σ q (i32 bits), the scale dx,
 // two unused; then the norm's scale 1 / rms (1 without a norm).
@@ -128,6 +129,25 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         group -= p.groups0;
         rows = p.rows1;
     }
+    if PREPARE && group == p.groups0 {
+        // By 32 values, whatever the weight's chunk.
+        for (var c = tid; c < p.chunks * CHUNK_V4 / 8u; c += WG) {
+            var xs: array<vec4<f32>, 8>;
+            for (var i = 0u; i < 8u; i++) { // unroll
+                xs[i] = x[c * 8u + i];
+                if NORM {
+                    xs[i] *= gnorm[c * 8u + i];
+                }
+            }
+            let q = round_to_int8(xs);
+            for (var i = 0u; i < 8u; i++) { // unroll
+                y1[c * PREP_WORDS + i] = bitcast<f32>(q.xq[i]);
+            }
+            y1[c * PREP_WORDS + 8u] = bitcast<f32>(q.qsum);
+            y1[c * PREP_WORDS + 9u] = q.dx;
+        }
+        return;
+    }
     let row0 = (group * TEAMS + team) * ROWS;
     let slot = wid.z;
     var items = p.chunks;
@@ -174,24 +194,6 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     }
     if NORM {
         v[NV - 1u] = sumsq;
-    }
-    if PREPARE && group == 0u && slot == 0u {
-        // By 32 values, whatever the weight's chunk.
-        for (var c = tid; c < p.chunks * CHUNK_V4 / 8u; c += WG) {
-            var xs: array<vec4<f32>, 8>;
-            for (var i = 0u; i < 8u; i++) { // unroll
-                xs[i] = x[c * 8u + i];
-                if NORM {
-                    xs[i] *= gnorm[c * 8u + i];
-                }
-            }
-            let q = round_to_int8(xs);
-            for (var i = 0u; i < 8u; i++) { // unroll
-                y1[c * PREP_WORDS + i] = bitcast<f32>(q.xq[i]);
-            }
-            y1[c * PREP_WORDS + 8u] = bitcast<f32>(q.qsum);
-            y1[c * PREP_WORDS + 9u] = q.dx;
-        }
     }
     reduce_team(&v, tid, lane);
     if lane != 0u {

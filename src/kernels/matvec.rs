@@ -327,7 +327,8 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let per_group = tiling.rows * tiling.teams;
     let groups0 = rows.div_ceil(per_group);
     let rows1 = a.stacked.map_or(0, |s| s.w.rows() as u32);
-    let [gx, gy] = grid(groups0 + rows1.div_ceil(per_group));
+    // A pass that prepares its input does so in one more workgroup.
+    let [gx, gy] = grid(groups0 + rows1.div_ceil(per_group) + a.prepare.is_some() as u32);
     let params =
         [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, groups0, rows1, a.w.n_matrices() as u32, 0, 0, 0];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
