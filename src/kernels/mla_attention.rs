@@ -115,3 +115,27 @@ pub fn mla_attention(
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([split, combine])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every position's splits fit the grid and the partials of its context; splits are whole
+    /// rounds of positions, at most SPLIT_MAX, and the rule gives the measured lengths.
+    #[test]
+    fn split_lengths_fit_the_grid() {
+        for max_ctx in [1usize, 7, 8, 9, 300, 513, 4096, 5121, 32_768, 33_000, 202_752] {
+            let grid = splits(max_ctx);
+            for pos in 0..max_ctx {
+                let len = split_len(pos);
+                assert!(len.is_multiple_of(MIN_SPLIT) && len <= SPLIT_MAX, "pos {pos}: split of {len}");
+                let needed = (pos as u32 + 1).div_ceil(len);
+                assert!(needed <= grid, "pos {pos} of {max_ctx}: {needed} splits of {len} > grid {grid}");
+            }
+        }
+        let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(split_len).to_vec();
+        assert_eq!(lens, [8, 8, 16, 24, 40, 40, 72, 256]);
+        assert_eq!(heads_per_group(20), 4);
+        assert_eq!(heads_per_group(3), 3);
+    }
+}
