@@ -3,17 +3,17 @@
 // [g * HG, (g + 1) * HG), score(t) = SCALE * (q_lat · latent(t) + rope(q_rope) · k_rope(t)), and
 // writes each head's split max m, sum l = Σ exp(score - m) and unnormalised context
 // Σ exp(score - m) latent(t) to `partials`; mla_attention_combine.wgsl merges the splits. The split
-// length L = step.split (at most SPLIT_MAX) grows with the context so that short contexts still
+// length L = step.split (at most SPLIT_MAX) grows with the position so that short contexts still
 // spread over many workgroups and long ones do not leave the merge thousands of splits.
 // All heads attend to the same latent rows, so a workgroup serving HG heads reads each row once
 // for all of them (one head per workgroup read the cache n_heads times over, from L2).
 // A team of LANES threads scores one position: each lane holds its pairs of the HG queries in
 // registers and loads its pairs of the row once.
 // The current position is not in the cache yet: the splits that hold it build its row
-// (mla_cache_row.wgsl) in workgroup memory, and the first head group's stores it (no workgroup of
-// this pass reads that row from the cache).
-// Host constants: WG, LANES, HG (= NV, at most WG / LANES), PAIRS_PER_LANE, SPLIT_MAX, N_SPLITS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS,
-// KV_F16.
+// (mla_cache_row.wgsl) in workgroup memory, and the first head group's workgroup stores it (no
+// workgroup of this pass reads that row from the cache).
+// Host constants: WG, LANES, HG (= NV, at most WG / LANES), PAIRS_PER_LANE, SPLIT_MAX, N_SPLITS,
+// KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<f32>;

@@ -259,8 +259,12 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     );
     if a.prepare.is_some() {
         ensure!(
-            a.matrix == MatrixOf::Single && a.slots == 1 && a.out == Output::Store && !a.prepared,
-            "a pass that prepares its input for later passes is one plain product"
+            a.matrix == MatrixOf::Single
+                && a.slots == 1
+                && a.out == Output::Store
+                && !a.prepared
+                && a.stacked.is_none(),
+            "a pass that prepares its input for later passes is one plain product (its second output is the prepared input)"
         );
         ensure!(
             a.w.row_len().is_multiple_of(PREP_CHUNK)
