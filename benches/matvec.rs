@@ -29,23 +29,26 @@ enum Use {
 }
 
 /// (name, rows, cols, use): the real model's matrices.
-const SHAPES: [(&str, usize, usize, Use); 6] = [
+const SHAPES: [(&str, usize, usize, Use); 7] = [
     ("attn_q_a 768x2048", 768, 2048, Use::Dense),
     ("attn_q_b 5120x768", 5120, 768, Use::Dense),
     ("attn_output 2048x5120", 2048, 5120, Use::Dense),
     ("shexp gate 1536x2048", 1536, 2048, Use::Dense),
     ("exps gate+up 4 of 64 1536x2048", 1536, 2048, Use::ExpertsGateUp),
     ("exps down 4 of 64 2048x1536", 2048, 1536, Use::ExpertsDown),
+    // The LM head: one dispatch per token, but the largest read (252 MB at Q6_K).
+    ("output 151552x2048", 151552, 2048, Use::Dense),
 ];
 
 const TYPES: [GgmlType; 3] = [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0];
 
 /// (lanes, rows per team, threads per workgroup).
-const TILINGS: [(u32, u32, u32); 14] = [
+const TILINGS: [(u32, u32, u32); 15] = [
     (16, 4, 64),
     (32, 2, 64),
     (32, 4, 64),
     (32, 4, 128),
+    (32, 8, 64),
     (64, 1, 64),
     (64, 2, 64),
     (64, 4, 64),
