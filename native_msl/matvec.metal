@@ -18,6 +18,12 @@ struct Params {
     uint rows1;     // STACK: rows of W1
 };
 
+// Threadgroup arrays, declared in the kernel body as Metal requires; the CPU harness that runs this
+// kernel whole (check/matvec_harness.cpp) makes them statics its threads share.
+#ifndef threadgroup_array
+#define threadgroup_array threadgroup
+#endif
+
 #define SG 32u
 #define PREP_WORDS 12u
 // The pass that prepares an input (PREPARE, the router's) has no Metal twin: src/kernels/matvec.rs
@@ -81,11 +87,11 @@ kernel void matvec(
     device const float* router_bias [[buffer(11)]],
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
-    threadgroup float red[RED_SLOTS][NV];
-    threadgroup float4 route_key[N_EXP4];
-    threadgroup float route_score[N_EXP];
-    threadgroup uint route_expert[TOPK + 1];
-    threadgroup float route_weight[TOPK + 1];
+    threadgroup_array float red[RED_SLOTS][NV];
+    threadgroup_array float4 route_key[N_EXP4];
+    threadgroup_array float route_score[N_EXP];
+    threadgroup_array uint route_expert[TOPK + 1];
+    threadgroup_array float route_weight[TOPK + 1];
     RouteTables chosen = {route_key, route_score, route_expert, route_weight};
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);

@@ -314,7 +314,7 @@ impl KernelCache {
                 Err(e) => return Err(e),
             }
         } else {
-            Kernel::new(ctx, name, &source, None, bindings, self.wgsl())?
+            Kernel::new(ctx, name, &source, msl.as_deref(), bindings, self.wgsl())?
         };
         let k = Rc::new(k);
         self.kernels.insert(source, k.clone());

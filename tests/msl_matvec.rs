@@ -1,0 +1,209 @@
+//! The Metal matvec kernel (native_msl/matvec.metal with route_choice.metal, inputs.metal and
+//! formats.metal) run whole on the CPU against its WGSL twin on the test adapter: for each variant the
+//! engine builds (norm folded, stacked q_a + kv_a, per-head, residual add, experts chosen in the
+//! pass from sigmoid or softmax logits with a prepared or a normalised input, routed sum), the WGSL
+//! dispatch runs on the GPU, and native_msl/check/matvec_harness.cpp runs the kernel's Metal source on
+//! copies of the same buffers, its threadgroups as threads with barriers and simdgroup shuffles
+//! emulated. Every buffer must come out the same: expert ids exactly, floats to 1e-4 of the largest
+//! output (the sums run in another order). What this cannot show: that Metal's compiler and an Apple
+//! GPU compute the same (no Metal on Linux).
+
+use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
+use glm_wgpu::kernels::router::RouteChoice;
+use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked};
+use glm_wgpu::model::{Gating, ModelConfig, TensorData};
+use glm_wgpu::quant::{self, GgmlType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The binding of the route buffer: expert ids in words [0, 8).
+const ROUTE: usize = 3;
+
+fn random(rng: &mut StdRng, n: usize, amp: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-amp..amp)).collect()
+}
+
+fn weight(ctx: &GpuContext, rng: &mut StdRng, t: GgmlType, shape: &[usize]) -> GpuWeight {
+    let values = random(rng, shape.iter().product(), 0.1);
+    let bytes = quant::quantize(t, &values).unwrap();
+    GpuWeight::upload(ctx, "w", &TensorData { ggml_type: t, shape: shape.to_vec(), bytes: Cow::Owned(bytes) }).unwrap()
+}
+
+fn floats(ctx: &GpuContext, rng: &mut StdRng, n: usize, amp: f32) -> wgpu::Buffer {
+    ctx.storage_init("f", bytemuck::cast_slice(&random(rng, n, amp))).unwrap()
+}
+
+fn words(ctx: &GpuContext, b: &wgpu::Buffer) -> Vec<u32> {
+    bytemuck::pod_collect_to_vec(&ctx.read_buffer(b, 0, b.size()).unwrap())
+}
+
+/// The harness compiled for one composed Metal source.
+fn harness(dir: &Path, msl: &str, k: usize) -> PathBuf {
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
+    let src = dir.join(format!("matvec{k}.metal"));
+    std::fs::write(&src, msl).unwrap();
+    let exe = dir.join(format!("matvec{k}"));
+    let out = Command::new("clang++")
+        .args(["-std=c++20", "-O1", "-x", "c++", "-Wall", "-Wno-unknown-attributes", "-Werror", "-pthread", "-I"])
+        .arg(&check)
+        .arg(format!("-DMSL_SOURCE=\"{}\"", src.display()))
+        .arg(check.join("matvec_harness.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("clang++ (apt-get install clang) runs the Metal kernels on Linux");
+    assert!(out.status.success(), "variant {k}: {}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+/// Runs `d` on the GPU and its Metal twin on the CPU from the same buffers; compares what each wrote.
+fn compare(ctx: &GpuContext, dir: &Path, name: &str, k: usize, d: &Dispatch) {
+    let msl = d.kernel.msl.as_deref().unwrap_or_else(|| panic!("{name}: no Metal twin"));
+    let before: Vec<Vec<u32>> = d.bound.buffers.iter().map(|b| words(ctx, b)).collect();
+    ctx.run(&[d]).unwrap();
+    let gpu: Vec<Vec<u32>> = d.bound.buffers.iter().map(|b| words(ctx, b)).collect();
+
+    let mut input = Vec::new();
+    for b in &before {
+        input.extend((b.len() as u32).to_le_bytes());
+        input.extend(b.iter().flat_map(|w| w.to_le_bytes()));
+    }
+    input.extend(d.groups.iter().flat_map(|g| g.to_le_bytes()));
+    let mut child = Command::new(harness(dir, msl, k)).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{name}: harness exit {:?}", out.status);
+    let mut cpu: Vec<u32> = out.stdout.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect();
+
+    let mut written = 0;
+    for (i, (b, g)) in before.iter().zip(&gpu).enumerate() {
+        let c: Vec<u32> = cpu.drain(..b.len()).collect();
+        // A binding the kernel leaves unused gets another binding's buffer; the harness has a copy.
+        let alias = d.bound.buffers[..i].contains(&d.bound.buffers[i]);
+        if alias || (g == b && c == *b) {
+            continue;
+        }
+        written += 1;
+        let exact = if i == ROUTE { 8 } else { 0 };
+        assert_eq!(c[..exact], g[..exact], "{name}: binding {i}, expert ids (Metal on the CPU vs WGSL)");
+        let f = |w: &u32| f32::from_bits(*w);
+        let scale = g[exact..].iter().map(|w| f(w).abs()).fold(0f32, f32::max).max(1e-30);
+        for (j, (cw, gw)) in c.iter().zip(g).enumerate().skip(exact) {
+            let (cv, gv) = (f(cw), f(gw));
+            assert!(
+                cw == gw || (cv - gv).abs() <= 1e-4 * scale,
+                "{name}: binding {i} word {j}: Metal on the CPU {cv}, WGSL {gv} (largest {scale})"
+            );
+        }
+    }
+    assert!(written > 0, "{name}: the kernel wrote nothing");
+}
+
+#[test]
+fn metal_matvec_on_the_cpu_matches_wgsl() {
+    let ctx =
+        GpuContext::new(None).unwrap_or_else(|e| panic!("this test needs a GPU adapter for the WGSL twin: {e:#}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut kc = KernelCache::default();
+    let mut k = 0;
+    let mut check = |name: &str, d: Dispatch| {
+        compare(&ctx, dir.path(), name, k, &d);
+        k += 1;
+    };
+    let cols = 512;
+    let x = floats(&ctx, &mut rng, cols, 3.0);
+    let gnorm = floats(&ctx, &mut rng, cols, 2.0);
+    let route = ctx.storage("route", 64).unwrap();
+    let norm = |w| Some(InputNorm { weight: w, eps: 1e-5 });
+
+    // q_a + kv_a: two matrices of one normalised input, int8 products.
+    let (wa, wb) =
+        (weight(&ctx, &mut rng, GgmlType::Q8_0, &[70, cols]), weight(&ctx, &mut rng, GgmlType::Q4K, &[40, cols]));
+    let (ya, yb) = (ctx.storage("ya", 70 * 4).unwrap(), ctx.storage("yb", 40 * 4).unwrap());
+    let args = MatvecArgs {
+        stacked: Some(Stacked { w: &wb, y: &yb }),
+        norm: norm(&gnorm),
+        ..MatvecArgs::new(&wa, &x, &ya, &route, true)
+    };
+    check("stacked Q8_0 + Q4_K, norm, int8", matvec(&ctx, &mut kc, args).unwrap());
+
+    // The attention output: f32 or int8 inputs, added to the residual.
+    for (t, int8) in [(GgmlType::Q6K, true), (GgmlType::BF16, false), (GgmlType::Q5K, false)] {
+        let w = weight(&ctx, &mut rng, t, &[37, cols]);
+        let y = floats(&ctx, &mut rng, 37, 1.0);
+        let args = MatvecArgs { out: Output::Add, ..MatvecArgs::new(&w, &x, &y, &route, int8) };
+        check(&format!("{} add, int8 {int8}", t.name()), matvec(&ctx, &mut kc, args).unwrap());
+    }
+
+    // Per-head products (k_b): matrix i for slot i, f32 inputs.
+    let heads = floats(&ctx, &mut rng, 3 * 96, 1.0);
+    let w = weight(&ctx, &mut rng, GgmlType::Q8_0, &[3, 64, 96]);
+    let y = ctx.storage("y", 3 * 64 * 4).unwrap();
+    let args = MatvecArgs {
+        matrix: MatrixOf::Slot,
+        slots: 3,
+        x_stride: 96,
+        y_stride: 64,
+        ..MatvecArgs::new(&w, &heads, &y, &route, false)
+    };
+    check("per-head Q8_0", matvec(&ctx, &mut kc, args).unwrap());
+
+    // The experts: gate/up choosing its routes (sigmoid with a prepared input, softmax with the
+    // norm folded), then the routed down pass summing them into the residual.
+    let tiny =
+        ModelConfig { n_experts: 16, n_experts_used: 4, ..ModelConfig::from_hf_file(&fixture("config.json")).unwrap() };
+    let (rows, experts) = (48, tiny.n_experts + 1);
+    let (gate, up) = (
+        weight(&ctx, &mut rng, GgmlType::Q4K, &[experts, rows, cols]),
+        weight(&ctx, &mut rng, GgmlType::Q4K, &[experts, rows, cols]),
+    );
+    let logits = floats(&ctx, &mut rng, tiny.n_experts, 2.0);
+    let bias = floats(&ctx, &mut rng, tiny.n_experts, 0.5);
+    let prepared = ctx.storage("prepared", prepared_bytes(cols)).unwrap();
+    let router = weight(&ctx, &mut rng, GgmlType::F32, &[tiny.n_experts, cols]);
+    let scratch = ctx.storage("router logits", tiny.n_experts as u64 * 4).unwrap();
+    let prepare = MatvecArgs {
+        norm: norm(&gnorm),
+        prepare: Some(&prepared),
+        ..MatvecArgs::new(&router, &x, &scratch, &route, true)
+    };
+    ctx.run(&[&matvec(&ctx, &mut kc, prepare).unwrap()]).unwrap();
+    let act = ctx.storage("act", 5 * rows as u64 * 4).unwrap();
+    for (gating, prepared_input) in [(Gating::Sigmoid, true), (Gating::Softmax, false)] {
+        let choice = RouteChoice::new(&ModelConfig { gating, ..tiny.clone() }, true).unwrap();
+        let args = MatvecArgs {
+            up: Some(&up),
+            matrix: MatrixOf::Routed,
+            choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias }),
+            slots: 5,
+            y_stride: rows as u32,
+            norm: (!prepared_input).then_some(InputNorm { weight: &gnorm, eps: 1e-5 }),
+            prepared: prepared_input,
+            ..MatvecArgs::new(&gate, if prepared_input { &prepared } else { &x }, &act, &route, true)
+        };
+        check(
+            &format!("experts gate/up choosing ({gating:?}), prepared {prepared_input}"),
+            matvec(&ctx, &mut kc, args).unwrap(),
+        );
+    }
+    let down = weight(&ctx, &mut rng, GgmlType::Q6K, &[experts, 64, rows.next_multiple_of(256)]);
+    let act = floats(&ctx, &mut rng, 5 * rows.next_multiple_of(256), 1.0);
+    let y = floats(&ctx, &mut rng, 64, 1.0);
+    let args = MatvecArgs {
+        matrix: MatrixOf::Routed,
+        out: Output::AddRoutedSum,
+        slots: 5,
+        x_stride: rows.next_multiple_of(256) as u32,
+        ..MatvecArgs::new(&down, &act, &y, &route, true)
+    };
+    check("experts down Q6_K, routed sum", matvec(&ctx, &mut kc, args).unwrap());
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny").join(name)
+}
