@@ -1,7 +1,8 @@
 //! The Metal matvec kernel (native_msl/matvec.metal with route_choice.metal, inputs.metal and
 //! formats.metal) run whole on the CPU against its WGSL twin on the test adapter: for each variant the
-//! engine builds (norm folded, stacked q_a + kv_a, per-head, residual add, experts chosen in the
-//! pass from sigmoid or softmax logits with a prepared or a normalised input, routed sum), the WGSL
+//! engine builds (every weight format, norm folded, stacked q_a + kv_a, dense gate/up, per-head,
+//! residual add, experts chosen in the pass from sigmoid or softmax logits with a prepared or a
+//! normalised input, routed sum), the WGSL
 //! dispatch runs on the GPU, and native_msl/check/matvec_harness.cpp runs the kernel's Metal source on
 //! copies of the same buffers, its threadgroups as threads with barriers and simdgroup shuffles
 //! emulated. Every buffer must come out the same: expert ids exactly, floats to 1e-4 of the largest
@@ -12,7 +13,7 @@ use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::router::RouteChoice;
 use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
-use glm_wgpu::quant::{self, GgmlType};
+use glm_wgpu::quant::{self, activations, GgmlType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::borrow::Cow;
@@ -131,6 +132,24 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         ..MatvecArgs::new(&wa, &x, &ya, &route, true)
     };
     check("stacked Q8_0 + Q4_K, norm, int8", matvec(&ctx, &mut kc, args).unwrap());
+
+    // Every weight format in a plain product, with int8 inputs where the format takes them.
+    for t in GgmlType::SUPPORTED {
+        let w = weight(&ctx, &mut rng, t, &[33, cols]);
+        let y = ctx.storage("y", 33 * 4).unwrap();
+        let int8 = activations::takes_int8_input(t);
+        check(
+            &format!("{} store, int8 {int8}", t.name()),
+            matvec(&ctx, &mut kc, MatvecArgs::new(&w, &x, &y, &route, int8)).unwrap(),
+        );
+    }
+
+    // A dense gate/up pair with SiLU.
+    let (g, u) =
+        (weight(&ctx, &mut rng, GgmlType::Q8_0, &[50, cols]), weight(&ctx, &mut rng, GgmlType::Q8_0, &[50, cols]));
+    let y = ctx.storage("y", 50 * 4).unwrap();
+    let args = MatvecArgs { up: Some(&u), norm: norm(&gnorm), ..MatvecArgs::new(&g, &x, &y, &route, true) };
+    check("dense gate/up Q8_0, norm, int8", matvec(&ctx, &mut kc, args).unwrap());
 
     // The attention output: f32 or int8 inputs, added to the residual.
     for (t, int8) in [(GgmlType::Q6K, true), (GgmlType::BF16, false), (GgmlType::Q5K, false)] {
