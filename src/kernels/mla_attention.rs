@@ -20,8 +20,9 @@ const SPLIT_LONG: u32 = 40;
 const MAX_SPLITS: u32 = 128;
 const SPLIT_MAX: u32 = 256;
 /// The most heads one split workgroup serves (each lane holds its share of their queries in
-/// registers, 9 pairs per head at the real shape): 4 of the real model's 20 heads, best over depths
-/// 0-4096 on the H200 (BENCHMARKS.md); at most the workgroup's teams, which reduce one head each.
+/// registers, 9 pairs per head at the real shape): 4 of the real model's 20 heads, the best
+/// compromise over depths 0-4096 on the H200 (BENCHMARKS.md: 2 is 0.9 % faster at depth 0, 1.2 %
+/// slower at 4096); at most the workgroup's teams, which reduce one head each.
 const MAX_HEADS_PER_GROUP: u32 = 4;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
