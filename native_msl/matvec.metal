@@ -2,7 +2,8 @@
 // = WGSL binding i), host constants (as #defines) and results, so the engine swaps one for the other
 // per pipeline. A workgroup is TEAMS teams of LANES threads; a team owns ROWS rows, its lanes split
 // the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
-// partial sums meet through simdgroup shuffles (32 lanes) and threadgroup memory beyond that.
+// partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
+// threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE, PREPARED, INT8_0, INT8_1, EPS,
 // FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings), and route_choice.metal's;
 // see matvec.wgsl for each.
@@ -37,9 +38,16 @@ struct Params {
 // Sums each of a lane's NV values over its team; lane 0 of each team gets the totals. Every thread
 // of the workgroup calls it (barriers).
 inline void reduce_team(thread float (&v)[NV], threadgroup float (*red)[NV], uint tid, uint lane) {
-    for (uint m = 1; m < SPAN; m <<= 1) {
+    if (SPAN == SG) {
+        // The team spans whole simdgroups: one hardware sum each.
         for (uint k = 0; k < NV; k++) {
-            v[k] += simd_shuffle_xor(v[k], ushort(m));
+            v[k] = simd_sum(v[k]);
+        }
+    } else {
+        for (uint m = 1; m < SPAN; m <<= 1) {
+            for (uint k = 0; k < NV; k++) {
+                v[k] += simd_shuffle_xor(v[k], ushort(m));
+            }
         }
     }
     if (LANES > SG) {

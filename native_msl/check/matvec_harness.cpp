@@ -1,8 +1,9 @@
 // Runs the Metal matvec kernel whole on the CPU (tests/msl_matvec.rs): the composed source named by
 // MSL_SOURCE, compiled by clang against the metal_stdlib stand-in next to this file. Each threadgroup
 // runs as WG std::threads; its threadgroup arrays are statics they share; threadgroup_barrier is a
-// std::barrier and simd_shuffle_xor an exchange through memory between two of them (every thread of
-// the threadgroup reaches both, as the kernel's reductions require). Threadgroups run one at a time.
+// std::barrier, and simd_shuffle_xor and simd_sum exchange through memory between two of them
+// (every thread of the threadgroup reaches both, as the kernel's reductions require). Threadgroups
+// run one at a time.
 // Reads from stdin the kernel's 12 buffers in binding order (a u32 word count, then the words) and
 // the grid (3 u32); writes the 12 buffers as they are after the run.
 // The standard headers first: the stand-in defines Metal's address-space words (thread, device, ...)
@@ -31,6 +32,17 @@ float metal::simd_shuffle_xor(float v, ushort mask) {
     exchange[thread_id] = v;
     group_barrier->arrive_and_wait();
     float r = exchange[thread_id ^ mask];
+    group_barrier->arrive_and_wait();
+    return r;
+}
+
+float metal::simd_sum(float v) {
+    exchange[thread_id] = v;
+    group_barrier->arrive_and_wait();
+    float r = 0.0f;
+    for (uint i = thread_id & ~31u; i < (thread_id | 31u) + 1; i++) {
+        r += exchange[i];
+    }
     group_barrier->arrive_and_wait();
     return r;
 }
