@@ -4,9 +4,9 @@
 // the row's 32-weight chunks, each lane loads a chunk of x once for all ROWS rows, and the team's
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
-// Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE, PREPARED, INT8_0, INT8_1, EPS,
-// FORMAT0, FORMAT1 (formats.metal structs of the two weight bindings), and route_choice.metal's;
-// see matvec.wgsl for each.
+// Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
+// PREPARED, PREP_WORDS, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1 (formats.metal structs of the two
+// weight bindings), and route_choice.metal's; see matvec.wgsl for each.
 
 struct Params {
     uint rows;      // rows per matrix
@@ -26,7 +26,6 @@ struct Params {
 #endif
 
 #define SG 32u
-#define PREP_WORDS 12u
 // The pass that prepares an input (PREPARE, the router's) has no Metal twin: src/kernels/matvec.rs
 // leaves it to WGSL.
 #if PREPARE

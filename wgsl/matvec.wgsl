@@ -16,8 +16,8 @@
 // would see it, in y1 for later passes over the same input: a workgroup of its own after the
 // product's writes it, off the product's path, and workgroup 0 the norm's scale), PREPARED (x is
 // such a stored input: no norm or rounding left to do; both matrices take int8 inputs).
-// A prepared input is PREP_WORDS words per chunk: the 8 int8 words, Σ q (i32 bits), the scale dx,
-// two unused; then the norm's scale 1 / rms (1 without a norm).
+// A prepared input is PREP_WORDS (host constant) words per chunk: the 8 int8 words, Σ q (i32 bits),
+// the scale dx, two unused; then the norm's scale 1 / rms (1 without a norm).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
 // dot_input0 / dot_input1 over a ChunkInput.
 
@@ -49,7 +49,6 @@ struct Params {
 @group(0) @binding(11) var<storage, read> router_bias: array<f32>;
 
 const WG: u32 = LANES * TEAMS;
-const PREP_WORDS: u32 = 12u;
 
 // One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8
 // (int8_input.wgsl).

@@ -151,14 +151,22 @@ impl<'a> MatvecArgs<'a> {
             prepared: false,
         }
     }
+
+    /// The matrix bound as W1: the up projection, else the stacked matrix, else `w` itself.
+    fn second(&self) -> &'a GpuWeight {
+        self.up.or(self.stacked.map(|s| s.w)).unwrap_or(self.w)
+    }
 }
 
 /// Values of one chunk of a prepared input, as rounded to int8 (`wgsl/int8_input.wgsl`).
 const PREP_CHUNK: usize = 32;
+/// Words per chunk of a prepared input (a host constant of `wgsl/matvec.wgsl` and its Metal twin).
+const PREP_WORDS: usize = 12;
 
-/// The size of a prepared input of `len` values (`PREP_WORDS` words per 32, then the norm's scale).
+/// The size of a prepared input of `len` values (PREP_WORDS words per chunk, then the norm's
+/// scale, padded to a vec4).
 pub fn prepared_bytes(len: usize) -> u64 {
-    ((len.div_ceil(PREP_CHUNK) * 12 + 4) * 4) as u64
+    ((len.div_ceil(PREP_CHUNK) * PREP_WORDS + 4) * 4) as u64
 }
 
 /// Whether the product over `w` rounds its input to int8: when asked, for the formats that take it,
@@ -173,7 +181,7 @@ type Operand = (GgmlType, bool);
 /// The host constants of the kernel, and its two weight bindings.
 fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2]) {
     let per_row = if a.up.is_some() { 2 } else { 1 };
-    let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
+    let second = a.second();
     let (int8_0, int8_1) = (int8_input(a, a.w), int8_input(a, second));
     let mut consts = vec![
         ("LANES", Const::U32(t.lanes)),
@@ -189,6 +197,7 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("INT8", Const::Bool(int8_0 || int8_1)),
         ("PREPARE", Const::Bool(a.prepare.is_some())),
         ("PREPARED", Const::Bool(a.prepared)),
+        ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
     ];
     consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice)));
@@ -275,7 +284,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         );
     }
     if a.prepared {
-        let second = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
+        let second = a.second();
         ensure!(
             int8_input(&a, a.w) && int8_input(&a, second),
             "a prepared (int8) input needs matrices that take int8 inputs, not {} and {}",
@@ -336,7 +345,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let params =
         [rows, chunks, a.x_stride / 4, a.y_stride, a.slots, gx, groups0, rows1, a.w.n_matrices() as u32, 0, 0, 0];
     let uniform = ctx.uniform("matvec params", bytemuck::cast_slice(&params));
-    let up = a.up.or(a.stacked.map(|s| s.w)).unwrap_or(a.w);
+    let up = a.second();
     // Without a norm the binding is never read; any buffer will do.
     let norm = a.norm.map_or(a.x, |n| n.weight);
     let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
@@ -428,6 +437,7 @@ mod tests {
                 ("INT8", Const::Bool(int8)),
                 ("PREPARE", Const::Bool(false)),
                 ("PREPARED", Const::Bool(int8 && glu && k % 2 == 0)),
+                ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
                 ("EPS", Const::F32(1e-5)),
             ];
             let choice = (matrix == 3).then_some(RouteChoice {
