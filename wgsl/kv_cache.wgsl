@@ -1,6 +1,12 @@
 // The latent KV cache: per position KV_W = KV_LORA + ROPE values (normalized latent, then roped key),
 // stored as f16 pairs packed in a u32 (KV_F16) or as f32 bits. Accessed two values at a time.
 
+// RoPE of an interleaved pair (a, b) by the table's (cos, sin): how the cached keys and the queries
+// against them are rotated.
+fn rope_rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+}
+
 fn cache_load2(i: u32) -> vec2<f32> {
     if KV_F16 {
         return unpack2x16float(cache[i / 2u]);

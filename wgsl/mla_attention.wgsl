@@ -46,7 +46,7 @@ fn query_pair(h: u32, i: u32) -> vec2<f32> {
     let a = q[h * QK + NOPE + 2u * j];
     let b = q[h * QK + NOPE + 2u * j + 1u];
     let cs = rope[step.pos * (ROPE / 2u) + j];
-    return vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+    return rope_rotate(a, b, cs);
 }
 
 @compute @workgroup_size(WG)

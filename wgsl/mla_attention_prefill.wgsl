@@ -42,7 +42,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             let a = q[qh * QK + NOPE + 2u * j];
             let b = q[qh * QK + NOPE + 2u * j + 1u];
             let cs = rope[pos * (ROPE / 2u) + j];
-            qv[h][KV_LORA / 2u + j] = vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+            qv[h][KV_LORA / 2u + j] = rope_rotate(a, b, cs);
         }
     }
     workgroupBarrier();

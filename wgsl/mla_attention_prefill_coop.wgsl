@@ -78,7 +78,7 @@ fn stage_qk(t: Tile, d0: u32, k0: u32, end: u32) {
             let a = q[r * QK + NOPE + j - KV_LORA];
             let b = q[r * QK + NOPE + j - KV_LORA + 1u];
             let cs = rope[row_pos(t, i) * (ROPE / 2u) + (j - KV_LORA) / 2u];
-            v = vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+            v = rope_rotate(a, b, cs);
         }
         qs[i * LQ + j - d0] = f16(v.x);
         qs[i * LQ + j - d0 + 1u] = f16(v.y);

@@ -1,6 +1,6 @@
 //! `wgsl/kv_store.wgsl`: the latent-cache rows of a prefill chunk, stored before its attention.
 
-use super::{mla_consts, CACHE_ROW, CACHE_STORE, REDUCE, STEP};
+use super::{mla_consts, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::Result;
@@ -28,8 +28,10 @@ pub fn kv_store(
 ) -> Result<Dispatch> {
     let consts =
         [mla_consts(c, kv_f16).as_slice(), &[("WG", Const::U32(WG)), ("EPS", Const::F32(LORA_NORM_EPS))]].concat();
-    let source =
-        compose(&consts, &[STEP, include_str!("../../wgsl/kv_store.wgsl"), CACHE_ROW, CACHE_STORE, REDUCE].concat());
+    let source = compose(
+        &consts,
+        &[STEP, include_str!("../../wgsl/kv_store.wgsl"), CACHE_ROW, KV_CACHE, CACHE_STORE, REDUCE].concat(),
+    );
     let bindings = [Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "kv_store", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.ckv, a.kv_norm, a.rope, a.cache]);
