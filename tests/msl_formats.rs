@@ -7,33 +7,20 @@
 //! Metal's compiler and an Apple GPU compute the same (no Metal on Linux); the kernel around these
 //! functions is type-checked only (src/kernels/matvec.rs tests).
 
+mod common;
+
 use glm_wgpu::gpu::native;
 use glm_wgpu::quant::{self, activations, GgmlType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn harness(dir: &Path) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
-    let exe = dir.join("formats_harness");
-    let out = Command::new("clang++")
-        .args(["-std=c++17", "-O1", "-x", "c++", "-Wall", "-Wno-unknown-attributes", "-Werror", "-I"])
-        .arg(&root)
-        .arg(root.join("formats_harness.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("clang++ (apt-get install clang) runs the Metal format code on Linux");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
-}
 
 #[test]
 fn metal_formats_compute_the_reference_dot_products() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = harness(dir.path());
+    let exe = dir.path().join("formats_harness");
+    common::metal_cpu_program("formats_harness.cpp", &exe, &[]);
     let mut rng = StdRng::seed_from_u64(5);
     for t in GgmlType::SUPPORTED {
         let name = native::msl_format(t).unwrap_or_else(|| panic!("{} has no Metal format struct", t.name()));

@@ -9,6 +9,8 @@
 //! output (the sums run in another order). What this cannot show: that Metal's compiler and an Apple
 //! GPU compute the same (no Metal on Linux).
 
+mod common;
+
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::router::RouteChoice;
 use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked};
@@ -44,20 +46,10 @@ fn words(ctx: &GpuContext, b: &wgpu::Buffer) -> Vec<u32> {
 
 /// The harness compiled for one composed Metal source.
 fn harness(dir: &Path, msl: &str, k: usize) -> PathBuf {
-    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
     let src = dir.join(format!("matvec{k}.metal"));
     std::fs::write(&src, msl).unwrap();
     let exe = dir.join(format!("matvec{k}"));
-    let out = Command::new("clang++")
-        .args(["-std=c++20", "-O1", "-x", "c++", "-Wall", "-Wno-unknown-attributes", "-Werror", "-pthread", "-I"])
-        .arg(&check)
-        .arg(format!("-DMSL_SOURCE=\"{}\"", src.display()))
-        .arg(check.join("matvec_harness.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("clang++ (apt-get install clang) runs the Metal kernels on Linux");
-    assert!(out.status.success(), "variant {k}: {}", String::from_utf8_lossy(&out.stderr));
+    common::metal_cpu_program("matvec_harness.cpp", &exe, &[format!("-DMSL_SOURCE=\"{}\"", src.display())]);
     exe
 }
 
@@ -174,8 +166,11 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
 
     // The experts: gate/up choosing its routes (sigmoid with a prepared input, softmax with the
     // norm folded), then the routed down pass summing them into the residual.
-    let tiny =
-        ModelConfig { n_experts: 16, n_experts_used: 4, ..ModelConfig::from_hf_file(&fixture("config.json")).unwrap() };
+    let tiny = ModelConfig {
+        n_experts: 16,
+        n_experts_used: 4,
+        ..ModelConfig::from_hf_file(&common::fixture_dir().join("config.json")).unwrap()
+    };
     let (rows, experts) = (48, tiny.n_experts + 1);
     let (gate, up) = (
         weight(&ctx, &mut rng, GgmlType::Q4K, &[experts, rows, cols]),
@@ -221,8 +216,4 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         ..MatvecArgs::new(&down, &act, &y, &route, true)
     };
     check("experts down Q6_K, routed sum", matvec(&ctx, &mut kc, args).unwrap());
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny").join(name)
 }

@@ -5,7 +5,8 @@
 pub mod quantized;
 
 use safetensors::{Dtype, SafeTensors};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Relative tolerance of every comparison against transformers: max|Δ| ≤ REL_TOL · max|reference|
 /// per compared row.
@@ -14,6 +15,22 @@ pub const REL_TOL: f32 = 1e-3;
 /// The tiny GLM-4.7-Flash-shaped model (HF directory).
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny")
+}
+
+/// Compiles `harness`, a program of native_msl/check/ that runs Metal code on the CPU, with clang
+/// against the metal_stdlib stand-in there and the `extra` arguments (defines), into `exe`.
+pub fn metal_cpu_program(harness: &str, exe: &Path, extra: &[String]) {
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
+    let out = Command::new("clang++")
+        .args(["-std=c++20", "-O1", "-x", "c++", "-Wall", "-Wno-unknown-attributes", "-Werror", "-pthread", "-I"])
+        .arg(&check)
+        .args(extra)
+        .arg(check.join(harness))
+        .arg("-o")
+        .arg(exe)
+        .output()
+        .expect("clang++ (apt-get install clang) runs the Metal kernels' code on Linux");
+    assert!(out.status.success(), "{harness}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A 2-D f32 array, row-major.
