@@ -288,6 +288,8 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         None,
         Some(Tiling { reduce: Reduce::Shared, ..engine }),
         Some(Tiling { lanes: 4, teams: 16, rows: 3, ..engine }),
+        // The LM head's (8 rows per team).
+        Some(Tiling::for_shape(ctx, 64, 1 << 17, false)),
     ];
     let ys: Vec<wgpu::Buffer> = tilings.iter().map(|_| buf_u32(ctx, "y", c.y0)).collect();
     tilings

@@ -23,16 +23,21 @@ impl Tiling {
     /// The tiling for `items` chunks per output (a row's chunks, times the slots when they are
     /// summed), from the H200 sweep (`cargo bench --bench matvec`, BENCHMARKS.md): 128 or more items
     /// take one 256-lane team of 4 rows (the long attention output and summed expert downs: +30-65 %
-    /// over 64 lanes); shorter rows take one team of up to 64 lanes, 2 rows each (4 for gate/up
-    /// pairs, which already load two matrices, and for matrices of 65536+ rows such as the LM head,
-    /// 2.9× faster with 4 than with 2 in the engine's profile), and at least 64 threads.
+    /// over 64 lanes); matrices of 65536+ rows (the LM head) take 2 teams of 32 lanes, 8 rows each
+    /// (Q6_K head: 2.4 vs 1.7 TiB/s for 1 team of 64 lanes × 4 rows, +2 % tok/s); other short rows
+    /// take one team of up to 64 lanes, 2 rows each (4 for gate/up pairs, which already load two
+    /// matrices), and at least 64 threads.
     pub fn for_shape(ctx: &GpuContext, items: u32, rows: u32, glu: bool) -> Tiling {
         let reduce = Reduce::for_adapter(ctx);
         if items >= 128 {
             return Tiling { lanes: 256, teams: 1, rows: 4, reduce };
         }
         let lanes = items.next_power_of_two().min(64);
-        Tiling { lanes, teams: (64 / lanes).max(1), rows: if glu || rows >= 65536 { 4 } else { 2 }, reduce }
+        if rows >= 65536 {
+            let lanes = lanes.min(32);
+            return Tiling { lanes, teams: 64 / lanes, rows: 8, reduce };
+        }
+        Tiling { lanes, teams: (64 / lanes).max(1), rows: if glu { 4 } else { 2 }, reduce }
     }
 
     pub fn validate(self) -> Result<()> {
