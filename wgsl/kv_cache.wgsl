@@ -13,3 +13,25 @@ fn cache_load2(i: u32) -> vec2<f32> {
     }
     return vec2<f32>(bitcast<f32>(cache[i]), bitcast<f32>(cache[i + 1u]));
 }
+
+// v rounded to f16, as the cache holds it. Not unpack2x16float(pack2x16float(v)): on the H200's
+// Vulkan driver that round trip came back unrounded (the current row then scored 3e-4 off its
+// stored copy), so the f16 bits are widened by hand.
+fn round_f16(v: vec2<f32>) -> vec2<f32> {
+    let h = pack2x16float(v);
+    return vec2<f32>(f16_bits_to_f32(h & 0xFFFFu), f16_bits_to_f32(h >> 16u));
+}
+
+fn f16_bits_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1Fu;
+    let m = h & 0x3FFu;
+    if e == 0u {
+        // Zero or subnormal: m · 2^-24.
+        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604645e-8));
+    }
+    if e == 31u {
+        return bitcast<f32>(sign | 0x7F800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}

@@ -26,7 +26,7 @@ fn cache_row_pair(base: u32, pos: u32, j: u32, inv: f32) -> vec2<f32> {
         v = rope_rotate(a, b, cs);
     }
     if KV_F16 {
-        v = unpack2x16float(pack2x16float(v));
+        v = round_f16(v);
     }
     return v;
 }
