@@ -28,6 +28,8 @@ const MAX_HEADS_PER_GROUP: u32 = 4;
 const COMBINE_WG: u32 = 256;
 /// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
 const COMBINE_DIMS: u32 = 32;
+/// Splits whose loads one merging thread keeps in flight together.
+const COMBINE_UNROLL: u32 = 4;
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
@@ -106,9 +108,9 @@ pub fn mla_attention(
         ("DIMS", Const::U32(COMBINE_DIMS)),
         ("N_SPLITS", Const::U32(splits(max_ctx))),
         ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+        ("UNROLL", Const::U32(COMBINE_UNROLL)),
     ];
-    let source =
-        compose(&combine_consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl"), REDUCE].concat());
+    let source = compose(&combine_consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl")].concat());
     let bindings = [Binding::Uniform, read, rw];
     let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
