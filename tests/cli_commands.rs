@@ -88,15 +88,43 @@ fn bench_writes_a_json_report_with_a_profile() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("b.json");
     let model = fixture_dir();
-    let args = ["bench", "-m", model.to_str().unwrap(), "-p", "4", "-n", "4", "--reps", "1", "--profile", "--json"];
+    let args = [
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "4",
+        "-n",
+        "4",
+        "--reps",
+        "1",
+        "--profile",
+        "--ablate",
+        "--json",
+    ];
     let out = glm(&[&args[..], &[json.to_str().unwrap()]].concat());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("profile of one decode step"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("profile of one decode step"), "{stdout}");
+    assert!(stdout.contains("decode step with each kernel left out"), "{stdout}");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert!(r["prefill_tok_s"].as_f64().unwrap() > 0.0);
     let profile = r["profile"].as_array().unwrap();
     assert_eq!(profile.len() as u64, r["dispatches_per_token"].as_u64().unwrap());
     assert!(profile.iter().any(|l| l["label"] == "lm_head"));
+    // Every kernel of the step left out once, with its launches per step, and timed both ways.
+    let ablation = r["ablation"].as_array().unwrap();
+    for l in profile {
+        let row =
+            ablation.iter().find(|a| a["label"] == l["label"]).unwrap_or_else(|| panic!("{} not ablated", l["label"]));
+        let launches = profile.iter().filter(|m| m["label"] == l["label"]).count() as u64;
+        assert_eq!(row["launches"].as_u64().unwrap(), launches, "{}", l["label"]);
+        assert!(
+            row["ms_per_token_with"].as_f64().unwrap() > 0.0 && row["ms_per_token_without"].as_f64().unwrap() > 0.0
+        );
+    }
+    let launches: u64 = ablation.iter().map(|a| a["launches"].as_u64().unwrap()).sum();
+    assert_eq!(launches, r["dispatches_per_token"].as_u64().unwrap());
     let prefill = r["prefill_profile"].as_array().unwrap();
     assert_eq!(prefill.len() as u64, r["prefill_dispatches_per_chunk"].as_u64().unwrap());
     assert!(prefill.iter().any(|l| l["label"] == "moe_group"));

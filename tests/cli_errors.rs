@@ -187,6 +187,7 @@ fn bench_context_must_hold_the_measurement_and_fit_the_model() {
     assert_contains(&run_err(&["bench", "-m", model, "-p", "0", "-n", "4", "--ctx", "3"]), "exceed --ctx 3");
     let err = run_err(&["bench", "-m", model, "-p", "0", "-n", "4", "--ctx", "100000000"]);
     assert_contains(&err, "exceeds the model's context");
+    assert_contains(&run_err(&["bench", "-m", model, "-p", "4", "-n", "0", "--ablate"]), "-n must be at least 1");
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// kernel in this mode).
     #[arg(long)]
     pub profile: bool,
+    /// Also time decode steps with each kernel left out in turn, against steps with everything,
+    /// back to back: what each kernel costs in a real step, barrier and start-up included (the
+    /// profile's one pass per kernel inflates small kernels). Outputs are wrong while one is out.
+    #[arg(long, conflicts_with = "ab")]
+    pub ablate: bool,
     /// Run twice, varying one engine option, and print both runs side by side (with `--profile`,
     /// kernel by kernel): `kernels` (wgsl vs native) or `coop-matrix` (off vs on).
     #[arg(long, value_enum)]
@@ -184,6 +189,64 @@ struct Report {
     weight_bytes: u64,
     profile: Option<Vec<LaunchTime>>,
     prefill_profile: Option<Vec<LaunchTime>>,
+    ablation: Option<Vec<Ablation>>,
+}
+
+/// A kernel's share of a decode step: p50 ms per token with and without its launches.
+struct Ablation {
+    label: String,
+    launches: usize,
+    ms_with: f64,
+    ms_without: f64,
+}
+
+impl Ablation {
+    fn saved_us(&self) -> f64 {
+        1e3 * (self.ms_with - self.ms_without)
+    }
+}
+
+/// For each kernel of the decode step, `n` tokens decoded without its launches, then `n` with
+/// everything, so each pair is measured back to back.
+fn ablate(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<Vec<Ablation>> {
+    let p50 = |mut gaps: Vec<f64>| {
+        gaps.sort_by(f64::total_cmp);
+        1e3 * percentile(&gaps, 0.5)
+    };
+    let mut rows = Vec::new();
+    for (label, launches) in e.decode_labels() {
+        e.leave_out(Some(&label));
+        let without = decode(e, rng, depth, n);
+        e.leave_out(None);
+        let ms_without = p50(without?);
+        let ms_with = p50(decode(e, rng, depth, n)?);
+        rows.push(Ablation { label, launches, ms_with, ms_without });
+    }
+    Ok(rows)
+}
+
+fn print_ablation(rows: &[Ablation]) {
+    let mut rows: Vec<&Ablation> = rows.iter().collect();
+    rows.sort_by(|x, y| y.saved_us().total_cmp(&x.saved_us()));
+    println!(
+        "
+decode step with each kernel left out (p50 ms/token, each against steps with everything run just after):"
+    );
+    println!(
+        "{:<24} {:>8} {:>9} {:>9} {:>12} {:>11}",
+        "kernel", "launches", "with", "without", "saved µs", "µs/launch"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:>8} {:>9.3} {:>9.3} {:>12.1} {:>11.2}",
+            r.label,
+            r.launches,
+            r.ms_with,
+            r.ms_without,
+            r.saved_us(),
+            r.saved_us() / r.launches as f64
+        );
+    }
 }
 
 /// The model file, or the config of a synthetic one.
@@ -196,6 +259,7 @@ struct Subject {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     ensure!(a.reps > 0, "--reps must be at least 1");
+    ensure!(!a.ablate || a.n_gen > 0, "--ablate times decode steps: -n must be at least 1");
     let subject = match (&a.model, &a.synthetic) {
         (Some(path), _) => {
             let m = Model::open(path)?;
@@ -263,6 +327,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "prefill_chunk": r.prefill_chunk,
                 "prefill_dispatches_per_chunk": r.dispatches_per_chunk,
                 "prefill_profile": r.prefill_profile.as_deref().map(json_times),
+                "ablation": r.ablation.as_ref().map(|rows| rows.iter().map(|a| serde_json::json!({
+                    "label": a.label,
+                    "launches": a.launches,
+                    "ms_per_token_with": a.ms_with,
+                    "ms_per_token_without": a.ms_without,
+                    "saved_us_per_token": a.saved_us(),
+                })).collect::<Vec<_>>()),
             })
         };
         let report = match &reports[..] {
@@ -319,6 +390,7 @@ fn measure(a: &BenchArgs, engine: &EngineArgs, s: &Subject, ctx: GpuContext, ctx
             prefill_profile = Some(e.prefill_profiled(n)?);
         }
     }
+    let ablation = if a.ablate { Some(ablate(&mut e, &mut rng, a.depth, a.n_gen)?) } else { None };
     Ok(Report {
         kernels: match engine.kernels {
             KernelChoice::Wgsl => "WGSL",
@@ -339,6 +411,7 @@ fn measure(a: &BenchArgs, engine: &EngineArgs, s: &Subject, ctx: GpuContext, ctx
         weight_bytes: e.weight_bytes_per_token(),
         profile,
         prefill_profile,
+        ablation,
     })
 }
 
@@ -366,6 +439,9 @@ fn print_report(a: &BenchArgs, engine: &EngineArgs, ctx_len: usize, r: &Report) 
     }
     if let Some(t) = &r.prefill_profile {
         print_profile(&format!("one prefill chunk of {} tokens", a.prompt.min(r.prefill_chunk)), t);
+    }
+    if let Some(rows) = &r.ablation {
+        print_ablation(rows);
     }
     println!();
 }

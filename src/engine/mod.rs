@@ -200,6 +200,8 @@ pub struct Engine {
     prefill: prefill::Prefill,
     ring: TokenRing,
     pos: usize,
+    /// Launches of this label are left out of decode steps ([`Engine::leave_out`]).
+    left_out: Option<String>,
     pub kernels_compiled: usize,
     /// What the engine found out about its kernel variants at load (for the user).
     pub kernel_notes: Vec<String>,
@@ -251,6 +253,7 @@ impl Engine {
             prefill,
             ring: TokenRing { slots, next: 0, pending: VecDeque::new() },
             pos: 0,
+            left_out: None,
         };
         if kc.is_native() {
             e.check_native(&mut kc)?;
@@ -304,6 +307,25 @@ impl Engine {
         self.options.ctx_len
     }
 
+    /// Leaves every launch labelled `label` out of the decode steps that follow (`None`: none), so
+    /// that timing steps with and without it gives what that kernel costs in a step, its barrier
+    /// and start-up included (`bench --ablate`). Outputs are wrong meanwhile: for timing only.
+    pub fn leave_out(&mut self, label: Option<&str>) {
+        self.left_out = label.map(str::to_string);
+    }
+
+    /// The labels of a decode step's launches, in first-launch order, with their launches per step.
+    pub fn decode_labels(&self) -> Vec<(String, usize)> {
+        let mut labels: Vec<(String, usize)> = Vec::new();
+        for d in self.launches(StepOutput::Greedy) {
+            match labels.iter_mut().find(|(l, _)| *l == d.label) {
+                Some((_, n)) => *n += 1,
+                None => labels.push((d.label.clone(), 1)),
+            }
+        }
+        labels
+    }
+
     /// Dispatches of one decode step (embedding to sampled token).
     pub fn dispatches_per_token(&self) -> usize {
         self.body.len() + self.head.len() + 1
@@ -350,7 +372,8 @@ impl Engine {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.launches(out).for_each(|d| d.record(&mut pass));
+            let left_out = self.left_out.as_deref();
+            self.launches(out).filter(|d| Some(d.label.as_str()) != left_out).for_each(|d| d.record(&mut pass));
         }
         let mut slot = None;
         if out == StepOutput::Greedy {
