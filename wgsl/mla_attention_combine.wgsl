@@ -2,7 +2,8 @@
 // Workgroup (h, g) writes context floats [g * DIMS, (g + 1) * DIMS). Its GROUPS = WG / DIMS groups of
 // DIMS threads each fold every GROUPS-th split into a running max, sum and context float, UNROLL
 // splits at a time (their loads in flight together), and group 0 merges the groups' results: one
-// barrier, no workgroup-wide reduction (two shared-memory trees cost 2.7 us of dependent steps).
+// barrier (two workgroup-wide shared-memory reductions and a third pass over the splits before it:
+// 262 -> 268 tok/s on the H200 without them).
 // Host constants: WG, DIMS, N_SPLITS, KV_LORA, UNROLL.
 
 @group(0) @binding(0) var<uniform> step: Step;

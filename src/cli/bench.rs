@@ -228,10 +228,7 @@ fn ablate(e: &mut Engine, rng: &mut StdRng, depth: usize, n: usize) -> Result<Ve
 fn print_ablation(rows: &[Ablation]) {
     let mut rows: Vec<&Ablation> = rows.iter().collect();
     rows.sort_by(|x, y| y.saved_us().total_cmp(&x.saved_us()));
-    println!(
-        "
-decode step with each kernel left out (p50 ms/token, each against steps with everything run just after):"
-    );
+    println!("\ndecode step with each kernel left out (p50 ms/token, against steps with everything run just after):");
     println!(
         "{:<24} {:>8} {:>9} {:>9} {:>12} {:>11}",
         "kernel", "launches", "with", "without", "saved µs", "µs/launch"
