@@ -15,7 +15,7 @@ use glm_wgpu::kernels::embed::embed;
 use glm_wgpu::kernels::input_rows::{input_rows, InputRows};
 use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
-use glm_wgpu::kernels::mla_attention::{mla_attention, partials_len, AttentionArgs};
+use glm_wgpu::kernels::mla_attention::{mla_attention_reducing, partials_len, AttentionArgs};
 use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
@@ -975,7 +975,10 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
         for kv_f16 in [false, true] {
             // (n, q_lat amplitude, ckv amplitude): the q_lat of 100 makes scores span hundreds, so only
             // a max-subtracted softmax survives.
-            for &(n, amp, ckv_amp) in &cases {
+            for (k, &(n, amp, ckv_amp)) in cases.iter().enumerate() {
+                // The adapter's team reductions and shared-memory ones, alternately: each case meets
+                // both over the two cache types.
+                let reduce = if (k + kv_f16 as usize) % 2 == 0 { Reduce::for_adapter(ctx) } else { Reduce::Shared };
                 let pos = n - 1;
                 let table = rope_table(&mut rng, max_ctx, rope / 2);
                 let per_pos = if kv_f16 { kw / 2 } else { kw };
@@ -1005,10 +1008,10 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                     partials: &partials,
                     out: &ob,
                 };
-                let [split, combine] = mla_attention(ctx, &mut kc, &c, max_ctx, kv_f16, a).unwrap();
+                let [split, combine] = mla_attention_reducing(ctx, &mut kc, &c, max_ctx, kv_f16, reduce, a).unwrap();
                 run(ctx, &[&split, &combine]);
                 let name = format!(
-                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp}",
+                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp} {reduce:?}",
                     if kv_f16 { "f16" } else { "f32" }
                 );
 

@@ -78,7 +78,21 @@ pub fn mla_attention(
     kv_f16: bool,
     a: AttentionArgs,
 ) -> Result<[Dispatch; 2]> {
-    let (reduce, reduce_consts) = Reduce::for_adapter(ctx).source();
+    mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, Reduce::for_adapter(ctx), a)
+}
+
+/// [`mla_attention`] with the split pass's team reductions by `reduce` (the tests run both kinds:
+/// an adapter uses one).
+pub fn mla_attention_reducing(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    max_ctx: usize,
+    kv_f16: bool,
+    reduce: Reduce,
+    a: AttentionArgs,
+) -> Result<[Dispatch; 2]> {
+    let (reduce, reduce_consts) = reduce.source();
     let hg = heads_per_group(c.n_heads);
     let split_consts = [
         ("WG", Const::U32(WG)),
