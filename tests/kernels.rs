@@ -978,7 +978,8 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
             for (k, &(n, amp, ckv_amp)) in cases.iter().enumerate() {
                 // The adapter's team reductions and shared-memory ones, alternately: each case meets
                 // both over the two cache types.
-                let reduce = if (k + kv_f16 as usize) % 2 == 0 { Reduce::for_adapter(ctx) } else { Reduce::Shared };
+                let reduce =
+                    if (k + kv_f16 as usize).is_multiple_of(2) { Reduce::for_adapter(ctx) } else { Reduce::Shared };
                 let pos = n - 1;
                 let table = rope_table(&mut rng, max_ctx, rope / 2);
                 let per_pos = if kv_f16 { kw / 2 } else { kw };
