@@ -3,6 +3,7 @@
 use glm_wgpu::gguf::{GgufFile, GgufWriter, MetaValue};
 use glm_wgpu::tokenizer::{StreamDecoder, Tokenizer};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny")
@@ -82,7 +83,11 @@ fn converter_writer() -> GgufWriter {
 }
 
 fn open_written(w: &GgufWriter, name: &str) -> GgufFile {
-    let path = std::env::temp_dir().join(format!("glm-wgpu-tokenizer-{}-{name}.gguf", std::process::id()));
+    // A path per call: tests run in parallel threads of one process, and one test's write must not
+    // truncate the file another is opening.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("glm-wgpu-tokenizer-{}-{call}-{name}.gguf", std::process::id()));
     std::fs::write(&path, w.to_bytes()).unwrap();
     let g = GgufFile::open(&path).unwrap();
     let _ = std::fs::remove_file(&path); // the mapping stays valid on unix
