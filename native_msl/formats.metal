@@ -6,7 +6,7 @@
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
-// f16 denormals); as quant_common.wgsl.
+// f16 denormals); as wgsl/half.wgsl.
 inline float half_to_f32(uint h) {
     uint e = (h >> 10) & 0x1fu;
     uint m = h & 0x3ffu;

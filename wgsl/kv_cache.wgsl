@@ -1,5 +1,6 @@
 // The latent KV cache: per position KV_W = KV_LORA + ROPE values (normalized latent, then roped key),
 // stored as f16 pairs packed in a u32 (KV_F16) or as f32 bits. Accessed two values at a time.
+// src/kernels/mod.rs appends wgsl/half.wgsl.
 
 // RoPE of an interleaved pair (a, b) by the table's (cos, sin): how the cached keys and the queries
 // against them are rotated.
@@ -19,19 +20,5 @@ fn cache_load2(i: u32) -> vec2<f32> {
 // stored copy), so the f16 bits are widened by hand.
 fn round_f16(v: vec2<f32>) -> vec2<f32> {
     let h = pack2x16float(v);
-    return vec2<f32>(f16_bits_to_f32(h & 0xFFFFu), f16_bits_to_f32(h >> 16u));
-}
-
-fn f16_bits_to_f32(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1Fu;
-    let m = h & 0x3FFu;
-    if e == 0u {
-        // Zero or subnormal: m · 2^-24.
-        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604645e-8));
-    }
-    if e == 31u {
-        return bitcast<f32>(sign | 0x7F800000u | (m << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    return vec2<f32>(half_to_f32(h), half_to_f32(h >> 16u));
 }

@@ -4,12 +4,13 @@
 //! of `load_chunk`. Formats that take int8 activations ([`quant::activations`]) also define an
 //! `Int8Chunk` (`load_int8_chunk(c)`: the chunk unpacked once) and `dot_int8_chunk(w, xq, qsum)`, its
 //! dot with packed int8 inputs (several, in the prefill products). A kernel instantiates the snippet once per
-//! weight binding with its own suffix. The quantized formats get `wgsl/formats/quant_common.wgsl`
-//! (f16 decoding, nibble/bit extraction) first.
+//! weight binding with its own suffix. The quantized formats get `wgsl/half.wgsl` (f16 decoding) and
+//! `wgsl/formats/quant_common.wgsl` (nibble/bit extraction) first.
 
 use crate::quant::{self, GgmlType};
 
-const QUANT_COMMON: &str = include_str!("../../wgsl/formats/quant_common.wgsl");
+const QUANT_COMMON: &str =
+    concat!(include_str!("../../wgsl/half.wgsl"), include_str!("../../wgsl/formats/quant_common.wgsl"));
 
 /// The format's own snippet, and whether it uses the quantized-format helpers.
 fn snippet(t: GgmlType) -> (&'static str, bool) {

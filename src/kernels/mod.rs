@@ -25,7 +25,7 @@ pub use matvec::{
 pub use team_reduce::Reduce;
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
-const KV_CACHE: &str = include_str!("../../wgsl/kv_cache.wgsl");
+const KV_CACHE: &str = concat!(include_str!("../../wgsl/kv_cache.wgsl"), include_str!("../../wgsl/half.wgsl"));
 const REDUCE: &str = include_str!("../../wgsl/reduce.wgsl");
 const INT8_INPUT: &str = include_str!("../../wgsl/int8_input.wgsl");
 const CACHE_ROW: &str = include_str!("../../wgsl/mla_cache_row.wgsl");

@@ -1,15 +1,5 @@
-// Helpers of the quantized formats, prepended to their snippets by src/kernels/format.rs.
-
-// The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the device does with
-// f16 denormals); the high bits are ignored.
-fn half_to_f32(h: u32) -> f32 {
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    var v = bitcast<f32>(((e + 112u) << 23u) | (m << 13u));
-    v = select(v, f32(m) * 5.9604644775390625e-8, e == 0u);
-    v = select(v, bitcast<f32>(0x7f800000u | (m << 13u)), e == 31u);
-    return bitcast<f32>(bitcast<u32>(v) | ((h & 0x8000u) << 16u));
-}
+// Helpers of the quantized formats, prepended to their snippets by src/kernels/format.rs (after
+// wgsl/half.wgsl).
 
 // Split-nibble words (byte k: weight k low, weight k + 16 high): the low / high nibbles of w's 4 bytes.
 fn lo_nibbles(w: u32) -> vec4<u32> {
