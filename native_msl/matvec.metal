@@ -98,8 +98,7 @@ kernel void matvec(
     threadgroup_array float4 route_key[N_EXP4];
     threadgroup_array float route_score[N_EXP];
     threadgroup_array uint route_expert[TOPK + 1];
-    threadgroup_array float route_weight[TOPK + 1];
-    RouteTables chosen = {route_key, route_score, route_expert, route_weight};
+    RouteTables chosen = {route_key, route_score, route_expert};
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);
         if (tid == 0 && wid.x == 0 && wid.y == 0 && wid.z == 0) {

@@ -12,10 +12,10 @@ struct RouteTables {
     threadgroup float4* key;   // N_EXP4
     threadgroup float* score;  // N_EXP
     threadgroup uint* expert;  // TOPK + 1
-    threadgroup float* weight; // TOPK + 1
 };
 
-// Fills t.expert / t.weight from the logits at `at`. Every thread of the threadgroup calls it (barriers).
+// Fills t.expert from the logits at `at` (store_route makes the weights). Every thread of the
+// threadgroup calls it (barriers).
 inline void choose_route(RouteTables t, device const float* logits, device const float* bias, uint tid, uint at) {
     // Softmax scores need the max and the sum over all logits first; sigmoid scores (GLM's) do
     // not, so their keys are made straight from the loads, one barrier before the ranking.
@@ -60,28 +60,27 @@ inline void choose_route(RouteTables t, device const float* logits, device const
             t.expert[rank] = e;
         }
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    if (tid == 0) {
-        float picked = 0.0f;
-        for (uint k = 0; k < TOPK; k++) {
-            picked += t.score[t.expert[k]];
-        }
-        float norm = NORM_TOPK ? 1.0f / (picked + 1e-20f) : 1.0f;
-        for (uint k = 0; k < TOPK; k++) {
-            t.weight[k] = t.score[t.expert[k]] * norm * SCALE;
-        }
-        if (SHARED_SLOT) {
-            t.expert[TOPK] = N_EXP;
-            t.weight[TOPK] = 1.0f;
-        }
+    if (SHARED_SLOT && tid == 0) {
+        t.expert[TOPK] = N_EXP;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
-// Stores the choice as the route buffer holds it: expert ids in [0, 8), weights (f32 bits) in [8, 16).
+// Stores the choice as the route buffer holds it: expert ids in [0, 8), weights (f32 bits) in [8, 16):
+// the picked scores (normalised), the shared expert's 1. Made here, by the one thread that stores,
+// so the expert passes' products do not wait for them.
 inline void store_route(RouteTables t, device uint* route) {
-    for (uint k = 0; k < TOPK + uint(SHARED_SLOT); k++) {
+    float picked = 0.0f;
+    for (uint k = 0; k < TOPK; k++) {
+        picked += t.score[t.expert[k]];
+    }
+    float norm = NORM_TOPK ? 1.0f / (picked + 1e-20f) : 1.0f;
+    for (uint k = 0; k < TOPK; k++) {
         route[k] = t.expert[k];
-        route[8 + k] = as_type<uint>(t.weight[k]);
+        route[8 + k] = as_type<uint>(t.score[t.expert[k]] * norm * SCALE);
+    }
+    if (SHARED_SLOT) {
+        route[TOPK] = N_EXP;
+        route[8 + TOPK] = as_type<uint>(1.0f);
     }
 }

@@ -16,9 +16,9 @@ const NO_KEY: f32 = -3.402823e38;
 var<workgroup> route_key: array<vec4<f32>, N_EXP4>;
 var<workgroup> route_score: array<f32, N_EXP>;
 var<workgroup> route_expert: array<u32, TOPK + 1u>;
-var<workgroup> route_weight: array<f32, TOPK + 1u>;
 
-// Fills route_expert / route_weight from the logits at `at`. Every invocation must call it (barriers).
+// Fills route_expert from the logits at `at` (store_route makes the weights). Every invocation must
+// call it (barriers).
 fn choose_route(tid: u32, at: u32) {
     // Softmax scores need the max and the sum over all logits first; sigmoid scores (GLM's) do
     // not, so their keys are made straight from the loads, one barrier before the ranking.
@@ -67,31 +67,30 @@ fn choose_route(tid: u32, at: u32) {
             route_expert[rank] = e;
         }
     }
-    workgroupBarrier();
-    if tid == 0u {
-        var picked = 0.0;
-        for (var k = 0u; k < TOPK; k++) {
-            picked += route_score[route_expert[k]];
-        }
-        var norm = 1.0;
-        if NORM_TOPK {
-            norm = 1.0 / (picked + 1e-20);
-        }
-        for (var k = 0u; k < TOPK; k++) {
-            route_weight[k] = route_score[route_expert[k]] * norm * SCALE;
-        }
-        if SHARED_SLOT {
-            route_expert[TOPK] = N_EXP;
-            route_weight[TOPK] = 1.0;
-        }
+    if SHARED_SLOT && tid == 0u {
+        route_expert[TOPK] = N_EXP;
     }
     workgroupBarrier();
 }
 
-// Stores the choice as the route buffer holds it: expert ids in [0, 8), weights (f32 bits) in [8, 16).
+// Stores the choice as the route buffer holds it: expert ids in [0, 8), weights (f32 bits) in [8, 16):
+// the picked scores (normalised), the shared expert's 1. Made here, by the one invocation that
+// stores, so the expert passes' products do not wait for them (only the passes after read them).
 fn store_route(r: u32) {
-    for (var k = 0u; k < TOPK + u32(SHARED_SLOT); k++) {
+    var picked = 0.0;
+    for (var k = 0u; k < TOPK; k++) {
+        picked += route_score[route_expert[k]];
+    }
+    var norm = 1.0;
+    if NORM_TOPK {
+        norm = 1.0 / (picked + 1e-20);
+    }
+    for (var k = 0u; k < TOPK; k++) {
         route[r + k] = route_expert[k];
-        route[r + 8u + k] = bitcast<u32>(route_weight[k]);
+        route[r + 8u + k] = bitcast<u32>(route_score[route_expert[k]] * norm * SCALE);
+    }
+    if SHARED_SLOT {
+        route[r + TOPK] = N_EXP;
+        route[r + 8u + TOPK] = bitcast<u32>(1.0f);
     }
 }
