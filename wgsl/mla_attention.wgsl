@@ -31,9 +31,6 @@ const PART: u32 = KV_LORA + 4u;
 
 // Scores of head h at [h * SPLIT_MAX, h * SPLIT_MAX + L), then their exp(score - m).
 var<workgroup> p: array<f32, HG * SPLIT_MAX>;
-// Each head's max, then each head's sum, by team h's lanes; then over the team.
-var<workgroup> lane_part: array<f32, HG * LANES>;
-var<workgroup> head_max: array<f32, HG>;
 // The current position's cache row, as the cache will hold it.
 var<workgroup> cur: array<vec2<f32>, PAIRS>;
 
@@ -111,44 +108,30 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
     }
     workgroupBarrier();
-    // Team h reduces head h.
+    // Team h turns head h's scores into exp(score - max), and its lane 0 stores the max and the sum.
     let len = end - start;
+    var m = -3.0e38;
     if team < HG {
-        var m = -3.0e38;
         for (var j = lane; j < len; j += LANES) {
             m = max(m, p[team * SPLIT_MAX + j]);
         }
-        lane_part[tid] = m;
     }
-    workgroupBarrier();
-    if tid < HG {
-        var m = -3.0e38;
-        for (var j = 0u; j < LANES; j++) { // unroll
-            m = max(m, lane_part[tid * LANES + j]);
-        }
-        head_max[tid] = m;
-    }
-    workgroupBarrier();
+    m = team_max(m, tid, lane);
+    var l: array<f32, NV>;
     if team < HG {
-        var l = 0.0;
         for (var j = lane; j < len; j += LANES) {
-            let e = exp(p[team * SPLIT_MAX + j] - head_max[team]);
+            let e = exp(p[team * SPLIT_MAX + j] - m);
             p[team * SPLIT_MAX + j] = e;
-            l += e;
+            l[0] += e;
         }
-        lane_part[tid] = l;
+    }
+    reduce_team(&l, tid, lane);
+    if team < HG && lane == 0u {
+        let base = ((h0 + team) * N_SPLITS + wid.y) * PART;
+        partials[base] = m;
+        partials[base + 1u] = l[0];
     }
     workgroupBarrier();
-
-    if tid < HG {
-        var l = 0.0;
-        for (var j = 0u; j < LANES; j++) { // unroll
-            l += lane_part[tid * LANES + j];
-        }
-        let base = ((h0 + tid) * N_SPLITS + wid.y) * PART;
-        partials[base] = head_max[tid];
-        partials[base + 1u] = l;
-    }
     for (var d = tid; d < KV_LORA / 2u; d += WG) {
         var acc: array<vec2<f32>, HG>;
         for (var t = start; t < cached_end; t++) {
