@@ -1461,8 +1461,8 @@ fn argmax_lowest_index_wins() {
             let tokens0: Vec<u32> = (0..len as u32).map(|i| 0xdead_0000 + i).collect();
             let (lb, tb) = (buf_f32(ctx, "logits", &logits), buf_u32(ctx, "tokens", &tokens0));
             let sb = step(ctx, pos);
-            let d = argmax(ctx, &mut kc, n, &sb, &lb, &tb).unwrap();
-            run(ctx, &[&d]);
+            let [partial, last] = argmax(ctx, &mut kc, n, &sb, &lb, &tb).unwrap();
+            run(ctx, &[&partial, &last]);
             let tokens = read_u32(ctx, &tb, len);
             let name = format!("argmax n {n} pos {pos} {what}");
             let slot = pos as usize + 1;

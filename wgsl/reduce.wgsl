@@ -30,26 +30,32 @@ fn workgroup_max(v: f32, tid: u32) -> f32 {
     return reduce_tree(tid, true);
 }
 
-var<workgroup> arg_v: array<f32, WG>;
-var<workgroup> arg_i: array<u32, WG>;
+// A value and its index; `better` prefers the larger value, the lower index on ties.
+struct Best {
+    v: f32,
+    i: u32,
+}
 
-// The index i of the largest v over the workgroup, the lowest index on ties.
-fn workgroup_argmax(v: f32, i: u32, tid: u32) -> u32 {
-    arg_v[tid] = v;
-    arg_i[tid] = i;
+fn better(a: Best, b: Best) -> Best {
+    if b.v > a.v || (b.v == a.v && b.i < a.i) {
+        return b;
+    }
+    return a;
+}
+
+var<workgroup> arg_best: array<Best, WG>;
+
+// The best of the workgroup's `b`s.
+fn workgroup_argmax(b: Best, tid: u32) -> Best {
+    arg_best[tid] = b;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s /= 2u) {
         if tid < s {
-            let ov = arg_v[tid + s];
-            let oi = arg_i[tid + s];
-            if ov > arg_v[tid] || (ov == arg_v[tid] && oi < arg_i[tid]) {
-                arg_v[tid] = ov;
-                arg_i[tid] = oi;
-            }
+            arg_best[tid] = better(arg_best[tid], arg_best[tid + s]);
         }
         workgroupBarrier();
     }
-    let r = arg_i[0];
+    let r = arg_best[0];
     workgroupBarrier();
     return r;
 }

@@ -196,7 +196,8 @@ pub struct Engine {
     bufs: Activations,
     body: Vec<Dispatch>,
     head: Vec<Dispatch>,
-    sample: Dispatch,
+    /// Greedy sampling's launches.
+    sample: [Dispatch; 2],
     prefill: prefill::Prefill,
     ring: TokenRing,
     pos: usize,
@@ -328,7 +329,7 @@ impl Engine {
 
     /// Dispatches of one decode step (embedding to sampled token).
     pub fn dispatches_per_token(&self) -> usize {
-        self.body.len() + self.head.len() + 1
+        self.body.len() + self.head.len() + self.sample.len()
     }
 
     /// Forgets the cache: the next step is position 0.
@@ -435,7 +436,7 @@ impl Engine {
     /// The launches of one step producing `out`, in order.
     fn launches(&self, out: StepOutput) -> impl Iterator<Item = &Dispatch> {
         let head: &[Dispatch] = if out == StepOutput::CacheOnly { &[] } else { &self.head };
-        let sample = (out == StepOutput::Greedy).then_some(&self.sample);
+        let sample: &[Dispatch] = if out == StepOutput::Greedy { &self.sample } else { &[] };
         self.body.iter().chain(head).chain(sample)
     }
 
@@ -625,7 +626,7 @@ fn record(
     o: &EngineOptions,
     w: &ModelWeights,
     b: &Activations,
-) -> Result<(Vec<Dispatch>, Vec<Dispatch>, Dispatch)> {
+) -> Result<(Vec<Dispatch>, Vec<Dispatch>, [Dispatch; 2])> {
     let mv = |kc: &mut KernelCache,
               w: &crate::gpu::GpuWeight,
               norm: Option<InputNorm>,
