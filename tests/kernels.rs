@@ -955,8 +955,7 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
     let (mut worst32, mut worst16, mut worst_row32, mut worst_row16) = (0f64, 0f64, 0f64, 0f64);
     for (i, c) in attention_configs().into_iter().enumerate() {
         let mut kc = KernelCache::default();
-        let (heads, lora, rope, kw, qk, nope) =
-            (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
+        let (heads, lora, rope, kw, qk) = (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head());
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
         // Splits of 8 positions (contexts up to 512), 40 (2,500: five rounds of 8, the last split
         // part full) and, on the small shape, the longest splits (33,000 positions).
@@ -987,20 +986,20 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                 words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
                 let ckv = uniform(&mut rng, kw, ckv_amp);
                 let norm = uniform(&mut rng, lora, 2.0);
-                let q = uniform(&mut rng, heads * qk, 1.0);
+                let q_rope = uniform(&mut rng, heads * rope, 1.0);
                 let q_lat = uniform(&mut rng, heads * lora, amp);
                 let out_len = heads * lora + 5;
                 let out0 = vec![NAN_BITS; out_len];
                 let sb = step(ctx, pos as u32);
                 let (qb, qlb, rb) =
-                    (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
+                    (buf_f32(ctx, "q_rope", &q_rope), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
                 let (kb, nb) = (buf_f32(ctx, "ckv", &ckv), buf_f32(ctx, "norm", &norm));
                 let cb = buf_u32(ctx, "cache", &words);
                 let partials = buf_u32(ctx, "partials", &vec![NAN_BITS; partials_len(&c, max_ctx)]);
                 let ob = buf_u32(ctx, "ctx", &out0);
                 let a = AttentionArgs {
                     step: &sb,
-                    q: &qb,
+                    q_rope: &qb,
                     q_lat: &qlb,
                     rope: &rb,
                     cache: &cb,
@@ -1050,7 +1049,7 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                 let mut want = Vec::with_capacity(heads * lora);
                 for h in 0..heads {
                     let ql = &q_lat[h * lora..(h + 1) * lora];
-                    let qr = rope_ref(&q[h * qk + nope..(h + 1) * qk], &table, pos);
+                    let qr = rope_ref(&q_rope[h * rope..(h + 1) * rope], &table, pos);
                     let s: Vec<f64> = (0..n)
                         .map(|t| {
                             let row = &stored[t * kw..(t + 1) * kw];
@@ -1849,8 +1848,7 @@ fn prefill_attention_is_causal_softmax() {
     let (mut worst, mut worst_row) = (0f64, 0f64);
     for c in attention_configs() {
         let mut kc = KernelCache::default();
-        let (heads, lora, rope, kw, qk, nope) =
-            (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head(), c.qk_nope);
+        let (heads, lora, rope, kw, qk) = (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head());
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
         for kv_f16 in [false, true] {
             // (cached prefix, chunk size, tokens in the step): the long prefix spans several blocks.
@@ -1862,18 +1860,18 @@ fn prefill_attention_is_causal_softmax() {
                 words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
                 let ckv = uniform(&mut rng, chunk * kw, 3.0);
                 let norm = uniform(&mut rng, lora, 2.0);
-                let q = uniform(&mut rng, chunk * heads * qk, 1.0);
+                let q_rope = uniform(&mut rng, chunk * heads * rope, 1.0);
                 let q_lat = uniform(&mut rng, chunk * heads * lora, 1.0);
                 let out0 = vec![NAN_BITS; chunk * heads * lora];
                 let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(p0, n)));
                 let (kb, nb, rb) =
                     (buf_f32(ctx, "ckv", &ckv), buf_f32(ctx, "norm", &norm), buf_f32(ctx, "rope", &table));
-                let (qb, qlb) = (buf_f32(ctx, "q", &q), buf_f32(ctx, "q_lat", &q_lat));
+                let (qb, qlb) = (buf_f32(ctx, "q_rope", &q_rope), buf_f32(ctx, "q_lat", &q_lat));
                 let cb = buf_u32(ctx, "cache", &words);
                 let ob = buf_u32(ctx, "out", &out0);
                 let store = KvStoreArgs { step: &sb, ckv: &kb, kv_norm: &nb, rope: &rb, cache: &cb };
                 let s = kv_store(ctx, &mut kc, &c, kv_f16, chunk as u32, store).unwrap();
-                let att = PrefillAttentionArgs { step: &sb, q: &qb, q_lat: &qlb, rope: &rb, cache: &cb, out: &ob };
+                let att = PrefillAttentionArgs { step: &sb, q_rope: &qb, q_lat: &qlb, rope: &rb, cache: &cb, out: &ob };
                 let a = mla_attention_prefill(ctx, &mut kc, &c, kv_f16, chunk as u32, att).unwrap();
                 run(ctx, &[&s, &a]);
                 let name = format!(
@@ -1904,7 +1902,7 @@ fn prefill_attention_is_causal_softmax() {
                     for h in 0..heads {
                         let qh = tk * heads + h;
                         let ql = &q_lat[qh * lora..(qh + 1) * lora];
-                        let qr = rope_ref(&q[qh * qk + nope..(qh + 1) * qk], &table, p0 + tk);
+                        let qr = rope_ref(&q_rope[qh * rope..(qh + 1) * rope], &table, p0 + tk);
                         let s: Vec<f64> = (0..=p0 + tk)
                             .map(|t| {
                                 let row = &stored[t * kw..(t + 1) * kw];

@@ -13,10 +13,10 @@
 // (mla_cache_row.wgsl) in workgroup memory, and the first head group's workgroup stores it (no
 // workgroup of this pass reads that row from the cache).
 // Host constants: WG, LANES, HG (= NV, at most WG / LANES), PAIRS_PER_LANE, SPLIT_MAX, N_SPLITS,
-// KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, EPS, KV_F16.
+// KV_LORA, ROPE, KV_W, SCALE, EPS, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> q_rope: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> cache: array<u32>;
@@ -40,8 +40,8 @@ fn query_pair(h: u32, i: u32) -> vec2<f32> {
         return vec2<f32>(q_lat[h * KV_LORA + 2u * i], q_lat[h * KV_LORA + 2u * i + 1u]);
     }
     let j = i - KV_LORA / 2u;
-    let a = q[h * QK + NOPE + 2u * j];
-    let b = q[h * QK + NOPE + 2u * j + 1u];
+    let a = q_rope[h * ROPE + 2u * j];
+    let b = q_rope[h * ROPE + 2u * j + 1u];
     let cs = rope[step.pos * (ROPE / 2u) + j];
     return rope_rotate(a, b, cs);
 }

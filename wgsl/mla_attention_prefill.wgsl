@@ -4,11 +4,11 @@
 // no score matrix and no partials. Each cache row is loaded once for the HG heads (the latent is
 // shared by all heads): a team of LANES threads scores one position for every head of the group,
 // and each thread owns a context pair of every head.
-// Host constants: WG, LANES, HG (= NV), BLOCK, N_HEADS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, KV_F16.
+// Host constants: WG, LANES, HG (= NV), BLOCK, N_HEADS, KV_LORA, ROPE, KV_W, SCALE, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
-// Per token and head: q (QK floats), q_lat and the output (KV_LORA floats each).
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+// Per token and head: the unroped query q_rope (ROPE floats), q_lat and the output (KV_LORA floats each).
+@group(0) @binding(1) var<storage, read> q_rope: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> cache: array<u32>;
@@ -39,8 +39,8 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             qv[h][i] = vec2<f32>(q_lat[qh * KV_LORA + 2u * i], q_lat[qh * KV_LORA + 2u * i + 1u]);
         }
         for (var j = tid; j < ROPE / 2u; j += WG) {
-            let a = q[qh * QK + NOPE + 2u * j];
-            let b = q[qh * QK + NOPE + 2u * j + 1u];
+            let a = q_rope[qh * ROPE + 2u * j];
+            let b = q_rope[qh * ROPE + 2u * j + 1u];
             let cs = rope[pos * (ROPE / 2u) + j];
             qv[h][KV_LORA / 2u + j] = rope_rotate(a, b, cs);
         }

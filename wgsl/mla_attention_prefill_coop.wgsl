@@ -1,5 +1,5 @@
 // Prefill: causal MLA attention of a chunk on cooperative matrices. The (token, head) rows of the
-// chunk (row r = t·N_HEADS + h, the layout of q, q_lat and out) all attend the same latent cache, so
+// chunk (row r = t·N_HEADS + h, the layout of q_rope, q_lat and out) all attend the same latent cache, so
 // a workgroup takes 32 consecutive rows (the latest first) and runs them against blocks of 64 cache
 // positions as matrix products: S = Q·Kᵀ over the KV_W query/key columns (q_lat and the roped query
 // against the cache row), in steps of DC columns staged as f16 in workgroup memory, then O = P·V over
@@ -9,10 +9,10 @@
 // latent columns of O each; each S tile of 16 rows × 16 positions is computed by the subgroups
 // sg ≡ tile (mod 8), which write the same values.
 // Host constants: DVG (= KV_LORA / 64), DC (columns per S step: 64, or 32 where KV_W is not whole 64s),
-// N_HEADS, KV_LORA, ROPE, KV_W, NOPE, QK, SCALE, KV_F16.
+// N_HEADS, KV_LORA, ROPE, KV_W, SCALE, KV_F16.
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> q_rope: array<f32>;
 @group(0) @binding(2) var<storage, read> q_lat: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> cache: array<u32>;
@@ -75,8 +75,8 @@ fn stage_qk(t: Tile, d0: u32, k0: u32, end: u32) {
         if j < KV_LORA {
             v = vec2<f32>(q_lat[r * KV_LORA + j], q_lat[r * KV_LORA + j + 1u]);
         } else {
-            let a = q[r * QK + NOPE + j - KV_LORA];
-            let b = q[r * QK + NOPE + j - KV_LORA + 1u];
+            let a = q_rope[r * ROPE + j - KV_LORA];
+            let b = q_rope[r * ROPE + j - KV_LORA + 1u];
             let cs = rope[row_pos(t, i) * (ROPE / 2u) + (j - KV_LORA) / 2u];
             v = rope_rotate(a, b, cs);
         }

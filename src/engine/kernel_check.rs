@@ -52,7 +52,8 @@ fn cases(w: &ModelWeights, n_heads: u32, slots: u32) -> Vec<Case<'_>> {
     if let Some(l) = w.layers.first() {
         cases.push(case("attn_q_a", &l.q_a, None, false, Kind::Tokens));
         cases.push(case("attn_output", &l.o, None, true, Kind::Tokens));
-        cases.push(case("attn_k_b", &l.k_b, None, false, Kind::Heads(n_heads)));
+        cases.push(case("attn_q_lat", &l.q_lat, None, false, Kind::Tokens));
+        cases.push(case("attn_v_b", &l.v_b, None, false, Kind::Heads(n_heads)));
     }
     if let Some(f) = w.layers.iter().find_map(|l| if let FeedForward::Dense(f) = &l.ffn { Some(f) } else { None }) {
         cases.push(case("ffn_gate_up", &f.gate, Some(&f.up), false, Kind::Tokens));
@@ -197,7 +198,7 @@ pub fn coop_attention(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, c
     let rows = (tokens as usize * c.n_heads).next_multiple_of(ROWS);
     let positions = (prefix + tokens) as usize;
     let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-    let q = ctx.storage_init("check q", bytemuck::cast_slice(&random(rows * c.qk_head())))?;
+    let q_rope = ctx.storage_init("check q_rope", bytemuck::cast_slice(&random(rows * c.qk_rope)))?;
     let q_lat = ctx.storage_init("check q_lat", bytemuck::cast_slice(&random(rows * c.kv_lora_rank)))?;
     let latent = random(positions * c.kv_width());
     let cache = if cache.kv_f16 {
@@ -210,7 +211,7 @@ pub fn coop_attention(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, c
     let mut outputs = Vec::new();
     for coop in [false, true] {
         let out = ctx.storage("check attention", (rows * c.kv_lora_rank * 4) as u64)?;
-        let a = PrefillAttentionArgs { step: &step, q: &q, q_lat: &q_lat, rope, cache: &cache, out: &out };
+        let a = PrefillAttentionArgs { step: &step, q_rope: &q_rope, q_lat: &q_lat, rope, cache: &cache, out: &out };
         let d = if coop {
             mla_attention_prefill_coop(ctx, kc, c, kv_f16, tokens, a)?
         } else {

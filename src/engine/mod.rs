@@ -104,7 +104,7 @@ struct Activations {
     x: wgpu::Buffer,
     xn: wgpu::Buffer,
     qa: wgpu::Buffer,
-    q: wgpu::Buffer,
+    q_rope: wgpu::Buffer,
     ckv: wgpu::Buffer,
     q_lat: wgpu::Buffer,
     ctx_lat: wgpu::Buffer,
@@ -150,7 +150,7 @@ impl Activations {
             x: ctx.storage("x", f(c.hidden))?,
             xn: ctx.storage("xn", f(c.hidden))?,
             qa: ctx.storage("qa", f(c.q_lora_rank))?,
-            q: ctx.storage("q", f(c.n_heads * c.qk_head()))?,
+            q_rope: ctx.storage("q_rope", f(c.n_heads * c.qk_rope))?,
             ckv: ctx.storage("ckv", f(c.kv_width()))?,
             q_lat: ctx.storage("q_lat", f(c.n_heads * c.kv_lora_rank))?,
             ctx_lat: ctx.storage("ctx_lat", f(c.n_heads * c.kv_lora_rank))?,
@@ -664,28 +664,22 @@ fn record(
                     .labeled("attn_kv_a"),
             );
         }
-        body.push(
-            mv(kc, &l.q_b, Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS }), &b.qa, &b.q, Output::Store)?
-                .labeled("attn_q_b"),
-        );
-        // Absorb W_k into the query: q_lat[h] = k_b[h] · q_nope[h].
+        // The query in the latent space (k_b absorbed at load) and its rope part, in one pass.
         body.push(
             matvec(
                 ctx,
                 kc,
                 MatvecArgs {
-                    matrix: MatrixOf::Slot,
-                    slots: heads,
-                    x_stride: c.qk_head() as u32,
-                    y_stride: c.kv_lora_rank as u32,
-                    ..MatvecArgs::new(&l.k_b, &b.q, &b.q_lat, &b.route, o.int8_activations)
+                    stacked: Some(Stacked { w: &l.q_rope, y: &b.q_rope }),
+                    norm: Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS }),
+                    ..MatvecArgs::new(&l.q_lat, &b.qa, &b.q_lat, &b.route, o.int8_activations)
                 },
             )?
-            .labeled("attn_k_b"),
+            .labeled("attn_q_b_k_b"),
         );
         let att = AttentionArgs {
             step: &b.step,
-            q: &b.q,
+            q_rope: &b.q_rope,
             q_lat: &b.q_lat,
             rope: &b.rope,
             cache: &b.kv_cache[i],

@@ -40,7 +40,7 @@ struct ChunkBuffers {
     x: wgpu::Buffer,
     qa: wgpu::Buffer,
     ckv: wgpu::Buffer,
-    q: wgpu::Buffer,
+    q_rope: wgpu::Buffer,
     q_lat: wgpu::Buffer,
     ctx_lat: wgpu::Buffer,
     attn_out: wgpu::Buffer,
@@ -77,7 +77,7 @@ impl Prefill {
             x: ctx.storage("prefill x", f(c.hidden))?,
             qa: ctx.storage("prefill qa", f(c.q_lora_rank))?,
             ckv: ctx.storage("prefill ckv", f(c.kv_width()))?,
-            q: ctx.storage("prefill q", f(c.n_heads * c.qk_head()))?,
+            q_rope: ctx.storage("prefill q_rope", f(c.n_heads * c.qk_rope))?,
             q_lat: ctx.storage("prefill q_lat", f(c.n_heads * c.kv_lora_rank))?,
             // Whole tiles of rows for the cooperative attention, which stores them all.
             ctx_lat: ctx.storage(
@@ -200,8 +200,8 @@ fn record(
     let mut r = Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize, coop), coop, ds: Vec::new() };
     let step = &b.step;
     let (heads, hidden) = (c.n_heads as u32, c.hidden as u32);
-    let (q_lora, kv_w, qk, lora, v_head) =
-        (c.q_lora_rank as u32, c.kv_width() as u32, c.qk_head() as u32, c.kv_lora_rank as u32, c.v_head as u32);
+    let (q_lora, kv_w, rope, lora, v_head) =
+        (c.q_lora_rank as u32, c.kv_width() as u32, c.qk_rope as u32, c.kv_lora_rank as u32, c.v_head as u32);
     let dense = |w, norm, add, x, cols, y, y_stride| Product {
         w,
         up: None,
@@ -220,7 +220,9 @@ fn record(
         r.product(kc, dense(&l.q_a, attn_norm, false, &b.x, hidden, &b.qa, q_lora), "attn_q_a")?;
         r.product(kc, dense(&l.kv_a, attn_norm, false, &b.x, hidden, &b.ckv, kv_w), "attn_kv_a")?;
         let q_norm = Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS });
-        r.product(kc, dense(&l.q_b, q_norm, false, &b.qa, q_lora, &b.q, heads * qk), "attn_q_b")?;
+        // The query in the latent space (k_b absorbed at load) and its rope part.
+        r.product(kc, dense(&l.q_lat, q_norm, false, &b.qa, q_lora, &b.q_lat, heads * lora), "attn_q_lat")?;
+        r.product(kc, dense(&l.q_rope, q_norm, false, &b.qa, q_lora, &b.q_rope, heads * rope), "attn_q_rope")?;
         let kv = KvStoreArgs { step, ckv: &b.ckv, kv_norm: &l.kv_a_norm, rope: &d.rope, cache: &d.kv_cache[i] };
         let s = kv_store(ctx, kc, c, o.kv_f16, t, kv)?;
         r.push(s, "kv_store");
@@ -236,10 +238,9 @@ fn record(
             y,
             y_stride,
         };
-        r.product(kc, per_head(&l.k_b, &b.q, qk, &b.q_lat, lora), "attn_k_b")?;
         let att = PrefillAttentionArgs {
             step,
-            q: &b.q,
+            q_rope: &b.q_rope,
             q_lat: &b.q_lat,
             rope: &d.rope,
             cache: &d.kv_cache[i],

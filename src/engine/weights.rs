@@ -3,7 +3,7 @@
 
 use super::synthetic::QuantMix;
 use crate::gpu::{GpuContext, GpuWeight, KernelCache};
-use crate::model::{expected_tensors, Model, ModelConfig, TensorData};
+use crate::model::{absorb_query, absorbed_type, expected_tensors, Model, ModelConfig, TensorData};
 use crate::quant::GgmlType;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,10 +55,12 @@ pub struct LayerWeights {
     pub attn_norm: wgpu::Buffer,
     pub q_a: GpuWeight,
     pub q_a_norm: wgpu::Buffer,
-    pub q_b: GpuWeight,
+    /// The query in the latent space: `k_b` absorbed into `q_b`'s nope rows (`model::absorb_query`).
+    pub q_lat: GpuWeight,
+    /// `q_b`'s rope rows, of `q_lat`'s type.
+    pub q_rope: GpuWeight,
     pub kv_a: GpuWeight,
     pub kv_a_norm: wgpu::Buffer,
-    pub k_b: GpuWeight,
     pub v_b: GpuWeight,
     pub o: GpuWeight,
     pub ffn_norm: wgpu::Buffer,
@@ -110,15 +112,48 @@ impl Uploader<'_> {
     }
 
     fn random(&mut self, name: &str, shape: &[usize]) -> Result<GpuWeight> {
-        let Source::Synthetic { mix, n_layers, kc, seed, .. } = &mut self.source else {
+        let Source::Synthetic { mix, n_layers, .. } = &self.source else {
+            unreachable!("random weights of a model file")
+        };
+        let t = mix.tensor_type(name, shape[shape.len() - 1], *n_layers);
+        self.random_of(name, t, shape)
+    }
+
+    fn random_of(&mut self, name: &str, t: GgmlType, shape: &[usize]) -> Result<GpuWeight> {
+        let Source::Synthetic { kc, seed, .. } = &mut self.source else {
             unreachable!("random weights of a model file")
         };
         *seed += 1;
-        let t = mix.tensor_type(name, shape[shape.len() - 1], *n_layers);
         let w = GpuWeight::random(self.ctx, kc, name, t, shape, *seed)?;
         self.bytes += w.bytes();
         self.bar.inc(t.bytes_for(shape.iter().product()) as u64);
         Ok(w)
+    }
+
+    /// The layer's absorbed query (`q_lat`, `q_rope`) from its `q_b` and `k_b`.
+    fn query(&mut self, c: &ModelConfig, p: &str) -> Result<(GpuWeight, GpuWeight)> {
+        let (q_b, k_b) = (format!("{p}attn_q_b.weight"), format!("{p}attn_k_b.weight"));
+        let (lat, rope) = (format!("{p}attn_q_lat"), format!("{p}attn_q_rope"));
+        let model = match &self.source {
+            Source::File(model) => *model,
+            Source::Synthetic { mix, n_layers, .. } => {
+                let t = absorbed_type(
+                    mix.tensor_type(&q_b, c.q_lora_rank, *n_layers),
+                    mix.tensor_type(&k_b, c.qk_nope, *n_layers),
+                    c.q_lora_rank,
+                    0.0,
+                );
+                let lat = self.random_of(&lat, t, &[c.n_heads * c.kv_lora_rank, c.q_lora_rank])?;
+                return Ok((lat, self.random_of(&rope, t, &[c.n_heads * c.qk_rope, c.q_lora_rank])?));
+            }
+        };
+        let (q_b, k_b) = (model.tensor(&q_b)?, model.tensor(&k_b)?);
+        let a = absorb_query(c, &q_b, &k_b)?;
+        self.bar.inc((q_b.bytes.len() + k_b.bytes.len()) as u64);
+        let lat = GpuWeight::upload(self.ctx, &lat, &a.lat)?;
+        let rope = GpuWeight::upload(self.ctx, &rope, &a.rope)?;
+        self.bytes += lat.bytes() + rope.bytes();
+        Ok((lat, rope))
     }
 
     /// Small vectors (norms, biases) are kept as plain f32.
@@ -246,14 +281,15 @@ impl ModelWeights {
         for (i, &moe) in c.moe_layers.iter().enumerate() {
             let p = format!("blk.{i}.");
             let w = |s: &str| format!("{p}{s}");
+            let (q_lat, q_rope) = up.query(c, &p)?;
             let layer = LayerWeights {
                 attn_norm: up.vector(&w("attn_norm.weight"))?,
                 q_a: up.weight(&w("attn_q_a.weight"))?,
                 q_a_norm: up.vector(&w("attn_q_a_norm.weight"))?,
-                q_b: up.weight(&w("attn_q_b.weight"))?,
+                q_lat,
+                q_rope,
                 kv_a: up.weight(&w("attn_kv_a_mqa.weight"))?,
                 kv_a_norm: up.vector(&w("attn_kv_a_norm.weight"))?,
-                k_b: up.weight(&w("attn_k_b.weight"))?,
                 v_b: up.weight(&w("attn_v_b.weight"))?,
                 o: up.weight(&w("attn_output.weight"))?,
                 ffn_norm: up.vector(&w("ffn_norm.weight"))?,

@@ -21,25 +21,29 @@ pub struct Tiling {
 
 impl Tiling {
     /// The tiling for `items` chunks per output (a row's chunks, times the slots when they are
-    /// summed), from the H200 sweep (`cargo bench --bench matvec`, BENCHMARKS.md): 128 or more items
-    /// take one 256-lane team of 4 rows (the long attention output and summed expert downs: +30-65 %
-    /// over 64 lanes); matrices of 65536+ rows (the LM head) take 2 teams of 32 lanes, 8 rows each
-    /// (Q6_K head: 2.4 vs 1.7 TiB/s for 1 team of 64 lanes × 4 rows, +2 % tok/s); other short rows
-    /// take teams of up to 64 lanes, 2 rows each, 64 threads a workgroup (gate/up pairs, which
-    /// already load two matrices: 4 rows each, 128 threads, +0.4 % tok/s over 64 on the H200;
-    /// 128 or 256 threads for the others, or 1 or 4 rows, were slower).
+    /// summed), from the H200 sweeps (`cargo bench --bench matvec` and in the engine, BENCHMARKS.md):
+    /// 128 or more items take one 256-lane team of 4 rows (the long attention output and summed
+    /// expert downs: +30-65 % over 64 lanes), or of 1 row under 512 rows, so that the router's 64
+    /// rows spread over 64 workgroups (+0.6 % tok/s over 16); gate/up pairs (which load two matrices)
+    /// teams of up to 64 lanes, 4 rows each, 128 threads (+0.4 % tok/s over 64); matrices of 8192+
+    /// rows 2 teams of up to 32 lanes, 4 rows each (the absorbed query: +3 % tok/s over 2 rows), 8
+    /// from 65536 rows (the Q6_K LM head: 2.4 vs 1.7 TiB/s for 1 team of 64 lanes x 4 rows); other
+    /// short rows teams of up to 64 lanes, 2 rows each, 64 threads (128 or 256 threads, or 1 or 4
+    /// rows, were slower).
     pub fn for_shape(ctx: &GpuContext, items: u32, rows: u32, glu: bool) -> Tiling {
         let reduce = Reduce::for_adapter(ctx);
         if items >= 128 {
-            return Tiling { lanes: 256, teams: 1, rows: 4, reduce };
+            return Tiling { lanes: 256, teams: 1, rows: if rows < 512 { 1 } else { 4 }, reduce };
         }
         let lanes = items.next_power_of_two().min(64);
-        if rows >= 65536 {
-            let lanes = lanes.min(32);
-            return Tiling { lanes, teams: 64 / lanes, rows: 8, reduce };
+        if glu {
+            return Tiling { lanes, teams: (128 / lanes).max(1), rows: 4, reduce };
         }
-        let (threads, rows) = if glu { (128, 4) } else { (64, 2) };
-        Tiling { lanes, teams: (threads / lanes).max(1), rows, reduce }
+        if rows >= 8192 {
+            let lanes = lanes.min(32);
+            return Tiling { lanes, teams: 64 / lanes, rows: if rows >= 65536 { 8 } else { 4 }, reduce };
+        }
+        Tiling { lanes, teams: (64 / lanes).max(1), rows: 2, reduce }
     }
 
     pub fn validate(self) -> Result<()> {

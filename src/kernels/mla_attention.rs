@@ -33,7 +33,8 @@ const COMBINE_UNROLL: u32 = 4;
 
 pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
-    pub q: &'a wgpu::Buffer,
+    /// Per head: the query's rope part before rotation (qk_rope floats), and q_lat (kv_lora floats).
+    pub q_rope: &'a wgpu::Buffer,
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
     /// The latent cache; the split pass stores the current position's row into it.
@@ -114,7 +115,7 @@ pub fn mla_attention_reducing(
     let rw = Binding::ReadWrite;
     let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
+    let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
     let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]);
 
     let combine_consts = [

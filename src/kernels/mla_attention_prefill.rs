@@ -18,8 +18,8 @@ fn head_group(n_heads: usize) -> u32 {
 
 pub struct PrefillAttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
-    /// Per token and head: the query (qk_head floats) and q_lat (kv_lora floats).
-    pub q: &'a wgpu::Buffer,
+    /// Per token and head: the query's rope part before rotation (qk_rope floats) and q_lat (kv_lora floats).
+    pub q_rope: &'a wgpu::Buffer,
     pub q_lat: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
     /// Holds the chunk's rows already (`kv_store`).
@@ -52,6 +52,6 @@ pub fn mla_attention_prefill(
     let read = Binding::Read;
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "mla_attention_prefill", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.out]);
+    let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.out]);
     Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / head_group(c.n_heads), chunk, 1]))
 }

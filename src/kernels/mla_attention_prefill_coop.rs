@@ -51,7 +51,7 @@ pub fn mla_attention_prefill_coop(
     let read = Binding::Read;
     let bindings = [Binding::Uniform, read, read, read, read, Binding::ReadWrite];
     let kernel = kc.get(ctx, "mla_attention_prefill_coop", source(c, kv_f16), &bindings)?;
-    let bound = kernel.bind(ctx, &[a.step, a.q, a.q_lat, a.rope, a.cache, a.out]);
+    let bound = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.out]);
     Ok(Dispatch::new(kernel, bound, [rows.div_ceil(ROWS) as u32, 1, 1]))
 }
 

@@ -44,15 +44,10 @@ fn mla_consts(c: &crate::model::ModelConfig, kv_f16: bool) -> [(&'static str, cr
     ]
 }
 
-/// The query constants the MLA attention kernels share: the nope part of a head's query, the whole
-/// head, and the softmax scale 1 / sqrt(head).
-fn mla_query_consts(c: &crate::model::ModelConfig) -> [(&'static str, crate::gpu::Const); 3] {
-    use crate::gpu::Const;
-    [
-        ("NOPE", Const::U32(c.qk_nope as u32)),
-        ("QK", Const::U32(c.qk_head() as u32)),
-        ("SCALE", Const::F32(1.0 / (c.qk_head() as f32).sqrt())),
-    ]
+/// The query constant the MLA attention kernels share: the softmax scale 1 / sqrt(head), the head
+/// being the nope and rope parts of the query as the model has them (before absorption).
+fn mla_query_consts(c: &crate::model::ModelConfig) -> [(&'static str, crate::gpu::Const); 1] {
+    [("SCALE", crate::gpu::Const::F32(1.0 / (c.qk_head() as f32).sqrt()))]
 }
 
 /// The per-step uniform (`wgsl/step.wgsl`), padded to 16 bytes: the (first) position, the tokens

@@ -5,13 +5,16 @@
 //! attention. Slow and simple on purpose; every weight is dequantized to f32 at load, so it is meant
 //! for small test models (the full GLM-4.7-Flash would need about 120 GB of RAM).
 //!
-//! Attention runs in the EXPANDED form: every step, each cached latent is multiplied out to a
-//! per-head k_nope and v (the two halves of HF's `kv_b_proj`), so it checks the GPU's absorbed form
-//! (q folded through W_k, W_v applied after the softmax) independently.
+//! Attention scores as the GPU does, through the query absorbed at load (`model::absorb_query`:
+//! k_b folded into q_b's nope rows, stored in the engine's type), q_lat · latent; values run in the
+//! EXPANDED form: every step, each cached latent is multiplied out to a per-head v, so the GPU's
+//! W_v applied after the softmax is checked independently. The absorption itself is checked against
+//! transformers on the F32 fixture, where the absorbed matrices are exact.
 //!
 //! Numerics follow the GPU where it deliberately differs from fp32 transformers: products over Q4_K,
-//! Q6_K and Q8_0 weights take their input rounded to int8 per 32-block ([`activations`]), and an RMSNorm
-//! feeding a product is applied as the GPU folds it, `W (x ⊙ g)` scaled by the RMS afterwards.
+//! Q6_K and Q8_0 weights take their input rounded to int8 per 32-block ([`activations`]), an RMSNorm
+//! feeding a product is applied as the GPU folds it, `W (x ⊙ g)` scaled by the RMS afterwards, and
+//! the absorbed query is rounded to its stored type (Q8_0 for quantized files).
 //!
 //! RoPE: HF's `apply_rotary_pos_emb_interleave` rotates the pairs (x0,x1), (x2,x3), … and writes the
 //! result de-interleaved (all rotated first elements, then all rotated second elements). Here the
@@ -19,14 +22,14 @@
 //! k_rope, so q_rope·k_rope, and with it everything the model outputs, is identical; only the order
 //! of the k_rope entries in the cache differs from HF's cache.
 
-use crate::model::{Gating, Model, ModelConfig, LORA_NORM_EPS};
+use crate::model::{absorb_query, Gating, Model, ModelConfig, TensorData, LORA_NORM_EPS};
 use crate::quant::activations;
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A row-major `[rows, cols]` matrix: a Linear weight, `[out, in]`.
 struct Matrix {
-    rows: usize,
     cols: usize,
     data: Vec<f32>,
     /// Whether products round their input to int8, as the GPU does for this weight's format.
@@ -65,14 +68,10 @@ impl Matrix {
         self.data.chunks_exact(self.cols).map(|row| dot(row, x)).collect()
     }
 
-    fn transposed(&self) -> Matrix {
-        let mut data = vec![0.0; self.data.len()];
-        for r in 0..self.rows {
-            for c in 0..self.cols {
-                data[c * self.rows + r] = self.data[r * self.cols + c];
-            }
-        }
-        Matrix { rows: self.cols, cols: self.rows, data, int8_input: self.int8_input }
+    /// A matrix the engine makes at load (not a file tensor), as the GPU holds it.
+    fn made(t: &TensorData, int8: bool) -> Result<Matrix> {
+        let int8_input = int8 && activations::takes_int8_input(t.ggml_type);
+        Ok(Matrix { cols: t.shape[1], data: t.to_f32()?, int8_input })
     }
 }
 
@@ -187,11 +186,12 @@ impl KvCache {
 struct Attention {
     q_a: Matrix,
     q_a_norm: Vec<f32>,
-    q_b: Matrix,
+    /// `[n_heads · kv_lora, q_lora]`: the query in the latent space (`model::absorb_query`).
+    q_lat: Matrix,
+    /// `[n_heads · qk_rope, q_lora]`: q_b's rope rows, of q_lat's type.
+    q_rope: Matrix,
     kv_a: Matrix,
     kv_a_norm: Vec<f32>,
-    /// Per head `[qk_nope, kv_lora]`: `k_nope = W_k · latent` (HF's kv_b_proj k rows; GGUF k_b transposed).
-    w_k: Vec<Matrix>,
     /// Per head `[v_head, kv_lora]`: `v = W_v · latent`.
     w_v: Vec<Matrix>,
     o: Matrix,
@@ -204,7 +204,8 @@ impl Attention {
         let pos = kv.latent.len() / kv_lora;
 
         let q_a = self.q_a.matvec_normed(x);
-        let q = self.q_b.matvec_normed(Normed { x: &q_a, weight: &self.q_a_norm, eps: LORA_NORM_EPS });
+        let q_a = Normed { x: &q_a, weight: &self.q_a_norm, eps: LORA_NORM_EPS };
+        let (q_lat, q_rope) = (self.q_lat.matvec_normed(q_a), self.q_rope.matvec_normed(q_a));
         let ckv = self.kv_a.matvec_normed(x);
         let latent = rms_norm(&ckv[..kv_lora], &self.kv_a_norm, LORA_NORM_EPS);
         let mut k_rope = ckv[kv_lora..].to_vec();
@@ -216,19 +217,17 @@ impl Attention {
         let scale = 1.0 / ((nope + rope_d) as f32).sqrt();
         let mut heads = Vec::with_capacity(c.n_heads * c.v_head);
         for h in 0..c.n_heads {
-            let qh = &q[h * c.qk_head()..(h + 1) * c.qk_head()];
-            let q_nope = &qh[..nope];
-            let mut q_rope = qh[nope..].to_vec();
+            let q_lat = &q_lat[h * kv_lora..(h + 1) * kv_lora];
+            let mut q_rope = q_rope[h * rope_d..(h + 1) * rope_d].to_vec();
             rope(&mut q_rope, pos, c.rope_theta);
 
-            // Expand every cached latent to this head's key and value.
+            // Expand every cached latent to this head's value.
             let (scores, values): (Vec<f32>, Vec<Vec<f32>>) = (0..n)
                 .into_par_iter()
                 .map(|t| {
                     let latent = &kv.latent[t * kv_lora..(t + 1) * kv_lora];
                     let k_rope = &kv.k_rope[t * rope_d..(t + 1) * rope_d];
-                    let k_nope = self.w_k[h].matvec_serial(latent);
-                    let score = (dot(q_nope, &k_nope) + dot(&q_rope, k_rope)) * scale;
+                    let score = (dot(q_lat, latent) + dot(&q_rope, k_rope)) * scale;
                     (score, self.w_v[h].matvec_serial(latent))
                 })
                 .unzip();
@@ -268,6 +267,9 @@ struct Moe {
     bias: Vec<f32>,
     experts: Vec<Mlp>,
     shared: Option<Mlp>,
+    /// The last choice's margin (f32 bits): the last picked expert's biased score less the best
+    /// unpicked one's. Near zero, rounding differences may pick another expert.
+    margin: AtomicU32,
 }
 
 impl Moe {
@@ -282,6 +284,10 @@ impl Moe {
         // Descending by biased score; the sort is stable, so ties go to the lower expert index.
         order.sort_by(|&a, &b| (scores[b] + self.bias[b]).total_cmp(&(scores[a] + self.bias[a])));
         let chosen = &order[..c.n_experts_used];
+        if let (Some(&last), Some(&next)) = (order.get(c.n_experts_used - 1), order.get(c.n_experts_used)) {
+            let margin = (scores[last] + self.bias[last]) - (scores[next] + self.bias[next]);
+            self.margin.store(margin.max(0.0).to_bits(), Ordering::Relaxed);
+        }
         let sum: f32 = chosen.iter().map(|&e| scores[e]).sum();
         let norm = if c.norm_topk { 1.0 / (sum + 1e-20) } else { 1.0 };
         chosen.iter().map(|&e| (e, scores[e] * norm * c.routed_scale)).collect()
@@ -347,7 +353,7 @@ fn int8_input(model: &Model, name: &str, int8: bool) -> Result<bool> {
 fn matrix(model: &Model, name: &str, int8: bool) -> Result<Matrix> {
     let (shape, data) = load_f32(model, name)?;
     ensure!(shape.len() == 2, "tensor {name}: expected 2-D, got shape {shape:?}");
-    Ok(Matrix { rows: shape[0], cols: shape[1], data, int8_input: int8_input(model, name, int8)? })
+    Ok(Matrix { cols: shape[1], data, int8_input: int8_input(model, name, int8)? })
 }
 
 /// A 3-D `[n, rows, cols]` tensor as `n` matrices; `int8` if products take int8 inputs (per-head
@@ -357,7 +363,7 @@ fn matrices(model: &Model, name: &str, int8: bool) -> Result<Vec<Matrix>> {
     ensure!(shape.len() == 3, "tensor {name}: expected 3-D, got shape {shape:?}");
     let (rows, cols) = (shape[1], shape[2]);
     let int8_input = int8_input(model, name, int8)?;
-    Ok(data.chunks_exact(rows * cols).map(|m| Matrix { rows, cols, data: m.to_vec(), int8_input }).collect())
+    Ok(data.chunks_exact(rows * cols).map(|m| Matrix { cols, data: m.to_vec(), int8_input }).collect())
 }
 
 fn mlp(model: &Model, prefix: &str, suffix: &str, int8: bool) -> Result<Mlp> {
@@ -383,18 +389,18 @@ impl CpuReference {
         for (i, &is_moe) in c.moe_layers.iter().enumerate() {
             let p = format!("blk.{i}.");
             let t = |n: &str| format!("{p}{n}");
+            let query = absorb_query(&c, &model.tensor(&t("attn_q_b.weight"))?, &model.tensor(&t("attn_k_b.weight"))?)?;
             let attn = Attention {
                 q_a: matrix(model, &t("attn_q_a.weight"), int8)?,
                 q_a_norm: vector(model, &t("attn_q_a_norm.weight"))?,
-                q_b: matrix(model, &t("attn_q_b.weight"), int8)?,
+                q_lat: Matrix::made(&query.lat, int8)?,
+                q_rope: Matrix::made(&query.rope, int8)?,
                 kv_a: matrix(model, &t("attn_kv_a_mqa.weight"), int8)?,
                 kv_a_norm: vector(model, &t("attn_kv_a_norm.weight"))?,
-                // k_b is [heads, kv_lora, qk_nope]: each head's W_k transposed.
-                w_k: matrices(model, &t("attn_k_b.weight"), false)?.iter().map(Matrix::transposed).collect(),
                 w_v: matrices(model, &t("attn_v_b.weight"), false)?,
                 o: matrix(model, &t("attn_output.weight"), int8)?,
             };
-            ensure!(attn.w_k.len() == c.n_heads && attn.w_v.len() == c.n_heads, "layer {i}: k_b/v_b head count");
+            ensure!(attn.w_v.len() == c.n_heads, "layer {i}: v_b head count");
             let ffn = if is_moe {
                 let gates = matrices(model, &t("ffn_gate_exps.weight"), int8)?;
                 let ups = matrices(model, &t("ffn_up_exps.weight"), int8)?;
@@ -406,6 +412,7 @@ impl CpuReference {
                     bias: vector(model, &t("exp_probs_b.bias"))?,
                     experts,
                     shared: if c.n_shared_experts > 0 { Some(mlp(model, &p, "_shexp", int8)?) } else { None },
+                    margin: AtomicU32::new(f32::INFINITY.to_bits()),
                 })
             } else {
                 Ffn::Dense(mlp(model, &p, "", int8)?)
@@ -464,5 +471,12 @@ impl CpuReference {
             hs.push(rms_norm(&x, &self.output_norm, c.rms_eps));
         }
         logits
+    }
+
+    /// The smallest routing margin of the last step's MoE layers (infinite without any): how close
+    /// the step came to choosing another expert somewhere.
+    pub fn last_route_margin(&self) -> f32 {
+        let moe = self.layers.iter().filter_map(|l| if let Ffn::Moe(m) = &l.ffn { Some(m) } else { None });
+        moe.map(|m| f32::from_bits(m.margin.load(Ordering::Relaxed))).fold(f32::INFINITY, f32::min)
     }
 }
