@@ -1008,8 +1008,12 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                     partials: &partials,
                     out: &ob,
                 };
-                let [split, combine] = mla_attention_reducing(ctx, &mut kc, &c, max_ctx, kv_f16, reduce, a).unwrap();
-                run(ctx, &[&split, &combine]);
+                // The split pass variant that serves this position, as in the engine.
+                let [short, long, combine] =
+                    mla_attention_reducing(ctx, &mut kc, &c, max_ctx, kv_f16, reduce, a).unwrap();
+                let split = if short.positions.contains(&pos) { &short } else { &long };
+                assert!(split.positions.contains(&pos), "no split pass serves position {pos}");
+                run(ctx, &[split, &combine]);
                 let name = format!(
                     "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp} {reduce:?}",
                     if kv_f16 { "f16" } else { "f32" }

@@ -272,7 +272,7 @@ impl Engine {
         self.write_tokens(0, &ids)?;
         let q = &self.ctx.queue;
         q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(0)));
-        let decode: Vec<&Dispatch> = self.launches(StepOutput::Logits).collect();
+        let decode: Vec<&Dispatch> = self.recorded(StepOutput::Logits).collect();
         let mut checks = kernel_check::native_twins(&self.ctx, kc, &decode)?;
         q.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(0, n)));
         checks.extend(kernel_check::native_twins(&self.ctx, kc, &self.prefill.dispatches.iter().collect::<Vec<_>>())?);
@@ -329,7 +329,7 @@ impl Engine {
 
     /// Dispatches of one decode step (embedding to sampled token).
     pub fn dispatches_per_token(&self) -> usize {
-        self.body.len() + self.head.len() + self.sample.len()
+        self.launches(StepOutput::Greedy).count()
     }
 
     /// Forgets the cache: the next step is position 0.
@@ -421,7 +421,7 @@ impl Engine {
     /// Every distinct kernel the engine launches (decode step and prefill chunk), in launch order.
     pub fn kernels(&self) -> Vec<std::rc::Rc<crate::gpu::Kernel>> {
         let mut seen = std::collections::HashSet::new();
-        self.launches(StepOutput::Greedy)
+        self.recorded(StepOutput::Greedy)
             .chain(&self.prefill.dispatches)
             .filter(|d| seen.insert(d.kernel.source.clone()))
             .map(|d| d.kernel.clone())
@@ -433,8 +433,14 @@ impl Engine {
         self.prefill.dispatches.len()
     }
 
-    /// The launches of one step producing `out`, in order.
+    /// The launches of the step at the current position producing `out`, in order.
     fn launches(&self, out: StepOutput) -> impl Iterator<Item = &Dispatch> {
+        let pos = self.pos;
+        self.recorded(out).filter(move |d| d.positions.contains(&pos))
+    }
+
+    /// Every launch recorded for steps producing `out`, the variants for every position included.
+    fn recorded(&self, out: StepOutput) -> impl Iterator<Item = &Dispatch> {
         let head: &[Dispatch] = if out == StepOutput::CacheOnly { &[] } else { &self.head };
         let sample: &[Dispatch] = if out == StepOutput::Greedy { &self.sample } else { &[] };
         self.body.iter().chain(head).chain(sample)
@@ -688,8 +694,9 @@ fn record(
             partials: &b.partials,
             out: &b.ctx_lat,
         };
-        let [split, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?;
-        body.push(split.labeled("mla_attention"));
+        let [short, long, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?;
+        body.push(short.labeled("mla_attention"));
+        body.push(long.labeled("mla_attention"));
         body.push(combine.labeled("mla_attention_combine"));
         body.push(
             matvec(

@@ -369,12 +369,20 @@ pub struct Dispatch {
     pub label: String,
     /// Bytes of weights the launch reads.
     pub weight_bytes: u64,
+    /// The decode positions it serves (all, unless a kernel has variants for short and long contexts).
+    pub positions: std::ops::Range<usize>,
 }
 
 impl Dispatch {
     pub fn new(kernel: Rc<Kernel>, bound: Bound, groups: [u32; 3]) -> Self {
         let label = kernel.name.clone();
-        Self { kernel, bound, groups, label, weight_bytes: 0 }
+        Self { kernel, bound, groups, label, weight_bytes: 0, positions: 0..usize::MAX }
+    }
+
+    /// Serves only the decode steps at `positions`.
+    pub fn serving(mut self, positions: std::ops::Range<usize>) -> Self {
+        self.positions = positions;
+        self
     }
 
     pub fn labeled(mut self, label: &str) -> Self {

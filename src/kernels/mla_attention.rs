@@ -20,10 +20,15 @@ const SPLIT_LONG: u32 = 40;
 const MAX_SPLITS: u32 = 128;
 const SPLIT_MAX: u32 = 256;
 /// The most heads one split workgroup serves (each lane holds its share of their queries in
-/// registers, 9 pairs per head at the real shape): 4 of the real model's 20 heads, the best
-/// compromise over depths 0-4096 on the H200 (BENCHMARKS.md: 2 is 0.9 % faster at depth 0, 1.2 %
-/// slower at 4096); at most the workgroup's teams, which reduce one head each.
-const MAX_HEADS_PER_GROUP: u32 = 4;
+/// registers, 9 pairs per head at the real shape; at most the workgroup's teams, which reduce one
+/// head each), in two variants of the split pass: 2 while the splits are MIN_SPLIT positions
+/// (contexts up to SHORT_CONTEXT), so a short context's few positions spread over more workgroups,
+/// and 4 beyond, so each cache row is read by fewer workgroups. H200 (BENCHMARKS.md), 2 against 4:
+/// +1.2 % tok/s at depth 0, +1.0 % at 192, +0.6 % at 384, -0.3 % at 640, -0.8 % at 1024, -2 % at 4096.
+const MAX_HEADS_SHORT: u32 = 2;
+const MAX_HEADS_LONG: u32 = 4;
+/// The decode positions the short-context split pass serves.
+pub const SHORT_CONTEXT: usize = (SPLITS_AIM * MIN_SPLIT) as usize;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
 /// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
@@ -47,9 +52,9 @@ pub struct AttentionArgs<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// Heads per split workgroup: the most that divide the head count.
-fn heads_per_group(n_heads: usize) -> u32 {
-    (1..=MAX_HEADS_PER_GROUP).rev().find(|g| (n_heads as u32).is_multiple_of(*g)).unwrap_or(1)
+/// Heads per split workgroup: the most, up to `max`, that divide the head count.
+fn heads_per_group(n_heads: usize, max: u32) -> u32 {
+    (1..=max).rev().find(|g| (n_heads as u32).is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// The split length at position `pos`, a multiple of the positions a split scores at once.
@@ -70,7 +75,8 @@ pub fn partials_len(c: &ModelConfig, max_ctx: usize) -> usize {
     c.n_heads * splits(max_ctx) as usize * (c.kv_lora_rank + 4)
 }
 
-/// The split pass and the merge pass.
+/// The split pass for short contexts and for long ones (each serving its decode positions), and the
+/// merge pass.
 pub fn mla_attention(
     ctx: &GpuContext,
     kc: &mut KernelCache,
@@ -78,7 +84,7 @@ pub fn mla_attention(
     max_ctx: usize,
     kv_f16: bool,
     a: AttentionArgs,
-) -> Result<[Dispatch; 2]> {
+) -> Result<[Dispatch; 3]> {
     mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, Reduce::for_adapter(ctx), a)
 }
 
@@ -92,9 +98,41 @@ pub fn mla_attention_reducing(
     kv_f16: bool,
     reduce: Reduce,
     a: AttentionArgs,
-) -> Result<[Dispatch; 2]> {
+) -> Result<[Dispatch; 3]> {
+    let split = |kc: &mut KernelCache, max: u32| split_pass(ctx, kc, c, max_ctx, kv_f16, reduce, &a, max);
+    let short = split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT);
+    let long = split(kc, MAX_HEADS_LONG)?.serving(SHORT_CONTEXT..usize::MAX);
+    let (read, rw) = (Binding::Read, Binding::ReadWrite);
+    let combine_consts = [
+        ("WG", Const::U32(COMBINE_WG)),
+        ("DIMS", Const::U32(COMBINE_DIMS)),
+        ("N_SPLITS", Const::U32(splits(max_ctx))),
+        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
+        ("UNROLL", Const::U32(COMBINE_UNROLL)),
+    ];
+    let source = compose(&combine_consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl")].concat());
+    let bindings = [Binding::Uniform, read, rw];
+    let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
+    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
+    let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
+    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
+    Ok([short, long, combine])
+}
+
+/// The split pass with up to `max_heads` heads per workgroup.
+#[allow(clippy::too_many_arguments)]
+fn split_pass(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    max_ctx: usize,
+    kv_f16: bool,
+    reduce: Reduce,
+    a: &AttentionArgs,
+    max_heads: u32,
+) -> Result<Dispatch> {
     let (reduce, reduce_consts) = reduce.source();
-    let hg = heads_per_group(c.n_heads);
+    let hg = heads_per_group(c.n_heads, max_heads);
     let split_consts = [
         ("WG", Const::U32(WG)),
         ("LANES", Const::U32(LANES)),
@@ -116,22 +154,7 @@ pub fn mla_attention_reducing(
     let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
     let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-    let split = Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]);
-
-    let combine_consts = [
-        ("WG", Const::U32(COMBINE_WG)),
-        ("DIMS", Const::U32(COMBINE_DIMS)),
-        ("N_SPLITS", Const::U32(splits(max_ctx))),
-        ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
-        ("UNROLL", Const::U32(COMBINE_UNROLL)),
-    ];
-    let source = compose(&combine_consts, &[STEP, include_str!("../../wgsl/mla_attention_combine.wgsl")].concat());
-    let bindings = [Binding::Uniform, read, rw];
-    let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
-    let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
-    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
-    Ok([split, combine])
+    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]))
 }
 
 #[cfg(test)]
@@ -153,7 +176,8 @@ mod tests {
         }
         let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(split_len).to_vec();
         assert_eq!(lens, [8, 8, 16, 24, 40, 40, 72, 256]);
-        assert_eq!(heads_per_group(20), 4);
-        assert_eq!(heads_per_group(3), 3);
+        assert_eq!([heads_per_group(20, MAX_HEADS_SHORT), heads_per_group(20, MAX_HEADS_LONG)], [2, 4]);
+        assert_eq!([heads_per_group(3, MAX_HEADS_SHORT), heads_per_group(3, MAX_HEADS_LONG)], [1, 3]);
+        assert_eq!(split_len(SHORT_CONTEXT - 1), MIN_SPLIT, "the short split pass serves splits of MIN_SPLIT");
     }
 }
