@@ -263,9 +263,9 @@ struct MatvecCase<'a> {
 /// The eps of folded input norms.
 const NORM_EPS: f32 = 1e-5;
 
-/// Runs one matvec under the engine's tiling and two others (the shared-memory reduction; narrow
-/// teams of several rows that each lane walks many chunks of) and returns, for each, its name, the
-/// whole y buffer's words and the route buffer's.
+/// Runs one matvec under the engine's tiling and others (the shared-memory reduction; narrow teams
+/// of several rows that each lane walks many chunks of; the LM head's and the absorbed query's) and
+/// returns, for each, its name, the whole y buffer's words and the route buffer's.
 fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(String, Vec<u32>, Vec<u32>)> {
     let xb = buf_f32(ctx, "x", c.x);
     let rb = buf_u32(ctx, "route", c.route);
@@ -288,8 +288,9 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         None,
         Some(Tiling { reduce: Reduce::Shared, ..engine }),
         Some(Tiling { lanes: 4, teams: 16, rows: 3, ..engine }),
-        // The LM head's (8 rows per team).
+        // The LM head's (8 rows per team) and the absorbed query's (one team of 32 lanes, 4 rows).
         Some(Tiling::for_shape(ctx, 64, 1 << 17, false)),
+        Some(Tiling::for_shape(ctx, 24, 10_240, false)),
     ];
     let ys: Vec<wgpu::Buffer> = tilings.iter().map(|_| buf_u32(ctx, "y", c.y0)).collect();
     tilings

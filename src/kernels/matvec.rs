@@ -26,8 +26,9 @@ impl Tiling {
     /// expert downs: +30-65 % over 64 lanes), or of 1 row under 512 rows, so that the router's 64
     /// rows spread over 64 workgroups (+0.6 % tok/s over 16); gate/up pairs (which load two matrices)
     /// teams of up to 64 lanes, 4 rows each, 128 threads (+0.4 % tok/s over 64); matrices of 8192+
-    /// rows 2 teams of up to 32 lanes, 4 rows each (the absorbed query: +3 % tok/s over 2 rows), 8
-    /// from 65536 rows (the Q6_K LM head: 2.4 vs 1.7 TiB/s for 1 team of 64 lanes x 4 rows); other
+    /// rows 32 threads of teams of up to 32 lanes, 4 rows each (the absorbed query: +3 % tok/s over 2
+    /// rows, +0.3 % over 64 threads), from 65536 rows 2 teams of up to 32 lanes, 8 rows each (the Q6_K
+    /// LM head: 2.4 vs 1.7 TiB/s for 1 team of 64 lanes x 4 rows); other
     /// short rows teams of up to 64 lanes, 2 rows each, 64 threads (128 or 256 threads, or 1 or 4
     /// rows, were slower).
     pub fn for_shape(ctx: &GpuContext, items: u32, rows: u32, glu: bool) -> Tiling {
@@ -39,9 +40,13 @@ impl Tiling {
         if glu {
             return Tiling { lanes, teams: (128 / lanes).max(1), rows: 4, reduce };
         }
+        if rows >= 65536 {
+            let lanes = lanes.min(32);
+            return Tiling { lanes, teams: 64 / lanes, rows: 8, reduce };
+        }
         if rows >= 8192 {
             let lanes = lanes.min(32);
-            return Tiling { lanes, teams: 64 / lanes, rows: if rows >= 65536 { 8 } else { 4 }, reduce };
+            return Tiling { lanes, teams: (32 / lanes).max(1), rows: 4, reduce };
         }
         Tiling { lanes, teams: (64 / lanes).max(1), rows: 2, reduce }
     }
