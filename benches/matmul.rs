@@ -29,7 +29,8 @@ const COPIES: usize = 8;
 /// (name, type, rows, cols, experts (1: dense), gate+up). The expert down pass is Q4_K in most
 /// layers of a Q4_K_M file and Q6_K in llama.cpp's `use_more_bits` ones: both are swept.
 const SHAPES: [(&str, GgmlType, usize, usize, usize, bool); 5] = [
-    ("attn_q_b 5120x768", GgmlType::Q4K, 5120, 768, 1, false),
+    // The absorbed query's q_lat rows (Q8_0 for quantized files).
+    ("attn_q_lat 10240x768", GgmlType::Q8_0, 10240, 768, 1, false),
     ("attn_output 2048x5120", GgmlType::Q4K, 2048, 5120, 1, false),
     ("exps gate+up 5 of 65 1536x2048", GgmlType::Q4K, 1536, 2048, EXPERTS, true),
     ("exps down 5 of 65 2048x1536", GgmlType::Q4K, 2048, 1536, EXPERTS, false),

@@ -31,7 +31,8 @@ enum Use {
 /// (name, rows, cols, use): the real model's matrices.
 const SHAPES: [(&str, usize, usize, Use); 7] = [
     ("attn_q_a 768x2048", 768, 2048, Use::Dense),
-    ("attn_q_b 5120x768", 5120, 768, Use::Dense),
+    // The absorbed query: q_lat and the rope rows (stacked in one pass in the engine).
+    ("attn_q_b_k_b 11520x768", 11520, 768, Use::Dense),
     ("attn_output 2048x5120", 2048, 5120, Use::Dense),
     ("shexp gate 1536x2048", 1536, 2048, Use::Dense),
     ("exps gate+up 4 of 64 1536x2048", 1536, 2048, Use::ExpertsGateUp),
@@ -43,8 +44,9 @@ const SHAPES: [(&str, usize, usize, Use); 7] = [
 const TYPES: [GgmlType; 3] = [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0];
 
 /// (lanes, rows per team, threads per workgroup).
-const TILINGS: [(u32, u32, u32); 15] = [
+const TILINGS: [(u32, u32, u32); 16] = [
     (16, 4, 64),
+    (32, 4, 32),
     (32, 2, 64),
     (32, 4, 64),
     (32, 4, 128),

@@ -13,8 +13,8 @@ use super::GgmlType;
 pub const Q8_BLOCK: usize = 32;
 
 /// Whether matrix-vector products over weights of type `t` take int8 activations. The per-head
-/// attention products (k_b, v_b) keep f32 inputs whatever their type: the CPU reference computes
-/// attention in the expanded form, where those inputs never exist.
+/// attention product v_b keeps f32 inputs in decode whatever its type: the CPU reference expands
+/// the values per position, where that input never exists.
 pub fn takes_int8_input(t: GgmlType) -> bool {
     matches!(t, GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8_0)
 }
