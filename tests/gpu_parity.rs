@@ -8,6 +8,7 @@ use glm_wgpu::engine::{CoopMatrix, Engine, EngineOptions, StepOutput};
 use glm_wgpu::generate::{generate, GenerateRequest};
 use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
+use glm_wgpu::kernels::mla_attention::SHORT_CONTEXT;
 use glm_wgpu::model::Model;
 use glm_wgpu::reference::CpuReference;
 use glm_wgpu::sampling::SamplingParams;
@@ -161,6 +162,37 @@ fn q8_0_gguf_matches_the_cpu_reference() {
         logits = cpu.step(&mut cache, t, None);
     }
     assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, n), cpu_tokens);
+}
+
+/// Decode steps on both sides of the position where the attention's split pass changes variant
+/// (`mla_attention::SHORT_CONTEXT`, past the fixture's 300 positions): after a prefill up to just
+/// below it, every step launches exactly one split pass per layer and its logits match the CPU
+/// reference fed the same tokens.
+#[test]
+fn decode_across_the_split_variants_matches_the_cpu_reference() {
+    let model = Model::open(&fixture_dir()).unwrap();
+    let cpu = CpuReference::load(&model).unwrap();
+    let c = model.config.clone();
+    let options =
+        EngineOptions { ctx_len: SHORT_CONTEXT + 16, kv_f16: false, int8_activations: false, ..Default::default() };
+    let mut e = Engine::load(GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)"), &model, options).unwrap();
+    let first = SHORT_CONTEXT - 4;
+    let ids: Vec<u32> = (0..first as u32 + 8).map(|i| i.wrapping_mul(2_654_435_761) % c.vocab as u32).collect();
+    e.write_tokens(0, &ids).unwrap();
+    e.prefill(first).unwrap();
+    let mut cache = cpu.new_cache();
+    for &t in &ids[..first] {
+        cpu.step(&mut cache, t, None);
+    }
+    let dispatches = e.dispatches_per_token();
+    for (pos, &t) in ids.iter().enumerate().skip(first) {
+        let splits = e.decode_labels().into_iter().find(|(l, _)| l == "mla_attention").map(|(_, n)| n);
+        assert_eq!(splits, Some(c.n_layers), "split passes launched at position {pos}");
+        assert_eq!(e.dispatches_per_token(), dispatches, "dispatches at position {pos}");
+        let want = cpu.step(&mut cache, t, None);
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(&format!("logits at position {pos}"), &e.logits().unwrap(), &want, REL_TOL);
+    }
 }
 
 /// Prompts through `Engine::prefill` in chunks that do and do not divide them, from an empty cache
