@@ -99,10 +99,34 @@ pub fn mla_attention_reducing(
     reduce: Reduce,
     a: AttentionArgs,
 ) -> Result<[Dispatch; 3]> {
-    let split = |kc: &mut KernelCache, max: u32| split_pass(ctx, kc, c, max_ctx, kv_f16, reduce, &a, max);
+    let (read, rw) = (Binding::Read, Binding::ReadWrite);
+    // The split pass with up to `max_heads` heads per workgroup.
+    let split = |kc: &mut KernelCache, max_heads: u32| -> Result<Dispatch> {
+        let (reduce, reduce_consts) = reduce.source();
+        let hg = heads_per_group(c.n_heads, max_heads);
+        let split_consts = [
+            ("WG", Const::U32(WG)),
+            ("LANES", Const::U32(LANES)),
+            ("HG", Const::U32(hg)),
+            ("NV", Const::U32(hg)),
+            ("PAIRS_PER_LANE", Const::U32((c.kv_width() as u32 / 2).div_ceil(LANES))),
+            ("SPLIT_MAX", Const::U32(SPLIT_MAX)),
+            ("N_SPLITS", Const::U32(splits(max_ctx))),
+            ("EPS", Const::F32(LORA_NORM_EPS)),
+        ];
+        let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &split_consts, &reduce_consts].concat();
+        let source = compose(
+            &consts,
+            &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, CACHE_STORE, REDUCE, reduce]
+                .concat(),
+        );
+        let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
+        let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
+        let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
+        Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]))
+    };
     let short = split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT);
     let long = split(kc, MAX_HEADS_LONG)?.serving(SHORT_CONTEXT..usize::MAX);
-    let (read, rw) = (Binding::Read, Binding::ReadWrite);
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
         ("DIMS", Const::U32(COMBINE_DIMS)),
@@ -117,44 +141,6 @@ pub fn mla_attention_reducing(
     let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
     Ok([short, long, combine])
-}
-
-/// The split pass with up to `max_heads` heads per workgroup.
-#[allow(clippy::too_many_arguments)]
-fn split_pass(
-    ctx: &GpuContext,
-    kc: &mut KernelCache,
-    c: &ModelConfig,
-    max_ctx: usize,
-    kv_f16: bool,
-    reduce: Reduce,
-    a: &AttentionArgs,
-    max_heads: u32,
-) -> Result<Dispatch> {
-    let (reduce, reduce_consts) = reduce.source();
-    let hg = heads_per_group(c.n_heads, max_heads);
-    let split_consts = [
-        ("WG", Const::U32(WG)),
-        ("LANES", Const::U32(LANES)),
-        ("HG", Const::U32(hg)),
-        ("NV", Const::U32(hg)),
-        ("PAIRS_PER_LANE", Const::U32((c.kv_width() as u32 / 2).div_ceil(LANES))),
-        ("SPLIT_MAX", Const::U32(SPLIT_MAX)),
-        ("N_SPLITS", Const::U32(splits(max_ctx))),
-        ("EPS", Const::F32(LORA_NORM_EPS)),
-    ];
-    let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &split_consts, &reduce_consts].concat();
-    let source = compose(
-        &consts,
-        &[STEP, include_str!("../../wgsl/mla_attention.wgsl"), CACHE_ROW, KV_CACHE, CACHE_STORE, REDUCE, reduce]
-            .concat(),
-    );
-    let read = Binding::Read;
-    let rw = Binding::ReadWrite;
-    let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
-    let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
-    let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-    Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! of the k_rope entries in the cache differs from HF's cache.
 
 use crate::model::{absorb_query, Gating, Model, ModelConfig, TensorData, LORA_NORM_EPS};
-use crate::quant::activations;
+use crate::quant::{activations, GgmlType};
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -70,8 +70,7 @@ impl Matrix {
 
     /// A matrix the engine makes at load (not a file tensor), as the GPU holds it.
     fn made(t: &TensorData, int8: bool) -> Result<Matrix> {
-        let int8_input = int8 && activations::takes_int8_input(t.ggml_type);
-        Ok(Matrix { cols: t.shape[1], data: t.to_f32()?, int8_input })
+        Ok(Matrix { cols: t.shape[1], data: t.to_f32()?, int8_input: int8_input(t.ggml_type, int8) })
     }
 }
 
@@ -345,15 +344,15 @@ fn vector(model: &Model, name: &str) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-/// Whether products over tensor `name` round their input to int8, given the engine's setting.
-fn int8_input(model: &Model, name: &str, int8: bool) -> Result<bool> {
-    Ok(int8 && activations::takes_int8_input(model.tensor_meta(name)?.0))
+/// Whether products over weights of type `t` round their input to int8, given the engine's setting.
+fn int8_input(t: GgmlType, int8: bool) -> bool {
+    int8 && activations::takes_int8_input(t)
 }
 
 fn matrix(model: &Model, name: &str, int8: bool) -> Result<Matrix> {
     let (shape, data) = load_f32(model, name)?;
     ensure!(shape.len() == 2, "tensor {name}: expected 2-D, got shape {shape:?}");
-    Ok(Matrix { cols: shape[1], data, int8_input: int8_input(model, name, int8)? })
+    Ok(Matrix { cols: shape[1], data, int8_input: int8_input(model.tensor_meta(name)?.0, int8) })
 }
 
 /// A 3-D `[n, rows, cols]` tensor as `n` matrices; `int8` if products take int8 inputs (per-head
@@ -362,7 +361,7 @@ fn matrices(model: &Model, name: &str, int8: bool) -> Result<Vec<Matrix>> {
     let (shape, data) = load_f32(model, name)?;
     ensure!(shape.len() == 3, "tensor {name}: expected 3-D, got shape {shape:?}");
     let (rows, cols) = (shape[1], shape[2]);
-    let int8_input = int8_input(model, name, int8)?;
+    let int8_input = int8_input(model.tensor_meta(name)?.0, int8);
     Ok(data.chunks_exact(rows * cols).map(|m| Matrix { cols, data: m.to_vec(), int8_input }).collect())
 }
 
