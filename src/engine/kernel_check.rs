@@ -2,7 +2,7 @@
 //! used. The cooperative-matrix prefill: `matmul_coop` against the plain `matmul` on the model's own
 //! weights and random input rows, for every kind of product the prefill runs (token rows, a residual
 //! add, per-head matrices, gate/up pairs, expert tiles by token and by entry, the f32 router), and the cooperative
-//! attention against the plain one on random queries and cache rows. Native pipelines: each against
+//! attention, prefill and decode, against the plain one on random queries and cache rows. Native pipelines: each against
 //! the WGSL build of its own source, at its first launch in the engine's recorded forward.
 
 use super::weights::{FeedForward, ModelWeights};
@@ -10,6 +10,7 @@ use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, Kernel, Ker
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
+use crate::kernels::mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, SHORT_CONTEXT};
 use crate::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use crate::kernels::mla_attention_prefill_coop::{mla_attention_prefill_coop, ROWS};
 use crate::kernels::Step;
@@ -181,6 +182,7 @@ fn check(ctx: &GpuContext, kc: &mut KernelCache, case: &Case, rng: &mut StdRng) 
 const PREFIX: u32 = 70;
 
 /// The cache the attention check runs on: its element type, the rope table and its positions.
+#[derive(Clone, Copy)]
 pub struct CacheShape<'a> {
     pub kv_f16: bool,
     pub rope: &'a wgpu::Buffer,
@@ -221,6 +223,59 @@ pub fn coop_attention(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, c
         outputs.push(read_f32(ctx, &out, 0, (tokens as usize * c.n_heads * c.kv_lora_rank) as u64)?);
     }
     Ok(relative_difference(&outputs[0], &outputs[1]))
+}
+
+/// The decode position of the cooperative decode attention's check: past SHORT_CONTEXT, the last of
+/// its splits partly filled.
+const DECODE_POS: usize = SHORT_CONTEXT + 69;
+
+/// The cooperative decode attention (its split pass, then the merge) against the plain one at
+/// `DECODE_POS` (the last position of a shorter context), on random queries, cache rows and current
+/// kv_a output, with the engine's grid for `cache.ctx_len`: their largest difference relative to
+/// the plain output's largest value. `None` where the context never reaches the cooperative splits.
+pub fn coop_decode_attention(
+    ctx: &GpuContext,
+    kc: &mut KernelCache,
+    c: &ModelConfig,
+    cache: CacheShape,
+) -> Result<Option<f32>> {
+    if cache.ctx_len <= SHORT_CONTEXT {
+        return Ok(None);
+    }
+    let pos = DECODE_POS.min(cache.ctx_len - 1);
+    let mut rng = StdRng::seed_from_u64(0x64656321);
+    let mut random = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+    let storage = |label, v: &[f32]| ctx.storage_init(label, bytemuck::cast_slice(v));
+    let q_rope = storage("check q_rope", &random(c.n_heads * c.qk_rope, -3.0, 3.0))?;
+    let q_lat = storage("check q_lat", &random(c.n_heads * c.kv_lora_rank, -3.0, 3.0))?;
+    let ckv = storage("check ckv", &random(c.kv_width(), -1.0, 1.0))?;
+    let kv_norm = storage("check kv_norm", &random(c.kv_lora_rank, 0.5, 1.5))?;
+    let rows: Vec<u16> = random(cache_rows(pos + 1) * c.kv_width(), -1.0, 1.0)
+        .into_iter()
+        .map(|v| half::f16::from_f32(v).to_bits())
+        .collect();
+    let kv = ctx.storage_init("check cache", bytemuck::cast_slice(&rows))?;
+    let mut outputs = Vec::new();
+    for coop in [false, true] {
+        let step = ctx.uniform("check step", bytemuck::bytes_of(&Step::at(pos, coop)));
+        let partials = ctx.storage("check partials", (partials_len(c, cache.ctx_len, coop) * 4) as u64)?;
+        let out = ctx.storage("check attention", (c.n_heads * c.kv_lora_rank * 4) as u64)?;
+        let a = AttentionArgs {
+            step: &step,
+            q_rope: &q_rope,
+            q_lat: &q_lat,
+            rope: cache.rope,
+            cache: &kv,
+            ckv: &ckv,
+            kv_norm: &kv_norm,
+            partials: &partials,
+            out: &out,
+        };
+        let [_, long, combine] = mla_attention(ctx, kc, c, cache.ctx_len, true, coop, a)?;
+        ctx.run(&[&long, &combine])?;
+        outputs.push(read_f32(ctx, &out, 0, (c.n_heads * c.kv_lora_rank) as u64)?);
+    }
+    Ok(Some(relative_difference(&outputs[0], &outputs[1])))
 }
 
 /// Largest difference between a native pipeline and its WGSL twin, relative to the twin's largest

@@ -17,8 +17,8 @@ use crate::kernels::{
     capture::capture,
     embed::embed,
     matmul_coop, matvec,
-    mla_attention::{mla_attention, partials_len, AttentionArgs},
-    mla_attention_prefill_coop, prepared_bytes,
+    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, SHORT_CONTEXT},
+    mla_attention_coop, mla_attention_prefill_coop, prepared_bytes,
     rms_norm::rms_norm,
     router::RouteChoice,
     ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
@@ -46,13 +46,23 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// WGSL or native pipelines for the matrix products (`gpu::native`).
     pub kernels: KernelChoice,
-    /// The prefill's products and attention on cooperative matrices (`kernels::matmul_coop`,
-    /// `kernels::mla_attention_prefill_coop`). [`Engine`] resolves `Auto` to `On` or `Off` at load.
+    /// The prefill's products and attention, and with an f16 cache the decode attention past
+    /// `SHORT_CONTEXT`, on cooperative matrices (`kernels::matmul_coop`,
+    /// `kernels::mla_attention_prefill_coop`, `kernels::mla_attention_coop`). [`Engine`] resolves
+    /// `Auto` to `On` or `Off` at load.
     pub coop_matrix: CoopMatrix,
 }
 
-/// Whether the prefill's products and attention run on cooperative matrices (tensor cores,
-/// simdgroup matrices).
+impl EngineOptions {
+    /// Whether the decode attention's long-context splits run on cooperative matrices (once
+    /// `coop_matrix` is resolved).
+    pub fn coop_decode(&self) -> bool {
+        self.coop_matrix == CoopMatrix::On && self.kv_f16
+    }
+}
+
+/// Whether the prefill's products and attention, and the decode attention of long contexts, run on
+/// cooperative matrices (tensor cores, simdgroup matrices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CoopMatrix {
     /// Where the adapter has them and they pass the start-up check against the plain kernels.
@@ -139,13 +149,14 @@ fn rope_table(c: &ModelConfig, ctx_len: usize) -> Vec<f32> {
 }
 
 impl Activations {
-    fn new(ctx: &GpuContext, c: &ModelConfig, o: &EngineOptions) -> Result<Self> {
+    /// Buffers for the options as resolved (`coop_matrix` on or off), around the rope table.
+    fn new(ctx: &GpuContext, c: &ModelConfig, o: &EngineOptions, rope: wgpu::Buffer) -> Result<Self> {
         let f = |n: usize| (n * 4) as u64;
-        let kv_bytes = (o.ctx_len * c.kv_width()) as u64 * if o.kv_f16 { 2 } else { 4 };
+        let kv_bytes = (cache_rows(o.ctx_len) * c.kv_width()) as u64 * if o.kv_f16 { 2 } else { 4 };
         // Routed slots, plus one for a shared expert appended to the routed ones.
         let act = c.dense_ffn.max((c.n_experts_used + c.n_shared_experts) * c.moe_ffn);
         Ok(Self {
-            step: ctx.uniform("step", bytemuck::bytes_of(&Step::at(0))),
+            step: ctx.uniform("step", bytemuck::bytes_of(&Step::at(0, o.coop_decode()))),
             tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
             x: ctx.storage("x", f(c.hidden))?,
             xn: ctx.storage("xn", f(c.hidden))?,
@@ -160,9 +171,9 @@ impl Activations {
             router_logits: ctx.storage("router_logits", f(c.n_experts.max(1)))?,
             ffn_int8: ctx.storage("ffn_int8", prepared_bytes(c.hidden))?,
             route: ctx.storage("route", f(16))?,
-            partials: ctx.storage("attention partials", f(partials_len(c, o.ctx_len)))?,
+            partials: ctx.storage("attention partials", f(partials_len(c, o.ctx_len, o.coop_decode())))?,
             logits: ctx.storage("logits", f(c.vocab))?,
-            rope: ctx.storage_init("rope", bytemuck::cast_slice(&rope_table(c, o.ctx_len)))?,
+            rope,
             kv_cache: (0..c.n_layers)
                 .map(|i| ctx.storage(&format!("kv_cache.{i}"), kv_bytes))
                 .collect::<Result<_>>()?,
@@ -225,7 +236,7 @@ impl Engine {
 
     fn new(ctx: GpuContext, c: ModelConfig, weights: ModelWeights, mut options: EngineOptions) -> Result<Self> {
         options.prefill_chunk = options.prefill_chunk.min(options.ctx_len);
-        let bufs = Activations::new(&ctx, &c, &options)?;
+        let rope = ctx.storage_init("rope", bytemuck::cast_slice(&rope_table(&c, options.ctx_len)))?;
         let mut kernel_notes = Vec::new();
         let mut kc = match options.kernels {
             KernelChoice::Wgsl => KernelCache::new(options.checked_kernels),
@@ -235,8 +246,9 @@ impl Engine {
                 KernelCache::new(options.checked_kernels)
             }),
         };
-        let cache = kernel_check::CacheShape { kv_f16: options.kv_f16, rope: &bufs.rope, ctx_len: options.ctx_len };
+        let cache = kernel_check::CacheShape { kv_f16: options.kv_f16, rope: &rope, ctx_len: options.ctx_len };
         options.coop_matrix = resolve_coop(&ctx, &mut kc, &c, &weights, cache, options.coop_matrix, &mut kernel_notes)?;
+        let bufs = Activations::new(&ctx, &c, &options, rope)?;
         let (body, head, sample) = record(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let prefill = prefill::Prefill::new(&ctx, &mut kc, &c, &options, &weights, &bufs)?;
         let slots = (0..MAX_IN_FLIGHT + 1).map(|_| ctx.readback("token", 4)).collect();
@@ -271,7 +283,7 @@ impl Engine {
         let ids: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761) % self.config.vocab as u32).collect();
         self.write_tokens(0, &ids)?;
         let q = &self.ctx.queue;
-        q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(0)));
+        q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(0, self.options.coop_decode())));
         let decode: Vec<&Dispatch> = self.recorded(StepOutput::Logits).collect();
         let mut checks = kernel_check::native_twins(&self.ctx, kc, &decode)?;
         q.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(0, n)));
@@ -369,7 +381,7 @@ impl Engine {
     pub fn step(&mut self, out: StepOutput) -> Result<()> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
         let ctx = &self.ctx;
-        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())));
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -456,7 +468,7 @@ impl Engine {
     /// the GPU but not queued for read-back.
     pub fn step_profiled(&mut self, out: StepOutput) -> Result<Vec<LaunchTime>> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
-        self.ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos)));
+        self.ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())));
         let times = time_launches(&self.ctx, &self.launches(out).collect::<Vec<_>>())?;
         self.pos += 1;
         Ok(times)
@@ -567,8 +579,9 @@ fn time_launches(ctx: &GpuContext, launches: &[&Dispatch]) -> Result<Vec<LaunchT
         .collect())
 }
 
-/// `On` if the cooperative prefill (products and attention) is wanted, possible and agrees with the
-/// plain kernels at start-up; `Off` otherwise (an error where `On` was asked for).
+/// `On` if the cooperative prefill (products and attention) and, with an f16 cache, decode attention
+/// are wanted, possible and agree with the plain kernels at start-up; `Off` otherwise (an error where
+/// `On` was asked for).
 fn resolve_coop(
     ctx: &GpuContext,
     kc: &mut KernelCache,
@@ -582,8 +595,10 @@ fn resolve_coop(
         return Ok(CoopMatrix::Off);
     }
     let slots = (c.n_experts_used + c.n_shared_experts) as u32;
+    let kv_f16 = cache.kv_f16;
     let checked = matmul_coop::supported(ctx)
         .and_then(|()| mla_attention_prefill_coop::fits(c))
+        .and_then(|()| if kv_f16 { mla_attention_coop::fits(c, kv_f16) } else { Ok(()) })
         .and_then(|()| kernel_check::coop_matmul(ctx, kc, w, c.n_heads as u32, slots))
         .and_then(|products| {
             let attention = kernel_check::coop_attention(ctx, kc, c, cache)?;
@@ -591,18 +606,36 @@ fn resolve_coop(
                 attention <= kernel_check::TOLERANCE,
                 "cooperative prefill attention disagrees with the plain one: {attention:.2e} of the largest output"
             );
-            Ok((products, attention))
+            let decode = match kv_f16 {
+                true => kernel_check::coop_decode_attention(ctx, kc, c, cache)?,
+                false => None,
+            };
+            if let Some(d) = decode {
+                ensure!(
+                    d <= kernel_check::TOLERANCE,
+                    "cooperative decode attention disagrees with the plain one: {d:.2e} of the largest output"
+                );
+            }
+            Ok((products, attention, decode))
         });
     match checked {
-        Ok((products, attention)) => {
+        Ok((products, attention, decode)) => {
             notes.push(format!(
                 "prefill on cooperative matrices: products agree with the plain kernel to {products:.1e} of the \
                  largest output, attention to {attention:.1e}"
             ));
+            notes.push(match decode {
+                Some(d) => format!(
+                    "decode attention past {SHORT_CONTEXT} positions on cooperative matrices: agrees with the plain \
+                     kernel to {d:.1e} of the largest output"
+                ),
+                None if !kv_f16 => "decode attention on the plain kernel (the cooperative one reads an f16 cache)".into(),
+                None => format!("decode attention on the plain kernel (the context ends before {SHORT_CONTEXT})"),
+            });
             Ok(CoopMatrix::On)
         }
         Err(e) if choice == CoopMatrix::Auto => {
-            notes.push(format!("prefill on the plain kernels, not cooperative matrices: {e:#}"));
+            notes.push(format!("prefill and decode attention on the plain kernels, not cooperative matrices: {e:#}"));
             Ok(CoopMatrix::Off)
         }
         Err(e) => Err(e.context("--coop-matrix on")),
@@ -694,7 +727,7 @@ fn record(
             partials: &b.partials,
             out: &b.ctx_lat,
         };
-        let [short, long, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, att)?;
+        let [short, long, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, o.coop_decode(), att)?;
         body.push(short.labeled("mla_attention"));
         body.push(long.labeled("mla_attention"));
         body.push(combine.labeled("mla_attention_combine"));

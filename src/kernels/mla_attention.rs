@@ -1,7 +1,9 @@
 //! `wgsl/mla_attention.wgsl` (attention split over the context, which also stores the current
 //! position's cache row, `wgsl/mla_cache_row.wgsl`) and `wgsl/mla_attention_combine.wgsl` (the
-//! merge of the splits).
+//! merge of the splits). Past SHORT_CONTEXT, where the engine runs them, the splits are
+//! `mla_attention_coop`'s, on cooperative matrices.
 
+use super::mla_attention_coop::{self as coop, mla_attention_coop};
 use super::{mla_consts, mla_query_consts, Reduce, CACHE_ROW, CACHE_STORE, KV_CACHE, REDUCE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{ModelConfig, LORA_NORM_EPS};
@@ -57,35 +59,53 @@ fn heads_per_group(n_heads: usize, max: u32) -> u32 {
     (1..=max).rev().find(|g| (n_heads as u32).is_multiple_of(*g)).unwrap_or(1)
 }
 
-/// The split length at position `pos`, a multiple of the positions a split scores at once.
-pub fn split_len(pos: usize) -> u32 {
+/// The split length at position `pos`, a multiple of the positions a split scores at once; `coop`:
+/// the cooperative split pass serves the positions past SHORT_CONTEXT.
+pub fn split_len(pos: usize, coop: bool) -> u32 {
+    if coop && pos >= SHORT_CONTEXT {
+        return coop::SPLIT;
+    }
     let n = pos as u32 + 1;
     let len = |splits: u32| n.div_ceil(splits).next_multiple_of(MIN_SPLIT);
     len(SPLITS_AIM).min(SPLIT_LONG).max(len(MAX_SPLITS)).min(SPLIT_MAX)
 }
 
-/// The most splits any position below `max_ctx` needs (the split pass's grid).
-fn splits(max_ctx: usize) -> u32 {
+/// The most splits any position below `max_ctx` needs (the split passes' grid, the partials' layout).
+fn splits(max_ctx: usize, coop: bool) -> u32 {
     let ctx = max_ctx as u32;
-    ctx.div_ceil(MIN_SPLIT).min(MAX_SPLITS).max(ctx.div_ceil(SPLIT_MAX))
+    let plain = ctx.div_ceil(MIN_SPLIT).min(MAX_SPLITS).max(ctx.div_ceil(SPLIT_MAX));
+    if coop {
+        plain.max(coop::splits(max_ctx))
+    } else {
+        plain
+    }
 }
 
-/// Floats of the partials buffer for a context of `max_ctx`.
-pub fn partials_len(c: &ModelConfig, max_ctx: usize) -> usize {
-    c.n_heads * splits(max_ctx) as usize * (c.kv_lora_rank + 4)
+/// Floats of the partials buffer for a context of `max_ctx` (the cooperative pass writes whole
+/// tiles of heads).
+pub fn partials_len(c: &ModelConfig, max_ctx: usize, coop: bool) -> usize {
+    let heads = if coop { c.n_heads.max(coop::ROWS) } else { c.n_heads };
+    heads * splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
 }
 
-/// The split pass for short contexts and for long ones (each serving its decode positions), and the
-/// merge pass.
+/// Rows the latent cache of a context of `max_ctx` holds: whole cooperative splits, whose products
+/// read past the context (the padding rows stay zero).
+pub fn cache_rows(max_ctx: usize) -> usize {
+    max_ctx.next_multiple_of(coop::SPLIT as usize)
+}
+
+/// The split pass for short contexts and for long ones (each serving its decode positions; `coop`:
+/// the long one on cooperative matrices), and the merge pass.
 pub fn mla_attention(
     ctx: &GpuContext,
     kc: &mut KernelCache,
     c: &ModelConfig,
     max_ctx: usize,
     kv_f16: bool,
+    coop: bool,
     a: AttentionArgs,
 ) -> Result<[Dispatch; 3]> {
-    mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, Reduce::for_adapter(ctx), a)
+    mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, coop, Reduce::for_adapter(ctx), a)
 }
 
 /// [`mla_attention`] with the split pass's team reductions by `reduce` (the tests run both kinds:
@@ -96,10 +116,12 @@ pub fn mla_attention_reducing(
     c: &ModelConfig,
     max_ctx: usize,
     kv_f16: bool,
+    coop: bool,
     reduce: Reduce,
     a: AttentionArgs,
 ) -> Result<[Dispatch; 3]> {
     let (read, rw) = (Binding::Read, Binding::ReadWrite);
+    let n_splits = splits(max_ctx, coop);
     // The split pass with up to `max_heads` heads per workgroup.
     let split = |kc: &mut KernelCache, max_heads: u32| -> Result<Dispatch> {
         let (reduce, reduce_consts) = reduce.source();
@@ -111,7 +133,7 @@ pub fn mla_attention_reducing(
             ("NV", Const::U32(hg)),
             ("PAIRS_PER_LANE", Const::U32((c.kv_width() as u32 / 2).div_ceil(LANES))),
             ("SPLIT_MAX", Const::U32(SPLIT_MAX)),
-            ("N_SPLITS", Const::U32(splits(max_ctx))),
+            ("N_SPLITS", Const::U32(n_splits)),
             ("EPS", Const::F32(LORA_NORM_EPS)),
         ];
         let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &split_consts, &reduce_consts].concat();
@@ -123,14 +145,15 @@ pub fn mla_attention_reducing(
         let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
         let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
         let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-        Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx), 1]))
+        Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, n_splits, 1]))
     };
     let short = split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT);
-    let long = split(kc, MAX_HEADS_LONG)?.serving(SHORT_CONTEXT..usize::MAX);
+    let long = if coop { mla_attention_coop(ctx, kc, c, n_splits, &a)? } else { split(kc, MAX_HEADS_LONG)? }
+        .serving(SHORT_CONTEXT..usize::MAX);
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
         ("DIMS", Const::U32(COMBINE_DIMS)),
-        ("N_SPLITS", Const::U32(splits(max_ctx))),
+        ("N_SPLITS", Const::U32(n_splits)),
         ("KV_LORA", Const::U32(c.kv_lora_rank as u32)),
         ("UNROLL", Const::U32(COMBINE_UNROLL)),
     ];
@@ -152,18 +175,24 @@ mod tests {
     #[test]
     fn split_lengths_fit_the_grid() {
         for max_ctx in [1usize, 7, 8, 9, 300, 513, 4096, 5121, 32_768, 33_000, 202_752] {
-            let grid = splits(max_ctx);
-            for pos in 0..max_ctx {
-                let len = split_len(pos);
-                assert!(len.is_multiple_of(MIN_SPLIT) && len <= SPLIT_MAX, "pos {pos}: split of {len}");
-                let needed = (pos as u32 + 1).div_ceil(len);
-                assert!(needed <= grid, "pos {pos} of {max_ctx}: {needed} splits of {len} > grid {grid}");
+            for coop in [false, true] {
+                let grid = splits(max_ctx, coop);
+                for pos in 0..max_ctx {
+                    let len = split_len(pos, coop);
+                    assert!(len.is_multiple_of(MIN_SPLIT) && len <= SPLIT_MAX, "pos {pos}: split of {len}");
+                    let needed = (pos as u32 + 1).div_ceil(len);
+                    assert!(needed <= grid, "pos {pos} of {max_ctx}: {needed} splits of {len} > grid {grid}");
+                    // The cooperative splits' products read whole splits of rows.
+                    assert!(!coop || needed as usize * len as usize <= cache_rows(max_ctx));
+                }
             }
         }
-        let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(split_len).to_vec();
+        let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(|p| split_len(p, false)).to_vec();
         assert_eq!(lens, [8, 8, 16, 24, 40, 40, 72, 256]);
+        let lens: Vec<u32> = [0, 511, 512, 4096, 32_767].map(|p| split_len(p, true)).to_vec();
+        assert_eq!(lens, [8, 8, 64, 64, 64]);
         assert_eq!([heads_per_group(20, MAX_HEADS_SHORT), heads_per_group(20, MAX_HEADS_LONG)], [2, 4]);
         assert_eq!([heads_per_group(3, MAX_HEADS_SHORT), heads_per_group(3, MAX_HEADS_LONG)], [1, 3]);
-        assert_eq!(split_len(SHORT_CONTEXT - 1), MIN_SPLIT, "the short split pass serves splits of MIN_SPLIT");
+        assert_eq!(split_len(SHORT_CONTEXT - 1, false), MIN_SPLIT, "the short split pass serves splits of MIN_SPLIT");
     }
 }

@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod matmul_coop;
 pub mod matvec;
 pub mod mla_attention;
+pub mod mla_attention_coop;
 pub mod mla_attention_prefill;
 pub mod mla_attention_prefill_coop;
 pub mod moe_group;
@@ -25,7 +26,13 @@ pub use matvec::{
 pub use team_reduce::Reduce;
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
-const KV_CACHE: &str = concat!(include_str!("../../wgsl/kv_cache.wgsl"), include_str!("../../wgsl/half.wgsl"));
+const HALF: &str = include_str!("../../wgsl/half.wgsl");
+const ROPE_ROTATE: &str = include_str!("../../wgsl/rope.wgsl");
+const KV_CACHE: &str = concat!(
+    include_str!("../../wgsl/kv_cache.wgsl"),
+    include_str!("../../wgsl/rope.wgsl"),
+    include_str!("../../wgsl/half.wgsl")
+);
 const REDUCE: &str = include_str!("../../wgsl/reduce.wgsl");
 const INT8_INPUT: &str = include_str!("../../wgsl/int8_input.wgsl");
 const CACHE_ROW: &str = include_str!("../../wgsl/mla_cache_row.wgsl");
@@ -62,8 +69,10 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn at(pos: usize) -> Self {
-        Self { pos: pos as u32, n: 1, split: mla_attention::split_len(pos), pad: 0 }
+    /// A decode step at `pos`; `coop`: its attention splits past SHORT_CONTEXT are the cooperative
+    /// pass's.
+    pub fn at(pos: usize, coop: bool) -> Self {
+        Self { pos: pos as u32, n: 1, split: mla_attention::split_len(pos, coop), pad: 0 }
     }
 
     pub fn chunk(pos: usize, n: usize) -> Self {
