@@ -1,8 +1,8 @@
 // The decode attention's split pass on cooperative matrices (mla_attention.wgsl's long-context
 // variant where the adapter has them and the cache is f16): workgroup s takes positions
 // [s·BKV, (s + 1)·BKV) ∩ [0, pos] for every head at once, as matrix products whose rows are the
-// heads (head h is row h of 32; rows past N_HEADS hold whatever workgroup memory held and only ever
-// reach scratch rows of the partials).
+// heads (head h is row h of 32; rows past N_HEADS hold whatever workgroup memory held and are never
+// written out).
 // Every invocation first loads its share of the split's cache rows (BKV × KV_W f16, as vec4<u32>)
 // and of the queries into registers, all in flight together: one workgroup per split makes each
 // split's chain of load latencies the pass's time, and cooperative loads straight from the cache
@@ -11,7 +11,8 @@
 // subgroup accumulating its 16 × 16 tiles of S; the block's softmax in f32, P rounded to f16; O = P·V
 // in 4 steps of 16 positions, V (the rows' latent, still in registers) staged per step: subgroup g
 // owns latent columns [64g, 64g + 64) of both 16-row bands. Each head's max, sum and unnormalised
-// context go to `partials` in mla_attention.wgsl's layout, for mla_attention_combine.wgsl.
+// context go to `partials` in mla_attention.wgsl's layout (rows past N_HEADS are dropped), for
+// mla_attention_combine.wgsl.
 // The split holding the current position builds its row (mla_cache_row.wgsl) in workgroup memory,
 // scores it from there and stores it into the cache.
 // Positions past pos in the last block are scored from whatever the cache holds there (rows of an
@@ -27,7 +28,7 @@
 @group(0) @binding(2) var<storage, read> q_lat: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> cache: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> ckv: array<f32>;
 @group(0) @binding(7) var<storage, read> kv_norm: array<f32>;
 
@@ -58,8 +59,8 @@ alias C32 = coop_mat16x16<f32, C>;
 var<workgroup> qp: array<f16, BR * max(LQ, LP)>;
 // A chunk of K [position][column], or a step of V [position][latent column] with rows LV long.
 var<workgroup> kv: array<f16, max(BKV * LQ, 16u * LV)>;
-// S of the block, [position][row].
-var<workgroup> ss: array<f32, BKV * BR>;
+// S of the block, [position][row]; then each subgroup's two output tiles on their way out.
+var<workgroup> ss: array<f32, max(BKV * BR, DVG * 2u * 256u)>;
 // The current position's cache row, f16 pairs as the cache holds them.
 var<workgroup> cur: array<u32, KV_W / 2u>;
 
@@ -205,8 +206,7 @@ fn main(
     }
     l = row_sum(l);
     if part == 0u && row < N_HEADS {
-        partials[row * HEAD_STRIDE + split * PART] = m * SCALE;
-        partials[row * HEAD_STRIDE + split * PART + 1u] = l;
+        partials[(row * HEAD_STRIDE + split * PART) / 4u] = vec4<f32>(m * SCALE, l, 0.0, 0.0);
     }
 
     // o[b * 4 + c]: rows of band b, latent columns dv + 16c.
@@ -233,8 +233,20 @@ fn main(
         }
         workgroupBarrier();
     }
-    // Rows of heads past N_HEADS land in the partials' scratch rows (the buffer holds BR heads).
-    for (var i = 0u; i < 8u; i++) { // unroll
-        coopStoreT(o[i], &partials[i / 4u * 16u * HEAD_STRIDE + split * PART + 4u + dv + i % 4u * 16u], HEAD_STRIDE);
+    // Out through workgroup memory, column tile by column tile: lane i writes head i's 16 floats
+    // (whole 32-byte sectors; the tiles' own stores scattered 4-byte pieces over 16 rows).
+    let lane = tid % 32u;
+    for (var c = 0u; c < 4u; c++) { // unroll
+        coopStoreT(o[c], &ss[sg * 512u], 16u);
+        coopStoreT(o[4u + c], &ss[sg * 512u + 256u], 16u);
+        workgroupBarrier();
+        if lane < N_HEADS {
+            let to = (lane * HEAD_STRIDE + split * PART + 4u + dv + c * 16u) / 4u;
+            for (var i = 0u; i < 4u; i++) { // unroll
+                let at = sg * 512u + lane * 16u + i * 4u;
+                partials[to + i] = vec4<f32>(ss[at], ss[at + 1u], ss[at + 2u], ss[at + 3u]);
+            }
+        }
+        workgroupBarrier();
     }
 }

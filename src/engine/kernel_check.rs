@@ -10,7 +10,7 @@ use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, Kernel, Ker
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
-use crate::kernels::mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, SHORT_CONTEXT};
+use crate::kernels::mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, COOP_CONTEXT};
 use crate::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use crate::kernels::mla_attention_prefill_coop::{mla_attention_prefill_coop, ROWS};
 use crate::kernels::Step;
@@ -225,9 +225,9 @@ pub fn coop_attention(ctx: &GpuContext, kc: &mut KernelCache, c: &ModelConfig, c
     Ok(relative_difference(&outputs[0], &outputs[1]))
 }
 
-/// The decode position of the cooperative decode attention's check: past SHORT_CONTEXT, the last of
+/// The decode position of the cooperative decode attention's check: past COOP_CONTEXT, the last of
 /// its splits partly filled.
-const DECODE_POS: usize = SHORT_CONTEXT + 69;
+const DECODE_POS: usize = COOP_CONTEXT + 69;
 
 /// The cooperative decode attention (its split pass, then the merge) against the plain one at
 /// `DECODE_POS` (the last position of a shorter context), on random queries, cache rows and current
@@ -239,7 +239,7 @@ pub fn coop_decode_attention(
     c: &ModelConfig,
     cache: CacheShape,
 ) -> Result<Option<f32>> {
-    if cache.ctx_len <= SHORT_CONTEXT {
+    if cache.ctx_len <= COOP_CONTEXT {
         return Ok(None);
     }
     let pos = DECODE_POS.min(cache.ctx_len - 1);
@@ -271,8 +271,9 @@ pub fn coop_decode_attention(
             partials: &partials,
             out: &out,
         };
-        let [_, long, combine] = mla_attention(ctx, kc, c, cache.ctx_len, true, coop, a)?;
-        ctx.run(&[&long, &combine])?;
+        let attention = mla_attention(ctx, kc, c, cache.ctx_len, true, coop, a)?;
+        let split = attention.splits.iter().find(|d| d.positions.contains(&pos)).expect("a split pass serves every position");
+        ctx.run(&[split, &attention.combine])?;
         outputs.push(read_f32(ctx, &out, 0, (c.n_heads * c.kv_lora_rank) as u64)?);
     }
     Ok(Some(relative_difference(&outputs[0], &outputs[1])))

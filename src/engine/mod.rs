@@ -17,7 +17,7 @@ use crate::kernels::{
     capture::capture,
     embed::embed,
     matmul_coop, matvec,
-    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, SHORT_CONTEXT},
+    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, COOP_CONTEXT},
     mla_attention_coop, mla_attention_prefill_coop, prepared_bytes,
     rms_norm::rms_norm,
     router::RouteChoice,
@@ -47,7 +47,7 @@ pub struct EngineOptions {
     /// WGSL or native pipelines for the matrix products (`gpu::native`).
     pub kernels: KernelChoice,
     /// The prefill's products and attention, and with an f16 cache the decode attention past
-    /// `SHORT_CONTEXT`, on cooperative matrices (`kernels::matmul_coop`,
+    /// `COOP_CONTEXT`, on cooperative matrices (`kernels::matmul_coop`,
     /// `kernels::mla_attention_prefill_coop`, `kernels::mla_attention_coop`). [`Engine`] resolves
     /// `Auto` to `On` or `Off` at load.
     pub coop_matrix: CoopMatrix,
@@ -626,11 +626,11 @@ fn resolve_coop(
             ));
             notes.push(match decode {
                 Some(d) => format!(
-                    "decode attention past {SHORT_CONTEXT} positions on cooperative matrices: agrees with the plain \
+                    "decode attention past {COOP_CONTEXT} positions on cooperative matrices: agrees with the plain \
                      kernel to {d:.1e} of the largest output"
                 ),
                 None if !kv_f16 => "decode attention on the plain kernel (the cooperative one reads an f16 cache)".into(),
-                None => format!("decode attention on the plain kernel (the context ends before {SHORT_CONTEXT})"),
+                None => format!("decode attention on the plain kernel (the context ends before {COOP_CONTEXT})"),
             });
             Ok(CoopMatrix::On)
         }
@@ -727,10 +727,9 @@ fn record(
             partials: &b.partials,
             out: &b.ctx_lat,
         };
-        let [short, long, combine] = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, o.coop_decode(), att)?;
-        body.push(short.labeled("mla_attention"));
-        body.push(long.labeled("mla_attention"));
-        body.push(combine.labeled("mla_attention_combine"));
+        let attention = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, o.coop_decode(), att)?;
+        body.extend(attention.splits.into_iter().map(|d| d.labeled("mla_attention")));
+        body.push(attention.combine.labeled("mla_attention_combine"));
         body.push(
             matvec(
                 ctx,

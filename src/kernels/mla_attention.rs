@@ -1,6 +1,6 @@
 //! `wgsl/mla_attention.wgsl` (attention split over the context, which also stores the current
 //! position's cache row, `wgsl/mla_cache_row.wgsl`) and `wgsl/mla_attention_combine.wgsl` (the
-//! merge of the splits). Past SHORT_CONTEXT, where the engine runs them, the splits are
+//! merge of the splits). From COOP_CONTEXT, where the engine runs them, the splits are
 //! `mla_attention_coop`'s, on cooperative matrices.
 
 use super::mla_attention_coop::{self as coop, mla_attention_coop};
@@ -31,6 +31,8 @@ const MAX_HEADS_SHORT: u32 = 2;
 const MAX_HEADS_LONG: u32 = 4;
 /// The decode positions the short-context split pass serves.
 pub const SHORT_CONTEXT: usize = (SPLITS_AIM * MIN_SPLIT) as usize;
+/// The first decode position the cooperative split pass serves, where the engine runs it.
+pub const COOP_CONTEXT: usize = 2048;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
 /// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
@@ -60,9 +62,9 @@ fn heads_per_group(n_heads: usize, max: u32) -> u32 {
 }
 
 /// The split length at position `pos`, a multiple of the positions a split scores at once; `coop`:
-/// the cooperative split pass serves the positions past SHORT_CONTEXT.
+/// the cooperative split pass serves the positions from COOP_CONTEXT.
 pub fn split_len(pos: usize, coop: bool) -> u32 {
-    if coop && pos >= SHORT_CONTEXT {
+    if coop && pos >= COOP_CONTEXT {
         return coop::SPLIT;
     }
     let n = pos as u32 + 1;
@@ -81,11 +83,9 @@ fn splits(max_ctx: usize, coop: bool) -> u32 {
     }
 }
 
-/// Floats of the partials buffer for a context of `max_ctx` (the cooperative pass writes whole
-/// tiles of heads).
+/// Floats of the partials buffer for a context of `max_ctx`.
 pub fn partials_len(c: &ModelConfig, max_ctx: usize, coop: bool) -> usize {
-    let heads = if coop { c.n_heads.max(coop::ROWS) } else { c.n_heads };
-    heads * splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
+    c.n_heads * splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
 }
 
 /// Rows the latent cache of a context of `max_ctx` holds: whole cooperative splits, whose products
@@ -94,8 +94,14 @@ pub fn cache_rows(max_ctx: usize) -> usize {
     max_ctx.next_multiple_of(coop::SPLIT as usize)
 }
 
-/// The split pass for short contexts and for long ones (each serving its decode positions; `coop`:
-/// the long one on cooperative matrices), and the merge pass.
+/// The split pass variants, each serving its decode positions (short contexts, long ones, and with
+/// `coop` the longest on cooperative matrices), and the merge pass.
+pub struct Attention {
+    pub splits: Vec<Dispatch>,
+    pub combine: Dispatch,
+}
+
+/// The decode attention's passes.
 pub fn mla_attention(
     ctx: &GpuContext,
     kc: &mut KernelCache,
@@ -104,7 +110,7 @@ pub fn mla_attention(
     kv_f16: bool,
     coop: bool,
     a: AttentionArgs,
-) -> Result<[Dispatch; 3]> {
+) -> Result<Attention> {
     mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, coop, Reduce::for_adapter(ctx), a)
 }
 
@@ -119,7 +125,7 @@ pub fn mla_attention_reducing(
     coop: bool,
     reduce: Reduce,
     a: AttentionArgs,
-) -> Result<[Dispatch; 3]> {
+) -> Result<Attention> {
     let (read, rw) = (Binding::Read, Binding::ReadWrite);
     let n_splits = splits(max_ctx, coop);
     // The split pass with up to `max_heads` heads per workgroup.
@@ -147,9 +153,13 @@ pub fn mla_attention_reducing(
         let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
         Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, n_splits, 1]))
     };
-    let short = split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT);
-    let long = if coop { mla_attention_coop(ctx, kc, c, n_splits, &a)? } else { split(kc, MAX_HEADS_LONG)? }
-        .serving(SHORT_CONTEXT..usize::MAX);
+    let mut splits = vec![split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT)];
+    if coop {
+        splits.push(split(kc, MAX_HEADS_LONG)?.serving(SHORT_CONTEXT..COOP_CONTEXT));
+        splits.push(mla_attention_coop(ctx, kc, c, n_splits, &a)?.serving(COOP_CONTEXT..usize::MAX));
+    } else {
+        splits.push(split(kc, MAX_HEADS_LONG)?.serving(SHORT_CONTEXT..usize::MAX));
+    }
     let combine_consts = [
         ("WG", Const::U32(COMBINE_WG)),
         ("DIMS", Const::U32(COMBINE_DIMS)),
@@ -163,7 +173,7 @@ pub fn mla_attention_reducing(
     let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
     let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
     let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
-    Ok([short, long, combine])
+    Ok(Attention { splits, combine })
 }
 
 #[cfg(test)]
@@ -189,8 +199,8 @@ mod tests {
         }
         let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(|p| split_len(p, false)).to_vec();
         assert_eq!(lens, [8, 8, 16, 24, 40, 40, 72, 256]);
-        let lens: Vec<u32> = [0, 511, 512, 4096, 32_767].map(|p| split_len(p, true)).to_vec();
-        assert_eq!(lens, [8, 8, 64, 64, 64]);
+        let lens: Vec<u32> = [0, 511, 512, 2047, 2048, 4096, 32_767].map(|p| split_len(p, true)).to_vec();
+        assert_eq!(lens, [8, 8, 16, 40, 64, 64, 64]);
         assert_eq!([heads_per_group(20, MAX_HEADS_SHORT), heads_per_group(20, MAX_HEADS_LONG)], [2, 4]);
         assert_eq!([heads_per_group(3, MAX_HEADS_SHORT), heads_per_group(3, MAX_HEADS_LONG)], [1, 3]);
         assert_eq!(split_len(SHORT_CONTEXT - 1, false), MIN_SPLIT, "the short split pass serves splits of MIN_SPLIT");

@@ -12,7 +12,7 @@ use anyhow::{ensure, Result};
 
 /// Cache positions per split workgroup.
 pub const SPLIT: u32 = 64;
-/// Query rows of the products: the heads, padded (the partials hold this many heads).
+/// Query rows of the products: the heads, padded.
 pub const ROWS: usize = 32;
 
 /// Whether the model's shape and cache fit the kernel: an f16 cache, at most `ROWS` heads, a latent
