@@ -233,18 +233,20 @@ fn main(
         }
         workgroupBarrier();
     }
-    // Out through workgroup memory, column tile by column tile: lane i writes head i's 16 floats
-    // (whole 32-byte sectors; the tiles' own stores scattered 4-byte pieces over 16 rows).
+    // Out through workgroup memory, column tile by column tile: four lanes per head, a vec4 each
+    // (whole 32-byte sectors; the tiles' own stores scattered 4-byte pieces over 16 rows, and one lane
+    // per head made each store touch 32 rows).
     let lane = tid % 32u;
     for (var c = 0u; c < 4u; c++) { // unroll
         coopStoreT(o[c], &ss[sg * 512u], 16u);
         coopStoreT(o[4u + c], &ss[sg * 512u + 256u], 16u);
         workgroupBarrier();
-        if lane < N_HEADS {
-            let to = (lane * HEAD_STRIDE + split * PART + 4u + dv + c * 16u) / 4u;
-            for (var i = 0u; i < 4u; i++) { // unroll
-                let at = sg * 512u + lane * 16u + i * 4u;
-                partials[to + i] = vec4<f32>(ss[at], ss[at + 1u], ss[at + 2u], ss[at + 3u]);
+        for (var i = 0u; i < 4u; i++) { // unroll
+            let h = i * 8u + lane / 4u;
+            if h < N_HEADS {
+                let at = sg * 512u + h * 16u + lane % 4u * 4u;
+                let to = (h * HEAD_STRIDE + split * PART + 4u + dv + c * 16u) / 4u + lane % 4u;
+                partials[to] = vec4<f32>(ss[at], ss[at + 1u], ss[at + 2u], ss[at + 3u]);
             }
         }
         workgroupBarrier();
