@@ -8,7 +8,7 @@ use glm_wgpu::engine::{CoopMatrix, Engine, EngineOptions, StepOutput};
 use glm_wgpu::generate::{generate, GenerateRequest};
 use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
-use glm_wgpu::kernels::mla_attention::SHORT_CONTEXT;
+use glm_wgpu::kernels::mla_attention::{COOP_CONTEXT, SHORT_CONTEXT};
 use glm_wgpu::model::Model;
 use glm_wgpu::reference::CpuReference;
 use glm_wgpu::sampling::SamplingParams;
@@ -193,6 +193,44 @@ fn decode_across_the_split_variants_matches_the_cpu_reference() {
         e.step(StepOutput::Logits).unwrap();
         assert_close(&format!("logits at position {pos}"), &e.logits().unwrap(), &want, REL_TOL);
     }
+}
+
+/// Decode steps on both sides of COOP_CONTEXT with an f16 cache, where the cooperative split pass
+/// takes over on an adapter that has cooperative matrices (on one without them, the plain long-context
+/// pass serves both sides): one split pass per layer, of the right kind, and logits that match the CPU
+/// reference fed the same tokens (to f16 precision: the cache, and the cooperative products' inputs).
+#[test]
+fn decode_across_the_cooperative_attention_boundary_matches_the_cpu_reference() {
+    let model = Model::open(&fixture_dir()).unwrap();
+    let cpu = CpuReference::load(&model).unwrap();
+    let c = model.config.clone();
+    let options = EngineOptions { ctx_len: COOP_CONTEXT + 8, int8_activations: false, ..Default::default() };
+    let mut e = Engine::load(GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)"), &model, options).unwrap();
+    let coop = e.options.coop_decode();
+    assert!(coop || std::env::var(REQUIRE_COOP).is_err(), "{REQUIRE_COOP} is set but decode runs without them");
+    let first = COOP_CONTEXT - 4;
+    let ids: Vec<u32> = (0..first as u32 + 8).map(|i| i.wrapping_mul(2_654_435_761) % c.vocab as u32).collect();
+    e.write_tokens(0, &ids).unwrap();
+    e.prefill(first).unwrap();
+    let mut cache = cpu.new_cache();
+    for &t in &ids[..first] {
+        cpu.step(&mut cache, t, None);
+    }
+    let mut worst = 0f32;
+    for (pos, &t) in ids.iter().enumerate().skip(first) {
+        let labels = e.decode_labels();
+        let count = |l: &str| labels.iter().find(|(k, _)| k == l).map(|(_, n)| *n);
+        let (plain, cooperative) = (count("mla_attention"), count("mla_attention_coop"));
+        if coop && pos >= COOP_CONTEXT {
+            assert_eq!((plain, cooperative), (None, Some(c.n_layers)), "split passes at position {pos}");
+        } else {
+            assert_eq!((plain, cooperative), (Some(c.n_layers), None), "split passes at position {pos}");
+        }
+        let want = cpu.step(&mut cache, t, None);
+        e.step(StepOutput::Logits).unwrap();
+        worst = worst.max(assert_close(&format!("logits at position {pos}"), &e.logits().unwrap(), &want, COOP_TOL));
+    }
+    eprintln!("cooperative decode attention {coop}: {worst:.2e} of max |logit| across {COOP_CONTEXT}");
 }
 
 /// Prompts through `Engine::prefill` in chunks that do and do not divide them, from an empty cache

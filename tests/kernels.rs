@@ -15,12 +15,15 @@ use glm_wgpu::kernels::embed::embed;
 use glm_wgpu::kernels::input_rows::{input_rows, InputRows};
 use glm_wgpu::kernels::kv_store::{kv_store, KvStoreArgs};
 use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
-use glm_wgpu::kernels::mla_attention::{mla_attention_reducing, partials_len, AttentionArgs};
+use glm_wgpu::kernels::mla_attention::{
+    cache_rows, mla_attention_reducing, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT,
+};
 use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::{router, RouteChoice};
+use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
     matvec, matvec_tiled, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step,
     Tiling,
@@ -121,8 +124,10 @@ fn read_u32(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
     bytemuck::pod_collect_to_vec(&ctx.read_buffer(buf, 0, n as u64 * 4).unwrap())
 }
 
-fn step(ctx: &GpuContext, pos: u32) -> wgpu::Buffer {
-    ctx.uniform("step", bytemuck::bytes_of(&Step::at(pos as usize)))
+/// A decode step's uniform; `coop`: the attention's splits from COOP_CONTEXT are the cooperative
+/// pass's.
+fn step(ctx: &GpuContext, pos: u32, coop: bool) -> wgpu::Buffer {
+    ctx.uniform("step", bytemuck::bytes_of(&Step::at(pos as usize, coop)))
 }
 
 fn run(ctx: &GpuContext, d: &[&Dispatch]) {
@@ -946,15 +951,30 @@ fn capture_copies_into_slot() {
 // KV cache and attention
 // ---------------------------------------------------------------------------------------------
 
+/// Set to 1 where the adapter has cooperative matrices (the H200 runs), so that their absence fails.
+const REQUIRE_COOP: &str = "GLM_WGPU_REQUIRE_COOP";
+/// The cooperative decode attention's queries and weights P are rounded to f16.
+const COOP_ATTENTION_TOL: f64 = 2e-3;
+
 /// The two passes store the current row (RMSNorm of ckv's latent, RoPE of its key) and compute
 /// ctx[h] = softmax_t(SCALE · (q_lat[h]·latent_t + rope(q_rope[h], pos)·key_t)) · latent_t over a
-/// cache of pos random positions plus that row; every other cache word stays as it was.
+/// cache of pos random positions plus that row; every other cache word stays as it was (words past
+/// the row are NaN, so a pass that lets them into a sum fails). Where the adapter has cooperative
+/// matrices, the f16 cases also run with the cooperative split pass serving from COOP_CONTEXT.
 #[test]
 fn mla_attention_stores_the_row_and_matches_softmax() {
     let ctx = gpu();
     let mut rng = seeded(10);
+    let coop_here = matmul_coop::supported(ctx).is_ok();
+    assert!(coop_here || std::env::var(REQUIRE_COOP).is_err(), "{REQUIRE_COOP} is set but this adapter has none");
     let (mut worst32, mut worst16, mut worst_row32, mut worst_row16) = (0f64, 0f64, 0f64, 0f64);
-    for (i, c) in attention_configs().into_iter().enumerate() {
+    let mut worst_coop = None;
+    let mut configs = attention_configs();
+    if coop_here {
+        // Both 16-row bands of the cooperative pass's heads.
+        configs.push(ModelConfig { n_heads: 20, ..config() });
+    }
+    for (i, c) in configs.into_iter().enumerate() {
         let mut kc = KernelCache::default();
         let (heads, lora, rope, kw, qk) = (c.n_heads, c.kv_lora_rank, c.qk_rope, c.kv_width(), c.qk_head());
         let scale = (1.0 / (qk as f32).sqrt()) as f64;
@@ -971,8 +991,13 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
         if i == 1 {
             cases.push((33_000, 1.0, 1.0));
         }
+        if i == 2 {
+            cases.push((4100, 1.0, 1.0));
+        }
         let max_ctx = cases.iter().map(|c| c.0).max().unwrap() + 1;
-        for kv_f16 in [false, true] {
+        let variants = [(false, false), (true, false), (true, true)];
+        let coop_fits = coop_here && mla_attention_coop::fits(&c, true).is_ok();
+        for (kv_f16, coop) in variants.into_iter().filter(|&(_, coop)| !coop || coop_fits) {
             // (n, q_lat amplitude, ckv amplitude): the q_lat of 100 makes scores span hundreds, so only
             // a max-subtracted softmax survives.
             for (k, &(n, amp, ckv_amp)) in cases.iter().enumerate() {
@@ -984,19 +1009,19 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                 let table = rope_table(&mut rng, max_ctx, rope / 2);
                 let per_pos = if kv_f16 { kw / 2 } else { kw };
                 let mut words = cache_encode(&uniform(&mut rng, pos * kw, 1.0), kv_f16);
-                words.resize(max_ctx * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
+                words.resize(cache_rows(max_ctx) * per_pos, if kv_f16 { NAN_F16X2 } else { NAN_BITS });
                 let ckv = uniform(&mut rng, kw, ckv_amp);
                 let norm = uniform(&mut rng, lora, 2.0);
                 let q_rope = uniform(&mut rng, heads * rope, 1.0);
                 let q_lat = uniform(&mut rng, heads * lora, amp);
                 let out_len = heads * lora + 5;
                 let out0 = vec![NAN_BITS; out_len];
-                let sb = step(ctx, pos as u32);
+                let sb = step(ctx, pos as u32, coop);
                 let (qb, qlb, rb) =
                     (buf_f32(ctx, "q_rope", &q_rope), buf_f32(ctx, "q_lat", &q_lat), buf_f32(ctx, "rope", &table));
                 let (kb, nb) = (buf_f32(ctx, "ckv", &ckv), buf_f32(ctx, "norm", &norm));
                 let cb = buf_u32(ctx, "cache", &words);
-                let partials = buf_u32(ctx, "partials", &vec![NAN_BITS; partials_len(&c, max_ctx)]);
+                let partials = buf_u32(ctx, "partials", &vec![NAN_BITS; partials_len(&c, max_ctx, coop)]);
                 let ob = buf_u32(ctx, "ctx", &out0);
                 let a = AttentionArgs {
                     step: &sb,
@@ -1010,18 +1035,22 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                     out: &ob,
                 };
                 // The split pass variant that serves this position, as in the engine.
-                let [short, long, combine] =
-                    mla_attention_reducing(ctx, &mut kc, &c, max_ctx, kv_f16, reduce, a).unwrap();
-                let split = if short.positions.contains(&pos) { &short } else { &long };
-                assert!(split.positions.contains(&pos), "no split pass serves position {pos}");
-                run(ctx, &[split, &combine]);
+                let attention =
+                    mla_attention_reducing(ctx, &mut kc, &c, DecodeAttention { max_ctx, kv_f16, coop }, reduce, a)
+                        .unwrap();
+                let serving: Vec<_> = attention.splits.iter().filter(|d| d.positions.contains(&pos)).collect();
+                assert_eq!(serving.len(), 1, "split passes serving position {pos}");
+                let split = serving[0];
+                assert_eq!(split.kernel.name == "mla_attention_coop", coop && pos >= COOP_CONTEXT, "pos {pos}");
+                run(ctx, &[split, &attention.combine]);
                 let name = format!(
-                    "mla_attention {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp} {reduce:?}",
+                    "{} {} heads {heads} kv_lora {lora} rope {rope} n {n} q_lat amp {amp} {reduce:?}",
+                    split.kernel.name,
                     if kv_f16 { "f16" } else { "f32" }
                 );
 
                 // The stored row, and the cache around it untouched.
-                let cache = read_u32(ctx, &cb, max_ctx * per_pos);
+                let cache = read_u32(ctx, &cb, words.len());
                 let row_words = pos * per_pos..n * per_pos;
                 check_untouched(
                     &format!("{name} cache before pos"),
@@ -1070,11 +1099,13 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
                         want.push((0..n).map(|t| p[t] * stored[t * kw + d] as f64).sum::<f64>() / sum);
                     }
                 }
-                let e = check(&name, &floats(&out[..heads * lora]), &want, REL_TOL);
-                if kv_f16 {
-                    worst16 = worst16.max(e);
+                if split.kernel.name == "mla_attention_coop" {
+                    let e = check(&name, &floats(&out[..heads * lora]), &want, COOP_ATTENTION_TOL);
+                    worst_coop = Some(worst_coop.unwrap_or(0f64).max(e));
+                } else if kv_f16 {
+                    worst16 = worst16.max(check(&name, &floats(&out[..heads * lora]), &want, REL_TOL));
                 } else {
-                    worst32 = worst32.max(e);
+                    worst32 = worst32.max(check(&name, &floats(&out[..heads * lora]), &want, REL_TOL));
                 }
                 check_untouched(&name, &out[heads * lora..], &out0[heads * lora..]);
             }
@@ -1084,6 +1115,10 @@ fn mla_attention_stores_the_row_and_matches_softmax() {
     report("mla_attention stored row f16 (per element)", worst_row16);
     report("mla_attention f32 cache", worst32);
     report("mla_attention f16 cache", worst16);
+    match worst_coop {
+        Some(e) => report("mla_attention_coop f16 cache", e),
+        None => eprintln!("mla_attention_coop: no cooperative matrices on this adapter, not run"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1464,7 +1499,7 @@ fn argmax_lowest_index_wins() {
             let len = pos as usize + 5;
             let tokens0: Vec<u32> = (0..len as u32).map(|i| 0xdead_0000 + i).collect();
             let (lb, tb) = (buf_f32(ctx, "logits", &logits), buf_u32(ctx, "tokens", &tokens0));
-            let sb = step(ctx, pos);
+            let sb = step(ctx, pos, false);
             let [partial, last] = argmax(ctx, &mut kc, n, &sb, &lb, &tb).unwrap();
             run(ctx, &[&partial, &last]);
             let tokens = read_u32(ctx, &tb, len);

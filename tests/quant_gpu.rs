@@ -61,7 +61,7 @@ fn gpu_dequantization_matches_gguf_py_bit_for_bit() {
             let pad = 4;
             let x0 = vec![0x7fc0_0000u32; cols + pad];
             let xb = ctx.storage_init("x", bytemuck::cast_slice(&x0)).unwrap();
-            let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::at(row)));
+            let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::at(row, false)));
             let d = embed(&ctx, &mut kc, &table, 1, &sb, &tb, &xb).unwrap();
             ctx.run(&[&d]).unwrap();
             let x: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_buffer(&xb, 0, (cols + pad) as u64 * 4).unwrap());

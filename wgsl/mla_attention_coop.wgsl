@@ -15,9 +15,8 @@
 // mla_attention_combine.wgsl.
 // The split holding the current position builds its row (mla_cache_row.wgsl) in workgroup memory,
 // scores it from there and stores it into the cache.
-// Positions past pos in the last block are scored from whatever the cache holds there (rows of an
-// earlier sequence, zeros, or the padding rows past the context) and weigh exactly 0: the cache only
-// ever holds finite values (mla_cache_row.wgsl clamps them to f16's range).
+// Positions past pos in the last block (rows of an earlier sequence, or the padding rows past the
+// context: the cache holds whole splits) are loaded, replaced by zeros, and weigh exactly 0.
 // Host constants: DVG (= KV_LORA / 64, a power of two up to 8), ROUNDS (= 8 / DVG: S is two bands of
 // 16 rows by BKV / 16 = 4 position tiles), NC and DC (column chunks: DC whole 16s), KC4 and QC4 (the
 // cache vec4s and query vec4s each invocation holds per chunk), N_HEADS (at most 32), N_SPLITS,
@@ -120,7 +119,8 @@ fn main(
     for (var c = 0u; c < NC; c++) { // unroll
         for (var k = 0u; k < KC4; k++) { // unroll
             let f = min(tid + k * WG, BKV * K8 - 1u);
-            kr[c][k] = cache[((k0 + f / K8) * KV_W + c * DC) / 8u + f % K8];
+            let v = cache[((k0 + f / K8) * KV_W + c * DC) / 8u + f % K8];
+            kr[c][k] = select(vec4<u32>(0u), v, k0 + f / K8 <= step.pos);
         }
     }
     var q: array<array<vec4<f32>, QC4>, NC>;

@@ -1,6 +1,5 @@
 // A position's latent-cache row from kv_a's output (`ckv` from float `base`): RMSNorm of the latent
-// (weight `kv_norm`), RoPE of the shared key at position `pos`, rounded as the cache will hold it
-// (an f16 cache holds finite values only: mla_attention_coop.wgsl weighs stale rows by 0).
+// (weight `kv_norm`), RoPE of the shared key at position `pos`, rounded as the cache will hold it.
 // Shared by the decode attention split (which scores the current row before the cache holds it,
 // and stores it) and the prefill's row store.
 // Needs `ckv`, `kv_norm`, `rope`, kv_cache.wgsl and reduce.wgsl. Host constants: KV_LORA, ROPE, EPS,
@@ -27,7 +26,7 @@ fn cache_row_pair(base: u32, pos: u32, j: u32, inv: f32) -> vec2<f32> {
         v = rope_rotate(a, b, cs);
     }
     if KV_F16 {
-        v = round_f16(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+        v = round_f16(v);
     }
     return v;
 }

@@ -10,7 +10,9 @@ use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, Kernel, Ker
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
-use crate::kernels::mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, COOP_CONTEXT};
+use crate::kernels::mla_attention::{
+    cache_rows, mla_attention, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT,
+};
 use crate::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAttentionArgs};
 use crate::kernels::mla_attention_prefill_coop::{mla_attention_prefill_coop, ROWS};
 use crate::kernels::Step;
@@ -271,8 +273,9 @@ pub fn coop_decode_attention(
             partials: &partials,
             out: &out,
         };
-        let attention = mla_attention(ctx, kc, c, cache.ctx_len, true, coop, a)?;
-        let split = attention.splits.iter().find(|d| d.positions.contains(&pos)).expect("a split pass serves every position");
+        let attention = mla_attention(ctx, kc, c, DecodeAttention { max_ctx: cache.ctx_len, kv_f16: true, coop }, a)?;
+        let split =
+            attention.splits.iter().find(|d| d.positions.contains(&pos)).expect("a split pass serves every position");
         ctx.run(&[split, &attention.combine])?;
         outputs.push(read_f32(ctx, &out, 0, (c.n_heads * c.kv_lora_rank) as u64)?);
     }

@@ -17,7 +17,7 @@ use crate::kernels::{
     capture::capture,
     embed::embed,
     matmul_coop, matvec,
-    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, COOP_CONTEXT},
+    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT},
     mla_attention_coop, mla_attention_prefill_coop, prepared_bytes,
     rms_norm::rms_norm,
     router::RouteChoice,
@@ -468,7 +468,11 @@ impl Engine {
     /// the GPU but not queued for read-back.
     pub fn step_profiled(&mut self, out: StepOutput) -> Result<Vec<LaunchTime>> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
-        self.ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())));
+        self.ctx.queue.write_buffer(
+            &self.bufs.step,
+            0,
+            bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())),
+        );
         let times = time_launches(&self.ctx, &self.launches(out).collect::<Vec<_>>())?;
         self.pos += 1;
         Ok(times)
@@ -629,7 +633,9 @@ fn resolve_coop(
                     "decode attention past {COOP_CONTEXT} positions on cooperative matrices: agrees with the plain \
                      kernel to {d:.1e} of the largest output"
                 ),
-                None if !kv_f16 => "decode attention on the plain kernel (the cooperative one reads an f16 cache)".into(),
+                None if !kv_f16 => {
+                    "decode attention on the plain kernel (the cooperative one reads an f16 cache)".into()
+                }
                 None => format!("decode attention on the plain kernel (the context ends before {COOP_CONTEXT})"),
             });
             Ok(CoopMatrix::On)
@@ -727,8 +733,18 @@ fn record(
             partials: &b.partials,
             out: &b.ctx_lat,
         };
-        let attention = mla_attention(ctx, kc, c, o.ctx_len, o.kv_f16, o.coop_decode(), att)?;
-        body.extend(attention.splits.into_iter().map(|d| d.labeled("mla_attention")));
+        let attention = mla_attention(
+            ctx,
+            kc,
+            c,
+            DecodeAttention { max_ctx: o.ctx_len, kv_f16: o.kv_f16, coop: o.coop_decode() },
+            att,
+        )?;
+        // Each split variant under its kernel's name (the cooperative one apart in profiles).
+        body.extend(attention.splits.into_iter().map(|d| {
+            let name = d.kernel.name.clone();
+            d.labeled(&name)
+        }));
         body.push(attention.combine.labeled("mla_attention_combine"));
         body.push(
             matvec(

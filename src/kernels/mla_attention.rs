@@ -101,17 +101,24 @@ pub struct Attention {
     pub combine: Dispatch,
 }
 
+/// What the decode attention's passes are built for: the longest context, the cache's element type,
+/// and whether the cooperative split pass serves from COOP_CONTEXT.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeAttention {
+    pub max_ctx: usize,
+    pub kv_f16: bool,
+    pub coop: bool,
+}
+
 /// The decode attention's passes.
 pub fn mla_attention(
     ctx: &GpuContext,
     kc: &mut KernelCache,
     c: &ModelConfig,
-    max_ctx: usize,
-    kv_f16: bool,
-    coop: bool,
+    d: DecodeAttention,
     a: AttentionArgs,
 ) -> Result<Attention> {
-    mla_attention_reducing(ctx, kc, c, max_ctx, kv_f16, coop, Reduce::for_adapter(ctx), a)
+    mla_attention_reducing(ctx, kc, c, d, Reduce::for_adapter(ctx), a)
 }
 
 /// [`mla_attention`] with the split pass's team reductions by `reduce` (the tests run both kinds:
@@ -120,12 +127,11 @@ pub fn mla_attention_reducing(
     ctx: &GpuContext,
     kc: &mut KernelCache,
     c: &ModelConfig,
-    max_ctx: usize,
-    kv_f16: bool,
-    coop: bool,
+    d: DecodeAttention,
     reduce: Reduce,
     a: AttentionArgs,
 ) -> Result<Attention> {
+    let DecodeAttention { max_ctx, kv_f16, coop } = d;
     let (read, rw) = (Binding::Read, Binding::ReadWrite);
     let n_splits = splits(max_ctx, coop);
     // The split pass with up to `max_heads` heads per workgroup.
@@ -200,7 +206,7 @@ mod tests {
         let lens: Vec<u32> = [0, 511, 512, 1024, 2048, 4096, 8192, 32_767].map(|p| split_len(p, false)).to_vec();
         assert_eq!(lens, [8, 8, 16, 24, 40, 40, 72, 256]);
         let lens: Vec<u32> = [0, 511, 512, 2047, 2048, 4096, 32_767].map(|p| split_len(p, true)).to_vec();
-        assert_eq!(lens, [8, 8, 16, 40, 64, 64, 64]);
+        assert_eq!(lens, [8, 8, 16, 32, 64, 64, 64]);
         assert_eq!([heads_per_group(20, MAX_HEADS_SHORT), heads_per_group(20, MAX_HEADS_LONG)], [2, 4]);
         assert_eq!([heads_per_group(3, MAX_HEADS_SHORT), heads_per_group(3, MAX_HEADS_LONG)], [1, 3]);
         assert_eq!(split_len(SHORT_CONTEXT - 1, false), MIN_SPLIT, "the short split pass serves splits of MIN_SPLIT");

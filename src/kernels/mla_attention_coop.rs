@@ -63,8 +63,7 @@ fn source(c: &ModelConfig, n_splits: u32) -> String {
     ];
     let consts = [mla_consts(c, true).as_slice(), &mla_query_consts(c), &own].concat();
     let kernel = include_str!("../../wgsl/mla_attention_coop.wgsl");
-    COOP_ENABLE.to_string()
-        + &compose(&consts, &[STEP, kernel, CACHE_ROW, ROPE_ROTATE, HALF, REDUCE].concat())
+    COOP_ENABLE.to_string() + &compose(&consts, &[STEP, kernel, CACHE_ROW, ROPE_ROTATE, HALF, REDUCE].concat())
 }
 
 /// The split pass over a grid of `n_splits` splits (the merge pass's partials layout); the cache
