@@ -157,7 +157,8 @@ pub fn mla_attention_reducing(
         let bindings = [Binding::Uniform, read, read, read, rw, rw, read, read];
         let kernel = kc.get(ctx, "mla_attention", source, &bindings)?;
         let bind_group = kernel.bind(ctx, &[a.step, a.q_rope, a.q_lat, a.rope, a.cache, a.partials, a.ckv, a.kv_norm]);
-        Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, n_splits, 1]))
+        // Its own splits' grid (the partials' layout may hold more, for the cooperative pass).
+        Ok(Dispatch::new(kernel, bind_group, [c.n_heads as u32 / hg, splits(max_ctx, false), 1]))
     };
     let mut splits = vec![split(kc, MAX_HEADS_SHORT)?.serving(0..SHORT_CONTEXT)];
     if coop {
@@ -192,11 +193,14 @@ mod tests {
     fn split_lengths_fit_the_grid() {
         for max_ctx in [1usize, 7, 8, 9, 300, 513, 4096, 5121, 32_768, 33_000, 202_752] {
             for coop in [false, true] {
-                let grid = splits(max_ctx, coop);
+                let layout = splits(max_ctx, coop);
                 for pos in 0..max_ctx {
                     let len = split_len(pos, coop);
                     assert!(len.is_multiple_of(MIN_SPLIT) && len <= SPLIT_MAX, "pos {pos}: split of {len}");
                     let needed = (pos as u32 + 1).div_ceil(len);
+                    // The serving variant's own grid, within the partials' layout.
+                    let grid = if coop && pos >= COOP_CONTEXT { coop::splits(max_ctx) } else { splits(max_ctx, false) };
+                    assert!(grid <= layout, "max_ctx {max_ctx}: grid {grid} > layout {layout}");
                     assert!(needed <= grid, "pos {pos} of {max_ctx}: {needed} splits of {len} > grid {grid}");
                     // The cooperative splits' products read whole splits of rows.
                     assert!(!coop || needed as usize * len as usize <= cache_rows(max_ctx));
