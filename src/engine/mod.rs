@@ -46,8 +46,8 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// WGSL or native pipelines for the matrix products (`gpu::native`).
     pub kernels: KernelChoice,
-    /// The prefill's products and attention, and with an f16 cache the decode attention past
-    /// `COOP_CONTEXT`, on cooperative matrices (`kernels::matmul_coop`,
+    /// The prefill's products and attention, and with an f16 cache the decode attention from
+    /// `COOP_CONTEXT` positions, on cooperative matrices (`kernels::matmul_coop`,
     /// `kernels::mla_attention_prefill_coop`, `kernels::mla_attention_coop`). [`Engine`] resolves
     /// `Auto` to `On` or `Off` at load.
     pub coop_matrix: CoopMatrix,
@@ -630,7 +630,7 @@ fn resolve_coop(
             ));
             notes.push(match decode {
                 Some(d) => format!(
-                    "decode attention past {COOP_CONTEXT} positions on cooperative matrices: agrees with the plain \
+                    "decode attention from {COOP_CONTEXT} positions on cooperative matrices: agrees with the plain \
                      kernel to {d:.1e} of the largest output"
                 ),
                 None if !kv_f16 => {

@@ -238,8 +238,8 @@ const NATIVE: [&str; 2] = ["matvec", "matmul"];
 
 /// Kernels built as native pipelines on Vulkan whatever the choice: wgpu's own SPIR-V of the
 /// cooperative matmul declares the Vulkan memory model without what it needs (see
-/// `native::glsl450_memory_model`); the cooperative decode attention is new and built the same way,
-/// under the memory model every other kernel has. The cooperative prefill
+/// `native::glsl450_memory_model`). The cooperative decode attention, which relies on its barriers
+/// the same way, is built like it (and has only been verified built so). The cooperative prefill
 /// attention is built by wgpu, as verified on the H200 (start-up check and the parity test); moving
 /// it here is untested.
 pub const NATIVE_ON_VULKAN: [&str; 2] = ["matmul_coop", "mla_attention_coop"];
