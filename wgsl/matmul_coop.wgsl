@@ -8,6 +8,7 @@
 // Host constants: GM × GN subgroups (BM = 32·GM rows, BN = 16·SN·GN inputs), SN, BK, CHUNK (values
 // per format chunk), CHUNK_V4, WL and XL (weight chunks and input vec4s each invocation fetches per
 // step), GLU, ADD, GROUPED, HEADS, SCALED; W1_LEN (the up tile, 8 without GLU).
+// A16, B16, C32: the 16 × 16 tile types of COOP_PRELUDE (src/kernels/mod.rs).
 
 struct Params {
     rows: u32,      // rows per matrix
@@ -34,10 +35,6 @@ const BN: u32 = 16u * SN * GN;
 // Tile rows are padded so each starts 16 bytes past the previous row's bank.
 const LDS: u32 = BK + 8u;
 const KC: u32 = BK / CHUNK;
-
-alias A16 = coop_mat16x16<f16, A>;
-alias B16 = coop_mat16x16<f16, B>;
-alias C32 = coop_mat16x16<f32, C>;
 
 // Weight tiles, row-major [row][column]; the input tile, [input][column]; each subgroup's staging.
 // Every workgroup variable is a whole number of 16 bytes, so each tile starts 16-byte aligned as the

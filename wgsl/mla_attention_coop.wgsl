@@ -21,6 +21,7 @@
 // 16 rows by BKV / 16 = 4 position tiles), NC and DC (column chunks: DC whole 16s), KC4 and QC4 (the
 // cache vec4s and query vec4s each invocation holds per chunk), N_HEADS (at most 32), N_SPLITS,
 // KV_LORA, ROPE (whole 4s), KV_W, SCALE, EPS.
+// A16, B16, C32: the 16 × 16 tile types of COOP_PRELUDE (src/kernels/mod.rs).
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q_rope: array<vec4<f32>>;
@@ -49,10 +50,6 @@ const LV: u32 = KV_LORA + 8u;
 const PART: u32 = KV_LORA + 4u;
 // Floats between two heads' partials of one split.
 const HEAD_STRIDE: u32 = N_SPLITS * PART;
-
-alias A16 = coop_mat16x16<f16, A>;
-alias B16 = coop_mat16x16<f16, B>;
-alias C32 = coop_mat16x16<f32, C>;
 
 // A chunk of Q [row][column]; after the scores, P [row][position] with rows LP long.
 var<workgroup> qp: array<f16, BR * max(LQ, LP)>;

@@ -10,6 +10,7 @@
 // sg ≡ tile (mod 8), which write the same values.
 // Host constants: DVG (= KV_LORA / 64), DC (columns per S step: 64, or 32 where KV_W is not whole 64s),
 // N_HEADS, KV_LORA, ROPE, KV_W, SCALE, KV_F16.
+// A16, B16, C32: the 16 × 16 tile types of COOP_PRELUDE (src/kernels/mod.rs).
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q_rope: array<f32>;
@@ -30,10 +31,6 @@ const LP: u32 = BKV + 8u;
 const LV: u32 = KV_LORA + 8u;
 // Cache positions per V step.
 const VK: u32 = 16u;
-
-alias A16 = coop_mat16x16<f16, A>;
-alias B16 = coop_mat16x16<f16, B>;
-alias C32 = coop_mat16x16<f32, C>;
 
 // Every workgroup variable is a whole number of 16 bytes (the cooperative loads need aligned tiles).
 var<workgroup> qs: array<f16, BR * LQ>;

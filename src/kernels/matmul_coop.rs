@@ -3,7 +3,7 @@
 
 use super::format;
 use super::matmul::{MatmulArgs, MatmulInput};
-use super::{COOP_ENABLE, STEP};
+use super::{COOP_PRELUDE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::quant::{self, GgmlType};
 use anyhow::{bail, ensure, Result};
@@ -96,7 +96,7 @@ fn source(t: GgmlType, tiling: CoopTiling, v: Variant) -> String {
         ("HEADS", Const::U32(v.heads)),
         ("SCALED", Const::Bool(v.scaled)),
     ];
-    COOP_ENABLE.to_string()
+    COOP_PRELUDE.to_string()
         + &compose(&consts, &[STEP, include_str!("../../wgsl/matmul_coop.wgsl")].concat())
         + &format::instantiate(t, "0")
         + &format::instantiate(t, "1")

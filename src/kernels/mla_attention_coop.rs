@@ -5,7 +5,7 @@
 //! split pass past `mla_attention::SHORT_CONTEXT`; the merge pass is the same.
 
 use super::mla_attention::AttentionArgs;
-use super::{mla_consts, mla_query_consts, CACHE_ROW, COOP_ENABLE, HALF, REDUCE, ROPE_ROTATE, STEP};
+use super::{mla_consts, mla_query_consts, CACHE_ROW, COOP_PRELUDE, HALF, REDUCE, ROPE_ROTATE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::{ModelConfig, LORA_NORM_EPS};
 use anyhow::{ensure, Result};
@@ -63,7 +63,7 @@ fn source(c: &ModelConfig, n_splits: u32) -> String {
     ];
     let consts = [mla_consts(c, true).as_slice(), &mla_query_consts(c), &own].concat();
     let kernel = include_str!("../../wgsl/mla_attention_coop.wgsl");
-    COOP_ENABLE.to_string() + &compose(&consts, &[STEP, kernel, CACHE_ROW, ROPE_ROTATE, HALF, REDUCE].concat())
+    COOP_PRELUDE.to_string() + &compose(&consts, &[STEP, kernel, CACHE_ROW, ROPE_ROTATE, HALF, REDUCE].concat())
 }
 
 /// The split pass over a grid of `n_splits` splits (the merge pass's partials layout, which can
@@ -93,11 +93,7 @@ mod tests {
     /// has cooperative matrices).
     #[test]
     fn validates() {
-        let fixture = |f: &str| {
-            ModelConfig::from_hf_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f))
-                .unwrap()
-        };
-        for c in [fixture("glm-4.7-flash.config.json"), fixture("glm-tiny/config.json")] {
+        for c in [ModelConfig::fixture("glm-4.7-flash.config.json"), ModelConfig::fixture("glm-tiny/config.json")] {
             fits(&c, true).unwrap();
             assert!(fits(&c, false).is_err());
             let (_, size) = crate::gpu::native::spirv(&source(&c, 7)).unwrap_or_else(|e| panic!("{e:#}"));

@@ -3,7 +3,7 @@
 //! O = P·V as 16 × 16 × 16 f16 products with f32 sums, two passes (row maxima and sums, then P·V).
 
 use super::mla_attention_prefill::PrefillAttentionArgs;
-use super::{mla_consts, mla_query_consts, COOP_ENABLE, KV_CACHE, STEP};
+use super::{mla_consts, mla_query_consts, COOP_PRELUDE, KV_CACHE, STEP};
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::model::ModelConfig;
 use anyhow::{ensure, Result};
@@ -30,7 +30,7 @@ fn source(c: &ModelConfig, kv_f16: bool) -> String {
         ("N_HEADS", Const::U32(c.n_heads as u32)),
     ];
     let consts = [mla_consts(c, kv_f16).as_slice(), &mla_query_consts(c), &own].concat();
-    COOP_ENABLE.to_string()
+    COOP_PRELUDE.to_string()
         + &compose(&consts, &[STEP, include_str!("../../wgsl/mla_attention_prefill_coop.wgsl"), KV_CACHE].concat())
 }
 
@@ -63,11 +63,7 @@ mod tests {
     /// fixture's (no adapter CI runs on has cooperative matrices).
     #[test]
     fn validates() {
-        let fixture = |f: &str| {
-            ModelConfig::from_hf_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f))
-                .unwrap()
-        };
-        for c in [fixture("glm-4.7-flash.config.json"), fixture("glm-tiny/config.json")] {
+        for c in [ModelConfig::fixture("glm-4.7-flash.config.json"), ModelConfig::fixture("glm-tiny/config.json")] {
             fits(&c).unwrap();
             for kv_f16 in [true, false] {
                 let (_, size) = crate::gpu::native::spirv(&source(&c, kv_f16)).unwrap_or_else(|e| panic!("{e:#}"));

@@ -37,8 +37,14 @@ const REDUCE: &str = include_str!("../../wgsl/reduce.wgsl");
 const INT8_INPUT: &str = include_str!("../../wgsl/int8_input.wgsl");
 const CACHE_ROW: &str = include_str!("../../wgsl/mla_cache_row.wgsl");
 const CACHE_STORE: &str = include_str!("../../wgsl/kv_cache_store.wgsl");
-/// The directives of the cooperative-matrix kernels, which come before everything else.
-const COOP_ENABLE: &str = "enable f16;\nenable wgpu_cooperative_matrix;\n";
+/// What every cooperative-matrix kernel starts with: the directives, which come before everything
+/// else, and the 16×16 tile types (f16 operands, f32 sums).
+const COOP_PRELUDE: &str = "enable f16;
+enable wgpu_cooperative_matrix;
+alias A16 = coop_mat16x16<f16, A>;
+alias B16 = coop_mat16x16<f16, B>;
+alias C32 = coop_mat16x16<f32, C>;
+";
 
 /// The latent-cache shape constants the MLA kernels share.
 fn mla_consts(c: &crate::model::ModelConfig, kv_f16: bool) -> [(&'static str, crate::gpu::Const); 4] {

@@ -233,3 +233,13 @@ impl ModelConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl ModelConfig {
+    /// A config of tests/fixtures (`glm-4.7-flash.config.json`, `glm-tiny/config.json`), for the unit
+    /// tests that check kernel variants at the real and the tiny shape.
+    pub fn fixture(name: &str) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        Self::from_hf_file(&dir.join(name)).unwrap()
+    }
+}
