@@ -9,8 +9,8 @@ use glm_wgpu::generate::{generate, GenerateRequest};
 use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
 use glm_wgpu::kernels::mla_attention::{COOP_CONTEXT, SHORT_CONTEXT};
-use glm_wgpu::model::Model;
-use glm_wgpu::reference::CpuReference;
+use glm_wgpu::model::{Model, ModelConfig};
+use glm_wgpu::reference::{CpuReference, KvCache};
 use glm_wgpu::sampling::SamplingParams;
 use std::path::PathBuf;
 
@@ -164,19 +164,22 @@ fn q8_0_gguf_matches_the_cpu_reference() {
     assert_eq!(pipelined_greedy(&mut e, &r.prompt_ids, n), cpu_tokens);
 }
 
-/// Decode steps on both sides of the position where the attention's split pass changes variant
-/// (`mla_attention::SHORT_CONTEXT`, past the fixture's 300 positions): after a prefill up to just
-/// below it, every step launches exactly one split pass per layer and its logits match the CPU
-/// reference fed the same tokens.
-#[test]
-fn decode_across_the_split_variants_matches_the_cpu_reference() {
+/// The fixture's engine after a prefill of `first` tokens and the CPU reference after stepping through
+/// the same ones, with the ids of those and of 8 more for decode steps on both sides of a boundary.
+struct Prefilled {
+    c: ModelConfig,
+    cpu: CpuReference,
+    cache: KvCache,
+    e: Engine,
+    ids: Vec<u32>,
+    first: usize,
+}
+
+fn prefilled(options: EngineOptions, first: usize) -> Prefilled {
     let model = Model::open(&fixture_dir()).unwrap();
     let cpu = CpuReference::load(&model).unwrap();
     let c = model.config.clone();
-    let options =
-        EngineOptions { ctx_len: SHORT_CONTEXT + 16, kv_f16: false, int8_activations: false, ..Default::default() };
     let mut e = Engine::load(GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)"), &model, options).unwrap();
-    let first = SHORT_CONTEXT - 4;
     let ids: Vec<u32> = (0..first as u32 + 8).map(|i| i.wrapping_mul(2_654_435_761) % c.vocab as u32).collect();
     e.write_tokens(0, &ids).unwrap();
     e.prefill(first).unwrap();
@@ -184,6 +187,18 @@ fn decode_across_the_split_variants_matches_the_cpu_reference() {
     for &t in &ids[..first] {
         cpu.step(&mut cache, t, None);
     }
+    Prefilled { c, cpu, cache, e, ids, first }
+}
+
+/// Decode steps on both sides of the position where the attention's split pass changes variant
+/// (`mla_attention::SHORT_CONTEXT`, past the fixture's 300 positions): after a prefill up to just
+/// below it, every step launches exactly one split pass per layer and its logits match the CPU
+/// reference fed the same tokens.
+#[test]
+fn decode_across_the_split_variants_matches_the_cpu_reference() {
+    let options =
+        EngineOptions { ctx_len: SHORT_CONTEXT + 16, kv_f16: false, int8_activations: false, ..Default::default() };
+    let Prefilled { c, cpu, mut cache, mut e, ids, first } = prefilled(options, SHORT_CONTEXT - 4);
     let dispatches = e.dispatches_per_token();
     for (pos, &t) in ids.iter().enumerate().skip(first) {
         let splits = e.decode_labels().into_iter().find(|(l, _)| l == "mla_attention").map(|(_, n)| n);
@@ -201,21 +216,10 @@ fn decode_across_the_split_variants_matches_the_cpu_reference() {
 /// reference fed the same tokens (to f16 precision: the cache, and the cooperative products' inputs).
 #[test]
 fn decode_across_the_cooperative_attention_boundary_matches_the_cpu_reference() {
-    let model = Model::open(&fixture_dir()).unwrap();
-    let cpu = CpuReference::load(&model).unwrap();
-    let c = model.config.clone();
     let options = EngineOptions { ctx_len: COOP_CONTEXT + 8, int8_activations: false, ..Default::default() };
-    let mut e = Engine::load(GpuContext::new(None).expect("a GPU adapter (on CI: lavapipe)"), &model, options).unwrap();
+    let Prefilled { c, cpu, mut cache, mut e, ids, first } = prefilled(options, COOP_CONTEXT - 4);
     let coop = e.options.coop_decode();
     assert!(coop || std::env::var(REQUIRE_COOP).is_err(), "{REQUIRE_COOP} is set but decode runs without them");
-    let first = COOP_CONTEXT - 4;
-    let ids: Vec<u32> = (0..first as u32 + 8).map(|i| i.wrapping_mul(2_654_435_761) % c.vocab as u32).collect();
-    e.write_tokens(0, &ids).unwrap();
-    e.prefill(first).unwrap();
-    let mut cache = cpu.new_cache();
-    for &t in &ids[..first] {
-        cpu.step(&mut cache, t, None);
-    }
     let mut worst = 0f32;
     for (pos, &t) in ids.iter().enumerate().skip(first) {
         let labels = e.decode_labels();
