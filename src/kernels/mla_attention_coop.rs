@@ -41,10 +41,12 @@ pub fn splits(max_ctx: usize) -> u32 {
     (max_ctx as u32).div_ceil(SPLIT)
 }
 
-/// Columns of one staged chunk of the rows: the most, in 16s up to 96, that divide a row.
+/// Columns of one staged chunk of the rows: the most, in 16s up to 64, that divide a row. H200,
+/// depth 4096 (BENCHMARKS.md): 64 columns (9 chunks of the 576-column row) 250.9 tok/s, 96 246.6,
+/// 144 242.4, 48 240.5, 32 241.6.
 fn chunk_columns(c: &ModelConfig) -> u32 {
     let w = c.kv_width() as u32;
-    (1..=6).rev().map(|m| 16 * m).find(|dc| w.is_multiple_of(*dc)).unwrap_or(16)
+    (1..=4).rev().map(|m| 16 * m).find(|dc| w.is_multiple_of(*dc)).unwrap_or(16)
 }
 
 fn source(c: &ModelConfig, n_splits: u32) -> String {
