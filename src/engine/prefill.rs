@@ -134,10 +134,26 @@ struct Recorder<'a> {
     /// Products on cooperative matrices (`matmul_coop`, f32 input rows).
     coop: bool,
     ds: Vec<Dispatch>,
+    /// What the input rows buffer holds while no dispatch since the product that prepared it can
+    /// have changed it: q_a and kv_a, q_lat and q_rope each share one preparation.
+    prepared: Option<PreparedRows>,
+}
+
+/// The arguments of an `input_rows` preparation, buffers by identity.
+#[derive(PartialEq)]
+struct PreparedRows {
+    x: *const wgpu::Buffer,
+    norm: Option<(*const wgpu::Buffer, f32)>,
+    int8: bool,
+    rows: u32,
+    cols: u32,
+    stride: u32,
 }
 
 impl Recorder<'_> {
+    /// Any dispatch but a product's may write the prepared rows' source.
     fn push(&mut self, d: Dispatch, label: &str) {
+        self.prepared = None;
         self.ds.push(d.labeled(label));
     }
 
@@ -155,8 +171,19 @@ impl Recorder<'_> {
         let int8 = !self.coop && self.o.int8_activations && takes_int8_input(p.w.ggml_type);
         let cols = p.w.row_len() as u32;
         let x = if int8 || p.norm.is_some() {
-            let d = input_rows(self.ctx, kc, rows, cols, p.cols, p.norm, int8, p.x, &self.b.rows)?;
-            self.push(d, "input_rows");
+            let key = PreparedRows {
+                x: p.x,
+                norm: p.norm.map(|n| (n.weight as *const _, n.eps)),
+                int8,
+                rows,
+                cols,
+                stride: p.cols,
+            };
+            if self.prepared.as_ref() != Some(&key) {
+                let d = input_rows(self.ctx, kc, rows, cols, p.cols, p.norm, int8, p.x, &self.b.rows)?;
+                self.ds.push(d.labeled("input_rows"));
+                self.prepared = Some(key);
+            }
             if int8 {
                 MatmulInput::Int8(&self.b.rows)
             } else {
@@ -181,7 +208,10 @@ impl Recorder<'_> {
         } else {
             matmul(self.ctx, kc, a, MatmulTiling::for_rows(self.ctx, p.w.chunks_per_row() as u32))?
         };
-        self.push(d, label);
+        self.ds.push(d.labeled(label));
+        if std::ptr::eq(p.y, p.x) {
+            self.prepared = None;
+        }
         Ok(())
     }
 }
@@ -197,7 +227,8 @@ fn record(
 ) -> Result<Vec<Dispatch>> {
     let t = o.prefill_chunk as u32;
     let coop = o.coop_matrix == CoopMatrix::On;
-    let mut r = Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize, coop), coop, ds: Vec::new() };
+    let mut r =
+        Recorder { ctx, o, b, chunk: t, grouping: grouping(c, t as usize, coop), coop, ds: Vec::new(), prepared: None };
     let step = &b.step;
     let (heads, hidden) = (c.n_heads as u32, c.hidden as u32);
     let (q_lora, kv_w, rope, lora, v_head) =
