@@ -59,6 +59,11 @@ impl EngineOptions {
     pub fn coop_decode(&self) -> bool {
         self.coop_matrix == CoopMatrix::On && self.kv_f16
     }
+
+    /// The step uniform of a decode step at `pos`, split for the attention these options run.
+    fn decode_step(&self, pos: usize) -> Step {
+        Step::at(pos, self.coop_decode())
+    }
 }
 
 /// Whether the prefill's products and attention, and the decode attention of long contexts, run on
@@ -156,7 +161,7 @@ impl Activations {
         // Routed slots, plus one for a shared expert appended to the routed ones.
         let act = c.dense_ffn.max((c.n_experts_used + c.n_shared_experts) * c.moe_ffn);
         Ok(Self {
-            step: ctx.uniform("step", bytemuck::bytes_of(&Step::at(0, o.coop_decode()))),
+            step: ctx.uniform("step", bytemuck::bytes_of(&o.decode_step(0))),
             tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
             x: ctx.storage("x", f(c.hidden))?,
             xn: ctx.storage("xn", f(c.hidden))?,
@@ -283,7 +288,7 @@ impl Engine {
         let ids: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761) % self.config.vocab as u32).collect();
         self.write_tokens(0, &ids)?;
         let q = &self.ctx.queue;
-        q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(0, self.options.coop_decode())));
+        q.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&self.options.decode_step(0)));
         let decode: Vec<&Dispatch> = self.recorded(StepOutput::Logits).collect();
         let mut checks = kernel_check::native_twins(&self.ctx, kc, &decode)?;
         q.write_buffer(&self.prefill.step, 0, bytemuck::bytes_of(&Step::chunk(0, n)));
@@ -381,7 +386,7 @@ impl Engine {
     pub fn step(&mut self, out: StepOutput) -> Result<()> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
         let ctx = &self.ctx;
-        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())));
+        ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&self.options.decode_step(self.pos)));
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -468,11 +473,7 @@ impl Engine {
     /// the GPU but not queued for read-back.
     pub fn step_profiled(&mut self, out: StepOutput) -> Result<Vec<LaunchTime>> {
         ensure!(self.pos < self.ctx_len(), "the context of {} positions is full", self.ctx_len());
-        self.ctx.queue.write_buffer(
-            &self.bufs.step,
-            0,
-            bytemuck::bytes_of(&Step::at(self.pos, self.options.coop_decode())),
-        );
+        self.ctx.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&self.options.decode_step(self.pos)));
         let times = time_launches(&self.ctx, &self.launches(out).collect::<Vec<_>>())?;
         self.pos += 1;
         Ok(times)

@@ -75,7 +75,7 @@ pub struct Step {
 }
 
 impl Step {
-    /// A decode step at `pos`; `coop`: its attention splits past SHORT_CONTEXT are the cooperative
+    /// A decode step at `pos`; `coop`: its attention splits from COOP_CONTEXT are the cooperative
     /// pass's.
     pub fn at(pos: usize, coop: bool) -> Self {
         Self { pos: pos as u32, n: 1, split: mla_attention::split_len(pos, coop), pad: 0 }
