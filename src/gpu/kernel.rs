@@ -138,12 +138,18 @@ impl Kernel {
                     desc.msl = Some(msl.with_context(|| format!("{name} has no Metal kernel"))?.into());
                     super::native::workgroup_size(source)?
                 } else {
-                    let (mut words, size) = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                    let mut spirv = super::native::spirv(source).with_context(|| format!("native {name}"))?;
+                    let limit = ctx.limits.max_compute_workgroup_storage_size;
+                    ensure!(
+                        spirv.workgroup_bytes <= limit,
+                        "native {name} declares {} bytes of workgroup memory; the adapter allows {limit}",
+                        spirv.workgroup_bytes
+                    );
                     if std::env::var(super::native::FAULT_ENV).is_ok_and(|k| k == name) {
-                        super::native::inject_fault(&mut words);
+                        super::native::inject_fault(&mut spirv.words);
                     }
-                    desc.spirv = Some(words.into());
-                    size
+                    desc.spirv = Some(spirv.words.into());
+                    spirv.workgroup_size
                 };
                 desc.entry_points =
                     vec![wgpu::PassthroughShaderEntryPoint { name: entry.into(), workgroup_size: (x, y, z) }].into();

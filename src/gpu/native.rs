@@ -28,8 +28,18 @@ pub fn workgroup_size(source: &str) -> Result<[u32; 3]> {
     Ok(entry.workgroup_size)
 }
 
-/// The SPIR-V of a compute kernel's WGSL (entry point `main`) and its workgroup size.
-pub fn spirv(source: &str) -> Result<(Vec<u32>, [u32; 3])> {
+/// A compute kernel as SPIR-V, with what wgpu cannot read from SPIR-V itself.
+pub struct Spirv {
+    pub words: Vec<u32>,
+    pub workgroup_size: [u32; 3],
+    /// Bytes of workgroup memory the kernel declares. wgpu does not check a passthrough module
+    /// against the adapter's limit, and a kernel past it can hang the GPU instead of failing (an H200
+    /// did, with ~56 KB against 48).
+    pub workgroup_bytes: u32,
+}
+
+/// The SPIR-V of a compute kernel's WGSL (entry point `main`).
+pub fn spirv(source: &str) -> Result<Spirv> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| anyhow!("{}", e.emit_to_string(source)))?;
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
         .validate(&module)
@@ -55,7 +65,13 @@ pub fn spirv(source: &str) -> Result<(Vec<u32>, [u32; 3])> {
     let pipeline = spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
     let mut words = spv::write_vec(&module, &info, &options, Some(&pipeline)).context("naga could not write SPIR-V")?;
     glsl450_memory_model(&mut words);
-    Ok((words, entry.workgroup_size))
+    let workgroup_bytes = module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+        .sum();
+    Ok(Spirv { words, workgroup_size: entry.workgroup_size, workgroup_bytes })
 }
 
 /// Where each instruction of a SPIR-V module starts and ends (after the 5-word header); word 0 of
@@ -154,4 +170,30 @@ pub fn msl_compose(consts: &[(&str, super::Const)], names: &[(&str, &str)], kern
         writeln!(s, "#define {name} {v}").unwrap();
     }
     s + include_str!("../../native_msl/inputs.metal") + include_str!("../../native_msl/formats.metal") + kernel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workgroup memory is what the kernel's workgroup variables take, nothing else.
+    #[test]
+    fn counts_workgroup_memory() {
+        let source = "
+            var<workgroup> a: array<f32, 100>;
+            var<workgroup> b: array<vec4<f32>, 10>;
+            var<private> c: array<f32, 64>;
+            @group(0) @binding(0) var<storage, read_write> y: array<f32>;
+            @compute @workgroup_size(64)
+            fn main(@builtin(local_invocation_index) i: u32) {
+                a[i] = f32(i);
+                b[i % 10u] = vec4<f32>(1.0);
+                c[i] = 2.0;
+                workgroupBarrier();
+                y[i] = a[63u - i] + b[i % 10u].x + c[i];
+            }";
+        let spirv = spirv(source).unwrap();
+        assert_eq!(spirv.workgroup_size, [64, 1, 1]);
+        assert_eq!(spirv.workgroup_bytes, 100 * 4 + 10 * 16);
+    }
 }

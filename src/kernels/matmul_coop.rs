@@ -175,9 +175,10 @@ mod tests {
                     (false, false, 2, 0, false),
                 ] {
                     let v = Variant { glu, add, grouped, heads, scaled };
-                    let (words, size) = crate::gpu::native::spirv(&source(t, tiling, v))
+                    let spirv = crate::gpu::native::spirv(&source(t, tiling, v))
                         .unwrap_or_else(|e| panic!("{} {v:?}: {e:#}", t.name()));
-                    assert_eq!(size, [128, 1, 1]);
+                    assert_eq!(spirv.workgroup_size, [128, 1, 1]);
+                    let words = spirv.words;
                     // OpMemoryModel Logical GLSL450, and no VulkanMemoryModel capability.
                     assert!(words.windows(3).any(|w| w == [3 << 16 | 14, 0, 1]), "{} {v:?}", t.name());
                     assert!(!words.windows(2).any(|w| w == [2 << 16 | 17, 5345]), "{} {v:?}", t.name());

@@ -66,8 +66,9 @@ mod tests {
         for c in [ModelConfig::fixture("glm-4.7-flash.config.json"), ModelConfig::fixture("glm-tiny/config.json")] {
             fits(&c).unwrap();
             for kv_f16 in [true, false] {
-                let (_, size) = crate::gpu::native::spirv(&source(&c, kv_f16)).unwrap_or_else(|e| panic!("{e:#}"));
-                assert_eq!(size, [c.kv_lora_rank as u32, 1, 1]);
+                let spirv = crate::gpu::native::spirv(&source(&c, kv_f16)).unwrap_or_else(|e| panic!("{e:#}"));
+                assert_eq!(spirv.workgroup_size, [c.kv_lora_rank as u32, 1, 1]);
+                assert!(spirv.workgroup_bytes <= 48 * 1024, "{} bytes", spirv.workgroup_bytes);
             }
         }
     }
