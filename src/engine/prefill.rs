@@ -4,9 +4,8 @@
 //! tokens' heads, or its expert entries): each weight chunk is loaded once per tile of 8 rows, the
 //! input rows are prepared once per product, or once for consecutive products of one input
 //! (`input_rows`: rounded to int8 for Q4_K/Q6_K/Q8_0 with int8 activations, scaled by a folded
-//! norm's weight otherwise). The chunk's dispatches are recorded
-//! once and replayed for every chunk; the step uniform says where the chunk starts and how many
-//! tokens it holds.
+//! norm's weight otherwise). The chunk's dispatches are recorded once and replayed for every chunk;
+//! the step uniform says where the chunk starts and how many tokens it holds.
 
 use super::weights::{FeedForward, Ffn, ModelWeights, SharedExpert};
 use super::{Activations, CoopMatrix, EngineOptions};
@@ -136,7 +135,8 @@ struct Recorder<'a> {
     coop: bool,
     ds: Vec<Dispatch>,
     /// What the input rows buffer holds while no dispatch since the product that prepared it can
-    /// have changed it: q_a and kv_a, q_lat and q_rope each share one preparation.
+    /// have changed it: q_a and kv_a, q_lat and q_rope, and a shared expert's gate/up after the
+    /// routed one's each share one preparation.
     prepared: Option<PreparedRows>,
 }
 
