@@ -5,8 +5,9 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1 (formats.metal structs of the two
-// weight bindings), and route_choice.metal's; see matvec.wgsl for each.
+// PREPARED, PREP_WORDS, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
+// each.
 
 struct Params {
     uint rows;      // rows per matrix
@@ -17,6 +18,13 @@ struct Params {
     uint groups_x;  // workgroups along x (the grid spills into y)
     uint groups0;   // STACK: the workgroups of W0; the rest are W1's
     uint rows1;     // STACK: rows of W1
+};
+
+// wgsl/step.wgsl: the decode step (MERGE: its position and split length give the number of splits).
+struct Step {
+    uint pos;
+    uint n;
+    uint split;
 };
 
 // Threadgroup arrays, declared in the kernel body as Metal requires; the CPU harness that runs this
@@ -67,6 +75,46 @@ inline void reduce_team(thread float (&v)[NV], threadgroup float (*red)[NV], uin
     }
 }
 
+// MERGE: ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s over the slot's (head's) splits, into
+// threadgroup memory, each thread folding its float4s' splits MERGE_UNROLL at a time.
+inline void merge_splits(threadgroup float4* merged, device const float4* x, constant Params& p, constant Step& step,
+                         uint tid, uint slot) {
+    uint splits = (step.pos + step.split) / step.split;
+    uint width = p.chunks * CHUNK_V4;
+    uint head = slot * p.x_stride;
+    for (uint v = tid; v < width; v += WG) {
+        float m = -3.0e38f;
+        float l = 0.0f;
+        float4 acc = float4(0.0f);
+        for (uint s0 = 0; s0 < splits; s0 += MERGE_UNROLL) {
+            // Steps past the last split read it again with a max of -inf, so they weigh nothing.
+            float4 ml[MERGE_UNROLL];
+            float4 cs[MERGE_UNROLL];
+            for (uint u = 0; u < MERGE_UNROLL; u++) {
+                uint at = head + min(s0 + u, splits - 1u) * (width + 1u);
+                ml[u] = x[at];
+                cs[u] = x[at + 1u + v];
+                ml[u].x = s0 + u < splits ? ml[u].x : -3.0e38f;
+            }
+            float m_new = m;
+            for (uint u = 0; u < MERGE_UNROLL; u++) {
+                m_new = max(m_new, ml[u].x);
+            }
+            float keep = exp(m - m_new);
+            l *= keep;
+            acc *= keep;
+            for (uint u = 0; u < MERGE_UNROLL; u++) {
+                float e = exp(ml[u].x - m_new);
+                l += ml[u].y * e;
+                acc += cs[u] * e;
+            }
+            m = m_new;
+        }
+        merged[v] = acc / l;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
 // The dot products of the two weight bindings with the lane's input chunk: int8 or f32 inputs.
 #if INT8_0
 #define DOT0(base) FORMAT0::dot_int8(weights0, scales0, base, xin.q)
@@ -92,12 +140,14 @@ kernel void matvec(
     device float* y1 [[buffer(9)]],
     device const float* router_logits [[buffer(10)]],
     device const float* router_bias [[buffer(11)]],
+    constant Step& step [[buffer(12)]],
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
     threadgroup_array float red[RED_SLOTS][NV];
     threadgroup_array float4 route_key[N_EXP4];
     threadgroup_array float route_score[N_EXP];
     threadgroup_array uint route_expert[TOPK + 1];
+    threadgroup_array float4 merged[MERGED_V4];
     RouteTables chosen = {route_key, route_score, route_expert};
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);
@@ -118,6 +168,9 @@ kernel void matvec(
     }
     uint row0 = (group * TEAMS + team) * ROWS;
     uint slot = wid.z;
+    if (MERGE) {
+        merge_splits(merged, x, p, step, tid, slot);
+    }
     // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
     float v[NV] = {};
     uint items = OUT == 2 ? p.chunks * p.n_slots : p.chunks;
@@ -140,7 +193,7 @@ kernel void matvec(
             xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
         } else {
             for (uint i = 0; i < CHUNK_V4; i++) {
-                float4 xi = x[s * p.x_stride + c * CHUNK_V4 + i];
+                float4 xi = MERGE ? merged[c * CHUNK_V4 + i] : x[s * p.x_stride + c * CHUNK_V4 + i];
                 if (NORM) {
                     v[NV - 1] += dot(xi, xi);
                     xi *= gnorm[c * CHUNK_V4 + i];

@@ -263,6 +263,8 @@ struct MatvecCase<'a> {
     route: &'a [u32],
     /// The pass chooses its routes: how, the router logits and bias.
     choose: Option<(RouteChoice, &'a [f32], &'a [f32])>,
+    /// `x` is the attention's partials, merged first: the step's position and split length.
+    merge: Option<(u32, u32)>,
 }
 
 /// The eps of folded input norms.
@@ -277,6 +279,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
     let nb = c.norm.map(|g| buf_f32(ctx, "norm", g));
     let router =
         c.choose.map(|(choice, logits, bias)| (choice, buf_f32(ctx, "logits", logits), buf_f32(ctx, "bias", bias)));
+    let step = c.merge.map(|(pos, split)| ctx.uniform("step", bytemuck::bytes_of(&Step { pos, n: 1, split, pad: 0 })));
     let args = |yb| MatvecArgs {
         up: c.up.map(|u| &u.gpu),
         norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
@@ -286,6 +289,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         slots: c.slots as u32,
         x_stride: c.x_stride as u32,
         y_stride: c.y_stride as u32,
+        merge: step.as_ref(),
         ..MatvecArgs::new(&c.w.gpu, &xb, yb, &rb, true)
     };
     let engine = Tiling::for_shape(ctx, 1, 1, false);
@@ -429,6 +433,7 @@ fn matvec_single_store() {
             y0: &y0,
             route: &route,
             choose: None,
+            merge: None,
         };
         let xk = kernel_input(t, MatrixOf::Single, &x);
         for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
@@ -470,6 +475,7 @@ fn matvec_single_add() {
                     y0: &y0,
                     route: &route,
                     choose: None,
+                    merge: None,
                 };
                 let xk = kernel_input(t, MatrixOf::Single, &x);
                 for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
@@ -523,6 +529,7 @@ fn matvec_slot() {
                     y0: &y0,
                     route: &route,
                     choose: None,
+                    merge: None,
                 };
                 for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                     let name = format!(
@@ -551,6 +558,75 @@ fn matvec_slot() {
     }
     report("matvec Slot/Store", worst[0]);
     report("matvec Slot/Add", worst[1]);
+}
+
+/// The per-head product that merges the decode attention's splits first (v_b below MERGED_CONTEXT):
+/// y[h] = W[h] · Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s over the step's splits of head h, whose
+/// maxima span ±30 (only a max-subtracted merge survives). The splits past the step's, and the
+/// pad words, are NaN: a merge that reads them fails.
+#[test]
+fn matvec_merges_attention_splits() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(31);
+    let mut worst = 0f64;
+    for (t, cols) in formats() {
+        let cols = cols[cols.len() - 1];
+        // (splits in use, split length, room for splits in the layout)
+        for (used, split, room) in [(1usize, 8usize, 1usize), (5, 8, 7), (24, 8, 24), (37, 40, 40)] {
+            let (heads, rows) = (3, 37);
+            let w = Weight::new(ctx, &mut rng, t, &[heads, rows, cols], 1.0);
+            let part = 4 + cols;
+            let mut x = vec![f32::NAN; heads * room * part];
+            let mut ctx_want = Vec::new();
+            for h in 0..heads {
+                let mut splits = Vec::new();
+                for s in 0..used {
+                    let at = (h * room + s) * part;
+                    let (m, l) = (rng.random_range(-30.0f32..30.0), rng.random_range(0.5f32..2.0));
+                    let c = uniform(&mut rng, cols, 1.0);
+                    x[at] = m;
+                    x[at + 1] = l;
+                    x[at + 4..at + part].copy_from_slice(&c);
+                    splits.push((m as f64, l as f64, c));
+                }
+                let top = splits.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+                let sum: f64 = splits.iter().map(|s| (s.0 - top).exp() * s.1).sum();
+                let merged: Vec<f32> = (0..cols)
+                    .map(|d| (splits.iter().map(|s| (s.0 - top).exp() * s.2[d] as f64).sum::<f64>() / sum) as f32)
+                    .collect();
+                ctx_want.push(merged);
+            }
+            let pos = (used * split - 1 - split / 2) as u32;
+            let len = heads * rows + 5;
+            let y0 = vec![NAN_BITS; len];
+            let route = route_words(&[], &[]);
+            let c = MatvecCase {
+                w: &w,
+                up: None,
+                norm: None,
+                matrix: MatrixOf::Slot,
+                out: Output::Store,
+                slots: heads,
+                x_stride: room * part,
+                y_stride: rows,
+                x: &x,
+                y0: &y0,
+                route: &route,
+                choose: None,
+                merge: Some((pos, split as u32)),
+            };
+            for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
+                let name = format!("matvec {} merging {used} splits {heads}x{rows}x{cols} [{tiling}]", t.name());
+                let want: Vec<f64> = (0..heads)
+                    .flat_map(|h| (0..rows).map(|r| dot(w.row(h, r), &ctx_want[h])).collect::<Vec<_>>())
+                    .collect();
+                worst = worst.max(check(&name, &floats(&y[..heads * rows]), &want, REL_TOL));
+                check_untouched(&name, &y[heads * rows..], &y0[heads * rows..]);
+            }
+        }
+    }
+    report("matvec Slot merging the attention's splits", worst);
 }
 
 /// Gate/up pairs: the dense FFN (Single + GLU) and the routed experts (Routed + GLU), plus Routed
@@ -584,6 +660,7 @@ fn matvec_glu_and_routed() {
                 y0: &y0,
                 route: &route,
                 choose: None,
+                merge: None,
             };
             let xk = kernel_input(t, MatrixOf::Single, &x);
             let want = products_want(&gate, Some(&up), &[0], rows, &xk, 1.0);
@@ -620,6 +697,7 @@ fn matvec_glu_and_routed() {
                         y0: &y0,
                         route: &route,
                         choose: None,
+                        merge: None,
                     };
                     for (tiling, y, _) in run_matvec(ctx, &mut kc, &c) {
                         let (mut got, mut want, mut written) = (Vec::new(), Vec::new(), vec![false; len]);
@@ -696,6 +774,7 @@ fn matvec_input_norm() {
                     y0: &y0,
                     route: &route,
                     choose: None,
+                    merge: None,
                 };
                 let xk = kernel_input(t, matrix, &xg);
                 let want = products_want(&gate, glu.then_some(&up), &experts, rows, &xk, inv);
@@ -808,6 +887,7 @@ fn matvec_add_routed_sum() {
                 y0: &y0,
                 route: &route,
                 choose: None,
+                merge: None,
             };
             let xs: Vec<Vec<f32>> =
                 (0..k).map(|s| kernel_input(t, MatrixOf::Routed, &x[s * x_stride..s * x_stride + cols])).collect();
@@ -1366,6 +1446,7 @@ fn expert_gate_up_chooses_its_routes() {
                 y0: &y0,
                 route: &route0,
                 choose: Some((choice, &logits, &bias)),
+                merge: None,
             };
             let xk = kernel_input(t, MatrixOf::Routed, &xg);
             let want = products_want(&gate, Some(&up), &experts, rows, &xk, inv);

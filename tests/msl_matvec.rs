@@ -1,7 +1,7 @@
 //! The Metal matvec kernel (native_msl/matvec.metal with route_choice.metal, inputs.metal and
 //! formats.metal) run whole on the CPU against its WGSL twin on the test adapter: for each variant the
 //! engine builds (every weight format, norm folded, stacked q_a + kv_a, dense gate/up, per-head,
-//! residual add, experts chosen in the pass from sigmoid or softmax logits with a prepared or a
+//! per-head merging the attention's splits, residual add, experts chosen in the pass from sigmoid or softmax logits with a prepared or a
 //! normalised input, routed sum), the WGSL
 //! dispatch runs on the GPU, and native_msl/check/matvec_harness.cpp runs the kernel's Metal source on
 //! copies of the same buffers, its threadgroups as threads with barriers and simdgroup shuffles
@@ -13,7 +13,7 @@ mod common;
 
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::router::RouteChoice;
-use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked};
+use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
 use glm_wgpu::quant::{self, activations, GgmlType};
 use rand::rngs::StdRng;
@@ -163,6 +163,30 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         ..MatvecArgs::new(&w, &heads, &y, &route, false)
     };
     check("per-head Q8_0", matvec(&ctx, &mut kc, args).unwrap());
+
+    // The per-head value product merging the attention's splits: 3 heads with room for 15 splits of
+    // (max, sum, -, -) and 512 context floats, 13 in use (position 103, splits of 8), their maxima
+    // rising so that each round of loads rescales what came before.
+    let (splits, part) = (15, 4 + cols);
+    let mut partials = Vec::new();
+    for i in 0..3 * splits {
+        let m = (i % splits) as f32 * 3.0 - 20.0 + rng.random_range(0.0..1.0);
+        partials.extend([m, rng.random_range(0.5..2.0), 0.0, 0.0]);
+        partials.extend(random(&mut rng, cols, 1.0));
+    }
+    let partials = ctx.storage_init("partials", bytemuck::cast_slice(&partials)).unwrap();
+    let step = ctx.uniform("step", bytemuck::bytes_of(&Step { pos: 103, n: 1, split: 8, pad: 0 }));
+    let w = weight(&ctx, &mut rng, GgmlType::Q4K, &[3, 64, cols]);
+    let y = ctx.storage("y", 3 * 64 * 4).unwrap();
+    let args = MatvecArgs {
+        matrix: MatrixOf::Slot,
+        slots: 3,
+        x_stride: (splits * part) as u32,
+        y_stride: 64,
+        merge: Some(&step),
+        ..MatvecArgs::new(&w, &partials, &y, &route, false)
+    };
+    check("per-head Q4_K merging 13 splits", matvec(&ctx, &mut kc, args).unwrap());
 
     // The experts: gate/up choosing its routes (sigmoid with a prepared input, softmax with the
     // norm folded), then the routed down pass summing them into the residual.

@@ -4,8 +4,8 @@
 // std::barrier, and simd_shuffle_xor and simd_sum exchange through memory between two of them
 // (every thread of the threadgroup reaches both, as the kernel's reductions require). Threadgroups
 // run one at a time.
-// Reads from stdin the kernel's 12 buffers in binding order (a u32 word count, then the words) and
-// the grid (3 u32); writes the 12 buffers as they are after the run.
+// Reads from stdin the kernel's 13 buffers in binding order (a u32 word count, then the words) and
+// the grid (3 u32); writes the 13 buffers as they are after the run.
 // The standard headers first: the stand-in defines Metal's address-space words (thread, device, ...)
 // away.
 #include <barrier>
@@ -49,7 +49,7 @@ float metal::simd_sum(float v) {
 
 int main() {
     static_assert(WG <= sizeof exchange / sizeof exchange[0], "exchange holds a threadgroup");
-    std::vector<std::vector<uint>> b(12);
+    std::vector<std::vector<uint>> b(13);
     for (auto& words : b) {
         uint n;
         if (fread(&n, 4, 1, stdin) != 1) return 2;
@@ -74,7 +74,8 @@ int main() {
                                reinterpret_cast<const uint4*>(b[6].data()), b[7].data(),
                                reinterpret_cast<const float4*>(b[8].data()), reinterpret_cast<float*>(b[9].data()),
                                reinterpret_cast<const float*>(b[10].data()),
-                               reinterpret_cast<const float*>(b[11].data()), t, uint3(x, y, z));
+                               reinterpret_cast<const float*>(b[11].data()),
+                               *reinterpret_cast<Step*>(b[12].data()), t, uint3(x, y, z));
                     });
                 }
                 for (auto& t : threads) t.join();

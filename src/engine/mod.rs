@@ -17,7 +17,10 @@ use crate::kernels::{
     capture::capture,
     embed::embed,
     matmul_coop, matvec,
-    mla_attention::{cache_rows, mla_attention, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT},
+    mla_attention::{
+        cache_rows, mla_attention, partials_head_floats, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT,
+        MERGED_CONTEXT,
+    },
     mla_attention_coop, mla_attention_prefill_coop, prepared_bytes,
     rms_norm::rms_norm,
     router::RouteChoice,
@@ -747,20 +750,28 @@ fn record(
             d.labeled(&name)
         }));
         body.push(attention.combine.labeled("mla_attention_combine"));
-        body.push(
+        // The per-head value product: below MERGED_CONTEXT it merges the splits itself.
+        let v_b = |kc: &mut KernelCache, merge: bool| {
+            let (x, x_stride) = if merge {
+                (&b.partials, partials_head_floats(c, o.ctx_len, o.coop_decode()))
+            } else {
+                (&b.ctx_lat, c.kv_lora_rank)
+            };
             matvec(
                 ctx,
                 kc,
                 MatvecArgs {
                     matrix: MatrixOf::Slot,
                     slots: heads,
-                    x_stride: c.kv_lora_rank as u32,
+                    x_stride: x_stride as u32,
                     y_stride: c.v_head as u32,
-                    ..MatvecArgs::new(&l.v_b, &b.ctx_lat, &b.attn_out, &b.route, o.int8_activations)
+                    merge: merge.then_some(&b.step),
+                    ..MatvecArgs::new(&l.v_b, x, &b.attn_out, &b.route, o.int8_activations)
                 },
-            )?
-            .labeled("attn_v_b"),
-        );
+            )
+        };
+        body.push(v_b(kc, true)?.labeled("attn_v_b_merging").serving(0..MERGED_CONTEXT));
+        body.push(v_b(kc, false)?.labeled("attn_v_b").serving(MERGED_CONTEXT..usize::MAX));
         body.push(mv(kc, &l.o, None, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
 
         // Feed-forward.

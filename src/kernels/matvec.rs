@@ -137,6 +137,9 @@ pub struct MatvecArgs<'a> {
     /// `x` is an input stored by an earlier pass's `prepare` (one input for all slots; both matrices
     /// take int8 inputs).
     pub prepared: bool,
+    /// `x` is the decode attention's partials, `x_stride` floats per head (one slot each), whose
+    /// splits each workgroup merges first; the step uniform gives their number.
+    pub merge: Option<&'a wgpu::Buffer>,
 }
 
 impl<'a> MatvecArgs<'a> {
@@ -165,6 +168,7 @@ impl<'a> MatvecArgs<'a> {
             int8,
             prepare: None,
             prepared: false,
+            merge: None,
         }
     }
 
@@ -173,6 +177,9 @@ impl<'a> MatvecArgs<'a> {
         self.up.or(self.stacked.map(|s| s.w)).unwrap_or(self.w)
     }
 }
+
+/// Splits whose loads a merging thread keeps in flight together.
+const MERGE_UNROLL: u32 = 4;
 
 /// Values of one chunk of a prepared input, as rounded to int8 (`wgsl/int8_input.wgsl`).
 const PREP_CHUNK: usize = 32;
@@ -215,6 +222,9 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("PREPARED", Const::Bool(a.prepared)),
         ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
+        ("MERGE", Const::Bool(a.merge.is_some())),
+        ("MERGED_V4", Const::U32(if a.merge.is_some() { a.w.row_len() as u32 / 4 } else { 1 })),
+        ("MERGE_UNROLL", Const::U32(MERGE_UNROLL)),
     ];
     consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice)));
     (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
@@ -225,7 +235,7 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    compose(&consts, &[body, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
+    compose(&consts, &[super::STEP, body, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
         + &format::instantiate_dot(t0, "0", int8_0)
         + &format::instantiate_dot(t1, "1", int8_1)
 }
@@ -257,7 +267,12 @@ fn msl_source(consts: &[(&str, Const)], formats: [Operand; 2]) -> Option<String>
 
 pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Result<Dispatch> {
     let items = a.w.chunks_per_row() as u32 * if a.out == Output::AddRoutedSum { a.slots } else { 1 };
-    let tiling = Tiling::for_shape(ctx, items, a.w.rows() as u32, a.up.is_some());
+    let mut tiling = Tiling::for_shape(ctx, items, a.w.rows() as u32, a.up.is_some());
+    if a.merge.is_some() {
+        // Twice the threads merging the splits, half the workgroups reading them (H200, v_b at
+        // depth 0: 128 threads 291.1 tok/s, 64 288.3, 256 290.9; 4 rows 280.4).
+        tiling.teams = (128 / tiling.lanes).max(1);
+    }
     matvec_tiled(ctx, cache, a, tiling)
 }
 
@@ -334,6 +349,16 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             a.w.row_len()
         );
     }
+    ensure!(
+        a.merge.is_none()
+            || (a.matrix == MatrixOf::Slot
+                && a.out == Output::Store
+                && a.up.is_none()
+                && a.stacked.is_none()
+                && a.norm.is_none()
+                && !a.prepared),
+        "a pass that merges the attention's splits is one stored product per head"
+    );
     ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
     let bindings = [
         Binding::Uniform,
@@ -348,6 +373,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::ReadWrite,
         Binding::Read,
         Binding::Read,
+        Binding::Uniform,
     ];
     let (own, formats) = consts(&a, tiling);
     let msl = msl_source(&own, formats);
@@ -367,9 +393,11 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
     // Without a choice the router bindings are never read either.
     let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
+    // Without a merge the step is never read: the params uniform stands in.
+    let step = a.merge.unwrap_or(&uniform);
     let bind_group = kernel.bind(
         ctx,
-        &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias],
+        &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias, step],
     );
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
@@ -439,6 +467,8 @@ mod tests {
         let stub = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("native_msl/check");
         for (k, (t0, t1, (matrix, out, norm, glu, stack, int8, lanes))) in variants.into_iter().enumerate() {
             let rows = 2u32;
+            // The per-head product of f32 inputs also as the one merging the attention's splits.
+            let merge = matrix == 1 && !norm && !glu && !stack && !int8;
             let consts = [
                 ("LANES", Const::U32(lanes)),
                 ("TEAMS", Const::U32((64 / lanes).max(1))),
@@ -455,6 +485,9 @@ mod tests {
                 ("PREPARED", Const::Bool(int8 && glu && k % 2 == 0)),
                 ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
                 ("EPS", Const::F32(1e-5)),
+                ("MERGE", Const::Bool(merge)),
+                ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
+                ("MERGE_UNROLL", Const::U32(MERGE_UNROLL)),
             ];
             let choice = (matrix == 3).then_some(RouteChoice {
                 n_experts: 64,

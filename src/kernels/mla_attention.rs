@@ -33,6 +33,11 @@ const MAX_HEADS_LONG: u32 = 4;
 pub const SHORT_CONTEXT: usize = (SPLITS_AIM * MIN_SPLIT) as usize;
 /// The first decode position the cooperative split pass serves, where the engine runs it.
 pub const COOP_CONTEXT: usize = 2048;
+/// The decode positions whose splits (at most 24 of MIN_SPLIT) the per-head value product merges
+/// itself (`MatvecArgs::merge`) instead of a merge pass: each of its workgroups reads all of its
+/// head's splits, so the L2 traffic grows 16x faster than the merge pass's. H200 (BENCHMARKS.md),
+/// tok/s against the merge pass: +2.7 % at depth 0, +1.3 % at 128, -1 % at 256, -3 % at 384.
+pub const MERGED_CONTEXT: usize = (24 * MIN_SPLIT) as usize;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
 /// Context floats per merge workgroup (a subgroup's worth where subgroups are 32).
@@ -88,6 +93,11 @@ pub fn partials_len(c: &ModelConfig, max_ctx: usize, coop: bool) -> usize {
     c.n_heads * splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
 }
 
+/// Floats between consecutive heads' partials (the merge pass's, or a merging product's, input).
+pub fn partials_head_floats(c: &ModelConfig, max_ctx: usize, coop: bool) -> usize {
+    splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
+}
+
 /// Rows the latent cache of a context of `max_ctx` holds: whole cooperative splits, whose products
 /// read past the context (the padding rows stay zero).
 pub fn cache_rows(max_ctx: usize) -> usize {
@@ -95,7 +105,7 @@ pub fn cache_rows(max_ctx: usize) -> usize {
 }
 
 /// The split pass variants, each serving its decode positions (short contexts, long ones, and with
-/// `coop` the longest on cooperative matrices), and the merge pass.
+/// `coop` the longest on cooperative matrices), and the merge pass (from MERGED_CONTEXT).
 pub struct Attention {
     pub splits: Vec<Dispatch>,
     pub combine: Dispatch,
@@ -179,7 +189,7 @@ pub fn mla_attention_reducing(
     let kernel = kc.get(ctx, "mla_attention_combine", source, &bindings)?;
     let bind_group = kernel.bind(ctx, &[a.step, a.partials, a.out]);
     let groups = (c.kv_lora_rank as u32).div_ceil(COMBINE_DIMS);
-    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]);
+    let combine = Dispatch::new(kernel, bind_group, [c.n_heads as u32, groups, 1]).serving(MERGED_CONTEXT..usize::MAX);
     Ok(Attention { splits, combine })
 }
 
