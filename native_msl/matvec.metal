@@ -147,7 +147,9 @@ kernel void matvec(
     threadgroup_array float4 route_key[N_EXP4];
     threadgroup_array float route_score[N_EXP];
     threadgroup_array uint route_expert[TOPK + 1];
+#if MERGE
     threadgroup_array float4 merged[MERGED_V4];
+#endif
     RouteTables chosen = {route_key, route_score, route_expert};
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);
@@ -168,9 +170,9 @@ kernel void matvec(
     }
     uint row0 = (group * TEAMS + team) * ROWS;
     uint slot = wid.z;
-    if (MERGE) {
-        merge_splits(merged, x, p, step, tid, slot);
-    }
+#if MERGE
+    merge_splits(merged, x, p, step, tid, slot);
+#endif
     // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
     float v[NV] = {};
     uint items = OUT == 2 ? p.chunks * p.n_slots : p.chunks;
@@ -193,7 +195,11 @@ kernel void matvec(
             xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
         } else {
             for (uint i = 0; i < CHUNK_V4; i++) {
-                float4 xi = MERGE ? merged[c * CHUNK_V4 + i] : x[s * p.x_stride + c * CHUNK_V4 + i];
+#if MERGE
+                float4 xi = merged[c * CHUNK_V4 + i];
+#else
+                float4 xi = x[s * p.x_stride + c * CHUNK_V4 + i];
+#endif
                 if (NORM) {
                     v[NV - 1] += dot(xi, xi);
                     xi *= gnorm[c * CHUNK_V4 + i];

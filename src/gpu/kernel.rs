@@ -41,7 +41,8 @@ pub struct Bound {
     pub buffers: Vec<wgpu::Buffer>,
 }
 
-/// Prepends `const NAME: T = value;` lines to `body`, and unrolls its marked loops (see [`unroll`]).
+/// Prepends `const NAME: T = value;` lines to `body`, keeps its conditional lines that apply (see
+/// [`select_lines`]) and unrolls its marked loops (see [`unroll`]).
 pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
     let mut s = String::new();
     for (name, c) in consts {
@@ -52,8 +53,38 @@ pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
         }
         .unwrap();
     }
-    s.push_str(&unroll(body, consts));
+    s.push_str(&unroll(&select_lines(body, consts), consts));
     s
+}
+
+/// Keeps a line ending in `// if NAME` (`// if !NAME`) only where the bool host constant NAME is
+/// true (false): for declarations some variants of a kernel must not make even unused, such as
+/// workgroup arrays, which slow NVIDIA's kernels where the code that reads them is dead.
+pub fn select_lines(src: &str, consts: &[(&str, Const)]) -> String {
+    let flag = |name: &str| {
+        consts
+            .iter()
+            .find_map(|(n, c)| match c {
+                Const::Bool(v) if *n == name => Some(*v),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("`// if {name}`: not a bool host constant"))
+    };
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let keep = match line.trim_end().rsplit_once("// if ") {
+            Some((_, cond)) => match cond.trim().strip_prefix('!') {
+                Some(name) => !flag(name),
+                None => flag(cond.trim()),
+            },
+            None => true,
+        };
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Expands every loop of the form `for (var i = 0u; i < N; i++) {` whose line ends in `// unroll`
@@ -437,6 +468,14 @@ impl GpuContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_lines_follow_their_flag() {
+        let src = "a; // if M\nb; // if !M\nc;\n";
+        let with = |m| select_lines(src, &[("M", Const::Bool(m))]);
+        assert_eq!(with(true), "a; // if M\nc;\n");
+        assert_eq!(with(false), "b; // if !M\nc;\n");
+    }
 
     #[test]
     fn unroll_expands_marked_loops_only() {
