@@ -140,7 +140,9 @@ kernel void matvec(
     device float* y1 [[buffer(9)]],
     device const float* router_logits [[buffer(10)]],
     device const float* router_bias [[buffer(11)]],
+#if MERGE
     constant Step& step [[buffer(12)]],
+#endif
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
     threadgroup_array float red[RED_SLOTS][NV];

@@ -16,10 +16,9 @@
 // would see it, in y1 for later passes over the same input: a workgroup of its own after the
 // product's writes it, off the product's path, and workgroup 0 the norm's scale), PREPARED (x is
 // such a stored input: no norm or rounding left to do; both matrices take int8 inputs).
-// MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, per slot (head) x_stride vec4s of
-// splits of one vec4 (max, sum, -, -) then chunks * CHUNK_V4 vec4s of context; each workgroup merges
-// its head's splits into workgroup memory (MERGED_V4 vec4s) before the product, which saves the
-// merge pass.
+// MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, which each workgroup merges first
+// (matvec_merge.wgsl, included only then, and the lines marked for MERGE; the lines marked for
+// !MERGE only without: its workgroup array, even unused, cost 2 % tok/s on the H200).
 // A prepared input is PREP_WORDS (host constant) words per chunk: the 8 int8 words, Σ q (i32 bits),
 // the scale dx, two unused; then the norm's scale 1 / rms (1 without a norm).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
@@ -51,14 +50,8 @@ struct Params {
 // MATRIX = 3: the router's logits and bias.
 @group(0) @binding(10) var<storage, read> router_logits: array<f32>;
 @group(0) @binding(11) var<storage, read> router_bias: array<f32>;
-// MERGE: the step, whose position and split length give the number of splits.
-@group(0) @binding(12) var<uniform> step: Step;
 
 const WG: u32 = LANES * TEAMS;
-
-// Declared in workgroup memory only where it is used: even unused, it cost 2 % tok/s on the H200.
-var<workgroup> merged: array<vec4<f32>, MERGED_V4>; // if MERGE
-var<private> merged: array<vec4<f32>, 1>; // if !MERGE
 
 // One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8
 // (int8_input.wgsl).
@@ -110,12 +103,8 @@ fn load_item(it: u32, slot: u32, sumsq: ptr<function, f32>) -> Item {
         r.xin.q = Int8Input(array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w), bitcast<i32>(t.x), t.y);
     } else {
         for (var i = 0u; i < CHUNK_V4; i++) { // unroll
-            var xi: vec4<f32>;
-            if MERGE {
-                xi = merged[c * CHUNK_V4 + i];
-            } else {
-                xi = x[s * p.x_stride + c * CHUNK_V4 + i];
-            }
+            var xi = merged[c * CHUNK_V4 + i]; // if MERGE
+            var xi = x[s * p.x_stride + c * CHUNK_V4 + i]; // if !MERGE
             if NORM {
                 *sumsq += dot(xi, xi);
                 xi *= gnorm[c * CHUNK_V4 + i];
@@ -128,45 +117,6 @@ fn load_item(it: u32, slot: u32, sumsq: ptr<function, f32>) -> Item {
         }
     }
     return r;
-}
-
-// ctx = Σ_s e^(m_s - M) c_s / Σ_s e^(m_s - M) l_s over the head's splits, each thread folding its
-// vec4s' splits MERGE_UNROLL at a time (their loads in flight together) into a running max and sums.
-fn merge_splits(tid: u32, slot: u32) {
-    let splits = (step.pos + step.split) / step.split;
-    let width = p.chunks * CHUNK_V4;
-    let head = slot * p.x_stride;
-    for (var v = tid; v < width; v += WG) {
-        var m = -3.0e38;
-        var l = 0.0;
-        var acc = vec4<f32>(0.0);
-        for (var s0 = 0u; s0 < splits; s0 += MERGE_UNROLL) {
-            // Steps past the last split read it again with a max of -inf, so they weigh nothing.
-            var ml: array<vec4<f32>, MERGE_UNROLL>;
-            var cs: array<vec4<f32>, MERGE_UNROLL>;
-            for (var u = 0u; u < MERGE_UNROLL; u++) { // unroll
-                let at = head + min(s0 + u, splits - 1u) * (width + 1u);
-                ml[u] = x[at];
-                cs[u] = x[at + 1u + v];
-                ml[u].x = select(-3.0e38, ml[u].x, s0 + u < splits);
-            }
-            var m_new = m;
-            for (var u = 0u; u < MERGE_UNROLL; u++) { // unroll
-                m_new = max(m_new, ml[u].x);
-            }
-            let keep = exp(m - m_new);
-            l *= keep;
-            acc *= keep;
-            for (var u = 0u; u < MERGE_UNROLL; u++) { // unroll
-                let e = exp(ml[u].x - m_new);
-                l += ml[u].y * e;
-                acc += cs[u] * e;
-            }
-            m = m_new;
-        }
-        merged[v] = acc / l;
-    }
-    workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
@@ -227,9 +177,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
             store_route(0u);
         }
     }
-    if MERGE {
-        merge_splits(tid, slot);
-    }
+    merge_splits(tid, slot); // if MERGE
     // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
     var v: array<f32, NV>;
     for (var it = lane; it < items; it += LANES) {

@@ -4,8 +4,8 @@
 // std::barrier, and simd_shuffle_xor and simd_sum exchange through memory between two of them
 // (every thread of the threadgroup reaches both, as the kernel's reductions require). Threadgroups
 // run one at a time.
-// Reads from stdin the kernel's 13 buffers in binding order (a u32 word count, then the words) and
-// the grid (3 u32); writes the 13 buffers as they are after the run.
+// Reads from stdin the kernel's BUFFERS buffers in binding order (a u32 word count, then the words)
+// and the grid (3 u32); writes the buffers as they are after the run.
 // The standard headers first: the stand-in defines Metal's address-space words (thread, device, ...)
 // away.
 #include <barrier>
@@ -18,6 +18,9 @@
 #define threadgroup_array static
 #include MSL_SOURCE
 #undef thread
+
+// The merging variant binds the step too.
+#define BUFFERS (MERGE ? 13 : 12)
 
 static std::barrier<>* group_barrier;
 static thread_local uint thread_id;
@@ -49,7 +52,7 @@ float metal::simd_sum(float v) {
 
 int main() {
     static_assert(WG <= sizeof exchange / sizeof exchange[0], "exchange holds a threadgroup");
-    std::vector<std::vector<uint>> b(13);
+    std::vector<std::vector<uint>> b(BUFFERS);
     for (auto& words : b) {
         uint n;
         if (fread(&n, 4, 1, stdin) != 1) return 2;
@@ -75,7 +78,10 @@ int main() {
                                reinterpret_cast<const float4*>(b[8].data()), reinterpret_cast<float*>(b[9].data()),
                                reinterpret_cast<const float*>(b[10].data()),
                                reinterpret_cast<const float*>(b[11].data()),
-                               *reinterpret_cast<Step*>(b[12].data()), t, uint3(x, y, z));
+#if MERGE
+                               *reinterpret_cast<Step*>(b[12].data()),
+#endif
+                               t, uint3(x, y, z));
                     });
                 }
                 for (auto& t : threads) t.join();

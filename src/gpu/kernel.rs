@@ -58,8 +58,8 @@ pub fn compose(consts: &[(&str, Const)], body: &str) -> String {
 }
 
 /// Keeps a line ending in `// if NAME` (`// if !NAME`) only where the bool host constant NAME is
-/// true (false): for declarations some variants of a kernel must not make even unused, such as
-/// workgroup arrays, which slow NVIDIA's kernels where the code that reads them is dead.
+/// true (false): for the lines that use what only one variant of a kernel includes (a snippet
+/// declaring a workgroup array, which slows NVIDIA's kernels even where the code reading it is dead).
 pub fn select_lines(src: &str, consts: &[(&str, Const)]) -> String {
     let flag = |name: &str| {
         consts
@@ -72,11 +72,13 @@ pub fn select_lines(src: &str, consts: &[(&str, Const)]) -> String {
     };
     let mut out = String::with_capacity(src.len());
     for line in src.lines() {
-        let keep = match line.trim_end().rsplit_once("// if ") {
-            Some((_, cond)) => match cond.trim().strip_prefix('!') {
-                Some(name) => !flag(name),
-                None => flag(cond.trim()),
-            },
+        // The marker ends the line: `// if ` then a constant's name, with or without `!`.
+        let cond = line.trim_end().rsplit_once("// if ").map(|(_, c)| c).filter(|c| {
+            let name = c.strip_prefix('!').unwrap_or(c);
+            !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        });
+        let keep = match cond {
+            Some(c) => c.strip_prefix('!').map_or_else(|| flag(c), |name| !flag(name)),
             None => true,
         };
         if keep {
@@ -471,10 +473,10 @@ mod tests {
 
     #[test]
     fn conditional_lines_follow_their_flag() {
-        let src = "a; // if M\nb; // if !M\nc;\n";
+        let src = "a; // if M\nb; // if !M\nc;\n// if M is set, and so on\n";
         let with = |m| select_lines(src, &[("M", Const::Bool(m))]);
-        assert_eq!(with(true), "a; // if M\nc;\n");
-        assert_eq!(with(false), "b; // if !M\nc;\n");
+        assert_eq!(with(true), "a; // if M\nc;\n// if M is set, and so on\n");
+        assert_eq!(with(false), "b; // if !M\nc;\n// if M is set, and so on\n");
     }
 
     #[test]

@@ -178,6 +178,8 @@ impl<'a> MatvecArgs<'a> {
     }
 }
 
+/// The merging variant's input (its step binding, workgroup array and merge).
+const MATVEC_MERGE: &str = include_str!("../../wgsl/matvec_merge.wgsl");
 /// Splits whose loads a merging thread keeps in flight together.
 const MERGE_UNROLL: u32 = 4;
 
@@ -235,7 +237,8 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     let (reduce, reduce_consts) = t.reduce.source();
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
-    compose(&consts, &[super::STEP, body, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
+    let merge = if a.merge.is_some() { [super::STEP, MATVEC_MERGE].concat() } else { String::new() };
+    compose(&consts, &[body, &merge, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
         + &format::instantiate_dot(t0, "0", int8_0)
         + &format::instantiate_dot(t1, "1", int8_1)
 }
@@ -375,9 +378,11 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::Read,
         Binding::Uniform,
     ];
+    // The step only where the splits are merged.
+    let bindings = &bindings[..if a.merge.is_some() { 13 } else { 12 }];
     let (own, formats) = consts(&a, tiling);
     let msl = msl_source(&own, formats);
-    let kernel = cache.get_with_msl(ctx, "matvec", source(&a, tiling), msl, &bindings)?;
+    let kernel = cache.get_with_msl(ctx, "matvec", source(&a, tiling), msl, bindings)?;
     let rows = a.w.rows() as u32;
     let per_group = tiling.rows * tiling.teams;
     let groups0 = rows.div_ceil(per_group);
@@ -393,12 +398,11 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
     // Without a choice the router bindings are never read either.
     let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
-    // Without a merge the step is never read: the params uniform stands in.
-    let step = a.merge.unwrap_or(&uniform);
-    let bind_group = kernel.bind(
-        ctx,
-        &[&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias, step],
-    );
+    let buffers = [&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias];
+    let bind_group = match a.merge {
+        Some(step) => kernel.bind(ctx, &[&buffers[..], &[step]].concat()),
+        None => kernel.bind(ctx, &buffers),
+    };
     let gz = if a.out == Output::AddRoutedSum { 1 } else { a.slots };
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
@@ -411,11 +415,11 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// The `[[buffer(i)]]` parameters of the hand-written kernel: the WGSL twin's bindings, same index,
-    /// same name, written exactly where the WGSL binding is `read_write`.
+    /// The `[[buffer(i)]]` parameters of the hand-written kernel: the WGSL twin's bindings (with the
+    /// merging variant's), same index, same name, written exactly where the WGSL binding is `read_write`.
     #[test]
     fn metal_twin_binds_what_the_wgsl_binds() {
-        let wgsl = include_str!("../../wgsl/matvec.wgsl");
+        let wgsl = [include_str!("../../wgsl/matvec.wgsl"), MATVEC_MERGE].concat();
         let mut want = Vec::new();
         for l in wgsl.lines().filter(|l| l.starts_with("@group(0) @binding(")) {
             let index: u32 = l["@group(0) @binding(".len()..].split(')').next().unwrap().parse().unwrap();
