@@ -689,6 +689,27 @@ fn record(
         body.push(capture(ctx, kc, c.hidden, 0, &b.x, hidden)?);
     }
     let heads = c.n_heads as u32;
+    let v_b = |kc: &mut KernelCache, l: &weights::LayerWeights, merge: bool| {
+        let (x, x_stride) = if merge {
+            (&b.partials, partials_head_floats(c, o.ctx_len, o.coop_decode()))
+        } else {
+            (&b.ctx_lat, c.kv_lora_rank)
+        };
+        matvec(
+            ctx,
+            kc,
+            MatvecArgs {
+                matrix: MatrixOf::Slot,
+                slots: heads,
+                x_stride: x_stride as u32,
+                y_stride: c.v_head as u32,
+                merge: merge.then_some(&b.step),
+                ..MatvecArgs::new(&l.v_b, x, &b.attn_out, &b.route, o.int8_activations)
+            },
+        )
+    };
+    // Where each layer's merging v_b launches.
+    let mut merging_v_b = Vec::new();
     for (i, l) in w.layers.iter().enumerate() {
         // Attention.
         // RMSNorms are folded into the matvecs that consume them.
@@ -750,28 +771,10 @@ fn record(
             d.labeled(&name)
         }));
         body.push(attention.combine.labeled("mla_attention_combine"));
-        // The per-head value product: below MERGED_CONTEXT it merges the splits itself.
-        let v_b = |kc: &mut KernelCache, merge: bool| {
-            let (x, x_stride) = if merge {
-                (&b.partials, partials_head_floats(c, o.ctx_len, o.coop_decode()))
-            } else {
-                (&b.ctx_lat, c.kv_lora_rank)
-            };
-            matvec(
-                ctx,
-                kc,
-                MatvecArgs {
-                    matrix: MatrixOf::Slot,
-                    slots: heads,
-                    x_stride: x_stride as u32,
-                    y_stride: c.v_head as u32,
-                    merge: merge.then_some(&b.step),
-                    ..MatvecArgs::new(&l.v_b, x, &b.attn_out, &b.route, o.int8_activations)
-                },
-            )
-        };
-        body.push(v_b(kc, true)?.labeled("attn_v_b_merging").serving(0..MERGED_CONTEXT));
-        body.push(v_b(kc, false)?.labeled("attn_v_b").serving(MERGED_CONTEXT..usize::MAX));
+        // The per-head value product; below MERGED_CONTEXT its variant that merges the splits itself,
+        // built after everything else (below) but launched here.
+        merging_v_b.push(body.len());
+        body.push(v_b(kc, l, false)?.labeled("attn_v_b").serving(MERGED_CONTEXT..usize::MAX));
         body.push(mv(kc, &l.o, None, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
 
         // Feed-forward.
@@ -878,5 +881,11 @@ fn record(
             .labeled("lm_head"),
     );
     let sample = argmax(ctx, kc, c.vocab, &b.step, &b.logits, &b.tokens)?;
+    // Built in layer order, the merging v_b's uniforms and bind groups slowed the steps at depth 4096,
+    // where it never launches, by 0.8 % on the H200; built last, not (why is not known: BENCHMARKS.md
+    // session 10).
+    for (&at, l) in merging_v_b.iter().zip(&w.layers).rev() {
+        body.insert(at, v_b(kc, l, true)?.labeled("attn_v_b_merging").serving(0..MERGED_CONTEXT));
+    }
     Ok((body, head, sample))
 }
