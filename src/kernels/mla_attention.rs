@@ -36,7 +36,8 @@ pub const COOP_CONTEXT: usize = 2048;
 /// The decode positions whose splits (at most 24 of MIN_SPLIT) the per-head value product merges
 /// itself (`MatvecArgs::merge`) instead of a merge pass: each of its workgroups reads all of its
 /// head's splits, so the L2 traffic grows 16x faster than the merge pass's. H200 (BENCHMARKS.md),
-/// tok/s against the merge pass: +2.7 % at depth 0, +1.3 % at 128, -1 % at 256, -3 % at 384.
+/// tok/s against the merge pass: +2.4 % at depth 0, +1.1 % at 128, even at 192, -0.8 % at 256 and
+/// -3 % at 384.
 pub const MERGED_CONTEXT: usize = (24 * MIN_SPLIT) as usize;
 /// Threads of the merge pass, one per context float.
 const COMBINE_WG: u32 = 256;
