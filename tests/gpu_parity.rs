@@ -8,7 +8,7 @@ use glm_wgpu::engine::{CoopMatrix, Engine, EngineOptions, StepOutput};
 use glm_wgpu::generate::{generate, GenerateRequest};
 use glm_wgpu::gpu::native::KernelChoice;
 use glm_wgpu::gpu::GpuContext;
-use glm_wgpu::kernels::mla_attention::{COOP_CONTEXT, SHORT_CONTEXT};
+use glm_wgpu::kernels::mla_attention::{COOP_CONTEXT, MERGED_CONTEXT, SHORT_CONTEXT};
 use glm_wgpu::model::{Model, ModelConfig};
 use glm_wgpu::reference::{CpuReference, KvCache};
 use glm_wgpu::sampling::SamplingParams;
@@ -204,6 +204,34 @@ fn decode_across_the_split_variants_matches_the_cpu_reference() {
         let splits = e.decode_labels().into_iter().find(|(l, _)| l == "mla_attention").map(|(_, n)| n);
         assert_eq!(splits, Some(c.n_layers), "split passes launched at position {pos}");
         assert_eq!(e.dispatches_per_token(), dispatches, "dispatches at position {pos}");
+        let want = cpu.step(&mut cache, t, None);
+        e.step(StepOutput::Logits).unwrap();
+        assert_close(&format!("logits at position {pos}"), &e.logits().unwrap(), &want, REL_TOL);
+    }
+}
+
+/// Decode steps on both sides of MERGED_CONTEXT, below which v_b merges the attention's splits itself:
+/// there no merge pass launches and one merging v_b per layer does, from there the merge pass and
+/// the plain v_b (one dispatch more per layer); the logits match the CPU reference fed the same
+/// tokens on both sides.
+#[test]
+fn decode_across_the_merging_v_b_boundary_matches_the_cpu_reference() {
+    let options =
+        EngineOptions { ctx_len: MERGED_CONTEXT + 8, kv_f16: false, int8_activations: false, ..Default::default() };
+    let Prefilled { c, cpu, mut cache, mut e, ids, first } = prefilled(options, MERGED_CONTEXT - 4);
+    let below = e.dispatches_per_token();
+    for (pos, &t) in ids.iter().enumerate().skip(first) {
+        let labels = e.decode_labels();
+        let count = |l: &str| labels.iter().find(|(k, _)| k == l).map(|(_, n)| *n);
+        let got = (count("attn_v_b_merging"), count("mla_attention_combine"), count("attn_v_b"));
+        let layers = Some(c.n_layers);
+        if pos < MERGED_CONTEXT {
+            assert_eq!(got, (layers, None, None), "v_b and merge launches at position {pos}");
+            assert_eq!(e.dispatches_per_token(), below, "dispatches at position {pos}");
+        } else {
+            assert_eq!(got, (None, layers, layers), "v_b and merge launches at position {pos}");
+            assert_eq!(e.dispatches_per_token(), below + c.n_layers, "dispatches at position {pos}");
+        }
         let want = cpu.step(&mut cache, t, None);
         e.step(StepOutput::Logits).unwrap();
         assert_close(&format!("logits at position {pos}"), &e.logits().unwrap(), &want, REL_TOL);
