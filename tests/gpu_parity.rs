@@ -190,6 +190,11 @@ fn prefilled(options: EngineOptions, first: usize) -> Prefilled {
     Prefilled { c, cpu, cache, e, ids, first }
 }
 
+/// The launches labelled `label` in the engine's next decode step, if any.
+fn launches(e: &Engine, label: &str) -> Option<usize> {
+    e.decode_labels().into_iter().find(|(l, _)| l == label).map(|(_, n)| n)
+}
+
 /// Decode steps on both sides of the position where the attention's split pass changes variant
 /// (`mla_attention::SHORT_CONTEXT`, past the fixture's 300 positions): after a prefill up to just
 /// below it, every step launches exactly one split pass per layer and its logits match the CPU
@@ -201,8 +206,7 @@ fn decode_across_the_split_variants_matches_the_cpu_reference() {
     let Prefilled { c, cpu, mut cache, mut e, ids, first } = prefilled(options, SHORT_CONTEXT - 4);
     let dispatches = e.dispatches_per_token();
     for (pos, &t) in ids.iter().enumerate().skip(first) {
-        let splits = e.decode_labels().into_iter().find(|(l, _)| l == "mla_attention").map(|(_, n)| n);
-        assert_eq!(splits, Some(c.n_layers), "split passes launched at position {pos}");
+        assert_eq!(launches(&e, "mla_attention"), Some(c.n_layers), "split passes launched at position {pos}");
         assert_eq!(e.dispatches_per_token(), dispatches, "dispatches at position {pos}");
         let want = cpu.step(&mut cache, t, None);
         e.step(StepOutput::Logits).unwrap();
@@ -221,9 +225,7 @@ fn decode_across_the_merging_v_b_boundary_matches_the_cpu_reference() {
     let Prefilled { c, cpu, mut cache, mut e, ids, first } = prefilled(options, MERGED_CONTEXT - 4);
     let below = e.dispatches_per_token();
     for (pos, &t) in ids.iter().enumerate().skip(first) {
-        let labels = e.decode_labels();
-        let count = |l: &str| labels.iter().find(|(k, _)| k == l).map(|(_, n)| *n);
-        let got = (count("attn_v_b_merging"), count("mla_attention_combine"), count("attn_v_b"));
+        let got = (launches(&e, "attn_v_b_merging"), launches(&e, "mla_attention_combine"), launches(&e, "attn_v_b"));
         let layers = Some(c.n_layers);
         if pos < MERGED_CONTEXT {
             assert_eq!(got, (layers, None, None), "v_b and merge launches at position {pos}");
@@ -250,9 +252,7 @@ fn decode_across_the_cooperative_attention_boundary_matches_the_cpu_reference() 
     assert!(coop || std::env::var(REQUIRE_COOP).is_err(), "{REQUIRE_COOP} is set but decode runs without them");
     let mut worst = 0f32;
     for (pos, &t) in ids.iter().enumerate().skip(first) {
-        let labels = e.decode_labels();
-        let count = |l: &str| labels.iter().find(|(k, _)| k == l).map(|(_, n)| *n);
-        let (plain, cooperative) = (count("mla_attention"), count("mla_attention_coop"));
+        let (plain, cooperative) = (launches(&e, "mla_attention"), launches(&e, "mla_attention_coop"));
         if coop && pos >= COOP_CONTEXT {
             assert_eq!((plain, cooperative), (None, Some(c.n_layers)), "split passes at position {pos}");
         } else {

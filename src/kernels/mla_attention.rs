@@ -91,7 +91,7 @@ fn splits(max_ctx: usize, coop: bool) -> u32 {
 
 /// Floats of the partials buffer for a context of `max_ctx`.
 pub fn partials_len(c: &ModelConfig, max_ctx: usize, coop: bool) -> usize {
-    c.n_heads * splits(max_ctx, coop) as usize * (c.kv_lora_rank + 4)
+    c.n_heads * partials_head_floats(c, max_ctx, coop)
 }
 
 /// Floats between consecutive heads' partials (the merge pass's, or a merging product's, input).
