@@ -5,7 +5,7 @@
 // that k others beat (ties to the lower expert id, as a serial scan would); weights = the picked
 // scores (without bias), optionally normalised over the picks, times SCALE. With SHARED_SLOT, slot
 // TOPK is the shared expert, stored as expert N_EXP with weight 1.
-// Host constants: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
+// Host constants: WG, CHOOSE, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
 // The includer declares the bindings router_logits, router_bias and (read-write) route.
 
 // Keys four to a vector, so ranking reads and compares four at a time; past the last expert, below
@@ -13,9 +13,14 @@
 const N_EXP4: u32 = (N_EXP + 3u) / 4u;
 const NO_KEY: f32 = -3.402823e38;
 
-var<workgroup> route_key: array<vec4<f32>, N_EXP4>;
-var<workgroup> route_score: array<f32, N_EXP>;
-var<workgroup> route_expert: array<u32, TOPK + 1u>;
+// In workgroup memory only where the includer chooses routes (CHOOSE): unused workgroup arrays slow
+// NVIDIA's kernels (BENCHMARKS.md session 10).
+var<workgroup> route_key: array<vec4<f32>, N_EXP4>; // if CHOOSE
+var<workgroup> route_score: array<f32, N_EXP>; // if CHOOSE
+var<workgroup> route_expert: array<u32, TOPK + 1u>; // if CHOOSE
+var<private> route_key: array<vec4<f32>, 1>; // if !CHOOSE
+var<private> route_score: array<f32, 1>; // if !CHOOSE
+var<private> route_expert: array<u32, 2>; // if !CHOOSE
 
 // Fills route_expert from the logits at `at` (store_route makes the weights). Every invocation must
 // call it (barriers).

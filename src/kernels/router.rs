@@ -48,6 +48,7 @@ impl RouteChoice {
             shared_slot: false,
         });
         vec![
+            ("CHOOSE", Const::Bool(choice.is_some())),
             ("N_EXP", Const::U32(c.n_experts)),
             ("TOPK", Const::U32(c.topk)),
             ("SOFTMAX", Const::Bool(c.softmax)),
