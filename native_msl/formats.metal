@@ -102,14 +102,14 @@ struct Q5_K {
     }
 };
 
-// Q6_K: four 6-bit quants (0 ..= 63) from lo's low nibbles (bytes) and hi's 2-bit fields first ..= first + 3.
-inline uint q6_bytes(uint lo, uint hi, uint first) {
-    uint t = hi >> (2 * first);
-    return lo | ((t << 4) & 0x30u) | ((t << 10) & 0x3000u) | ((t << 16) & 0x300000u) | ((t << 22) & 0x30000000u);
+// Q6_K: four 6-bit quants (0 ..= 63), byte b that of weight 4k + b of the 16 whose low nibbles are lo's
+// bytes (nibble word k) and whose high bits are hi, byte-interleaved (weight 4k + b at bits 8b + 2k).
+inline uint q6_bytes(uint lo, uint hi, uint k) {
+    return lo | (((hi >> (2 * k)) & 0x03030303u) << 4);
 }
 
-inline float4 q6(uint lo, uint hi, uint first) {
-    return float4(i8x4(q6_bytes(lo, hi, first))) - 32.0f;
+inline float4 q6(uint lo, uint hi, uint k) {
+    return float4(i8x4(q6_bytes(lo, hi, k))) - 32.0f;
 }
 
 struct Q6_K {
@@ -123,10 +123,10 @@ struct Q6_K {
         uint4 q = w[c];
         uint4 l = q & 0x0f0f0f0fu;
         uint4 h = (q >> 4) & 0x0f0f0f0fu;
-        float lo = metal::dot(q6(l.x, h0, 0), x.xs[0]) + metal::dot(q6(l.y, h0, 4), x.xs[1])
-            + metal::dot(q6(l.z, h0, 8), x.xs[2]) + metal::dot(q6(l.w, h0, 12), x.xs[3]);
-        float hi = metal::dot(q6(h.x, h1, 0), x.xs[4]) + metal::dot(q6(h.y, h1, 4), x.xs[5])
-            + metal::dot(q6(h.z, h1, 8), x.xs[6]) + metal::dot(q6(h.w, h1, 12), x.xs[7]);
+        float lo = metal::dot(q6(l.x, h0, 0), x.xs[0]) + metal::dot(q6(l.y, h0, 1), x.xs[1])
+            + metal::dot(q6(l.z, h0, 2), x.xs[2]) + metal::dot(q6(l.w, h0, 3), x.xs[3]);
+        float hi = metal::dot(q6(h.x, h1, 0), x.xs[4]) + metal::dot(q6(h.y, h1, 1), x.xs[5])
+            + metal::dot(q6(h.z, h1, 2), x.xs[6]) + metal::dot(q6(h.w, h1, 3), x.xs[7]);
         int4 sc = i8x4(sw);
         return as_type<float>(s[b + 20]) * (float(sc[k]) * lo + float(sc[k + 1]) * hi);
     }
@@ -143,10 +143,10 @@ struct Q6_K {
         uint4 h = (wq >> 4) & 0x0f0f0f0fu;
         const uint ones = 0x01010101u;
         int q0 = dot4i8(q.xq[0], ones) + dot4i8(q.xq[1], ones) + dot4i8(q.xq[2], ones) + dot4i8(q.xq[3], ones);
-        int sum0 = dot4i8(q6_bytes(l.x, h0, 0), q.xq[0]) + dot4i8(q6_bytes(l.y, h0, 4), q.xq[1])
-            + dot4i8(q6_bytes(l.z, h0, 8), q.xq[2]) + dot4i8(q6_bytes(l.w, h0, 12), q.xq[3]) - 32 * q0;
-        int sum1 = dot4i8(q6_bytes(h.x, h1, 0), q.xq[4]) + dot4i8(q6_bytes(h.y, h1, 4), q.xq[5])
-            + dot4i8(q6_bytes(h.z, h1, 8), q.xq[6]) + dot4i8(q6_bytes(h.w, h1, 12), q.xq[7]) - 32 * (q.qsum - q0);
+        int sum0 = dot4i8(q6_bytes(l.x, h0, 0), q.xq[0]) + dot4i8(q6_bytes(l.y, h0, 1), q.xq[1])
+            + dot4i8(q6_bytes(l.z, h0, 2), q.xq[2]) + dot4i8(q6_bytes(l.w, h0, 3), q.xq[3]) - 32 * q0;
+        int sum1 = dot4i8(q6_bytes(h.x, h1, 0), q.xq[4]) + dot4i8(q6_bytes(h.y, h1, 1), q.xq[5])
+            + dot4i8(q6_bytes(h.z, h1, 2), q.xq[6]) + dot4i8(q6_bytes(h.w, h1, 3), q.xq[7]) - 32 * (q.qsum - q0);
         int4 sc = i8x4(sw);
         return q.dx * (as_type<float>(s[b + 20]) * (float(sc[k]) * float(sum0) + float(sc[k + 1]) * float(sum1)));
     }

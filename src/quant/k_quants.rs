@@ -23,7 +23,9 @@
 //! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`): word h, bits 2i..2i + 2 = weight
 //!   16h + i.
 //! - extra bits (in `scales`): Q5_K's and Q3_K's high bit of weight i of the chunk at bit i of one word;
-//!   Q6_K's top two bits as crumbs in two words.
+//!   Q6_K's top two bits in two words of byte-interleaved crumbs: weight 16h + 4k + b of the chunk at
+//!   bits 8b + 2k ..= 8b + 2k + 1 of word h, so one shift and mask puts the high bits of the 4 weights
+//!   in byte b of nibble word k beside their low nibbles (the 6-bit bytes in 4 operations, not 13).
 //!
 //! Per super-block s, `scales[STRIDE·s ..]` holds (u32 words):
 //!
@@ -275,6 +277,11 @@ fn crumb_word(q: &[u8]) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (2 * i))
 }
 
+/// 16 2-bit fields in one word, field 4k + b at bits 8b + 2k (Q6_K's high bits, see the GPU layout).
+fn byte_crumb_word(q: &[u8]) -> u32 {
+    q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (8 * (i % 4) + 2 * (i / 4)))
+}
+
 /// 32 1-bit fields in one word.
 fn bit_word(q: &[u8], shift: u32) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 >> shift) & 1) << i)
@@ -345,7 +352,7 @@ pub fn repack_q6k(data: &[u8]) -> Repacked {
         let q = q6k_quants(b);
         words.extend(q.chunks_exact(32).flat_map(nibble_words));
         let high: Vec<u8> = q.iter().map(|v| v >> 4).collect();
-        scales.extend(high.chunks_exact(16).map(crumb_word));
+        scales.extend(high.chunks_exact(16).map(byte_crumb_word));
         scales.extend(verbatim_words(&b[q6k::SCALES..q6k::SCALES + 16]));
         scales.push(f32_word(b, q6k::D));
     })

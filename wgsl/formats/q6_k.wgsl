@@ -1,10 +1,18 @@
 // Q6_K (repacked, see src/quant/k_quants.rs): chunk c is sub-block j = c % 8 (32 weights, two 16-weight
 // scales) of super-block s = c / 8. WEIGHTS[c]: the low 4 bits of its quants in split-nibble order.
-// SCALES[21s + 2j + h]: the top 2 bits of weights 16h .. 16h + 15 (field i at bits 2i);
-// SCALES[21s + 16 ..= 21s + 19]: the 16 int8 scales; SCALES[21s + 20]: d as f32 bits.
+// SCALES[21s + 2j + h]: the top 2 bits of weights 16h .. 16h + 15, byte-interleaved (weight 16h + 4k + b
+// at bits 8b + 2k); SCALES[21s + 16 ..= 21s + 19]: the 16 int8 scales; SCALES[21s + 20]: d as f32 bits.
 // Weight = d * sc * (q - 32).
-fn q6(lo: vec4<u32>, hi: u32, first: u32) -> vec4<f32> {
-    return vec4<f32>(vec4<i32>(lo | (crumbs4(hi, first) << vec4<u32>(4u))) - vec4<i32>(32));
+
+// Byte b of the result: the 6-bit quant (0 ..= 63) of weight 4k + b of the 16 whose low nibbles are
+// the bytes of lo (nibble word k) and whose high bits are hi.
+fn q6_bytes(lo: u32, hi: u32, k: u32) -> u32 {
+    return lo | (((hi >> (2u * k)) & 0x03030303u) << 4u);
+}
+
+fn q6(lo: u32, hi: u32, k: u32) -> vec4<f32> {
+    let b = q6_bytes(lo, hi, k);
+    return vec4<f32>((vec4<u32>(b) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) - vec4<f32>(32.0);
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
@@ -18,11 +26,11 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
     let h0 = SCALES[s + 2u * j];
     let h1 = SCALES[s + 2u * j + 1u];
     let q = WEIGHTS[c];
+    let lo = q & vec4<u32>(0x0f0f0f0fu);
+    let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
     return array<vec4<f32>, 8>(
-        d0 * q6(lo_nibbles(q.x), h0, 0u), d0 * q6(lo_nibbles(q.y), h0, 4u),
-        d0 * q6(lo_nibbles(q.z), h0, 8u), d0 * q6(lo_nibbles(q.w), h0, 12u),
-        d1 * q6(hi_nibbles(q.x), h1, 0u), d1 * q6(hi_nibbles(q.y), h1, 4u),
-        d1 * q6(hi_nibbles(q.z), h1, 8u), d1 * q6(hi_nibbles(q.w), h1, 12u),
+        d0 * q6(lo.x, h0, 0u), d0 * q6(lo.y, h0, 1u), d0 * q6(lo.z, h0, 2u), d0 * q6(lo.w, h0, 3u),
+        d1 * q6(hi.x, h1, 0u), d1 * q6(hi.y, h1, 1u), d1 * q6(hi.z, h1, 2u), d1 * q6(hi.w, h1, 3u),
     );
 }
 
@@ -36,18 +44,13 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     let h0 = SCALES[s + 2u * j];
     let h1 = SCALES[s + 2u * j + 1u];
     let q = WEIGHTS[c];
-    let lo = dot(q6(lo_nibbles(q.x), h0, 0u), xs[0]) + dot(q6(lo_nibbles(q.y), h0, 4u), xs[1])
-        + dot(q6(lo_nibbles(q.z), h0, 8u), xs[2]) + dot(q6(lo_nibbles(q.w), h0, 12u), xs[3]);
-    let hi = dot(q6(hi_nibbles(q.x), h1, 0u), xs[4]) + dot(q6(hi_nibbles(q.y), h1, 4u), xs[5])
-        + dot(q6(hi_nibbles(q.z), h1, 8u), xs[6]) + dot(q6(hi_nibbles(q.w), h1, 12u), xs[7]);
+    let l = q & vec4<u32>(0x0f0f0f0fu);
+    let h = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+    let lo = dot(q6(l.x, h0, 0u), xs[0]) + dot(q6(l.y, h0, 1u), xs[1]) + dot(q6(l.z, h0, 2u), xs[2])
+        + dot(q6(l.w, h0, 3u), xs[3]);
+    let hi = dot(q6(h.x, h1, 0u), xs[4]) + dot(q6(h.y, h1, 1u), xs[5]) + dot(q6(h.z, h1, 2u), xs[6])
+        + dot(q6(h.w, h1, 3u), xs[7]);
     return d * (f32(i8_of(sw, k)) * lo + f32(i8_of(sw, k + 1u)) * hi);
-}
-
-// Byte k of the result: the 6-bit quant (0 ..= 63) of weight k of the 4 in lo (low nibbles in bytes)
-// and the 2-bit fields `first` ..= `first + 3` of hi.
-fn q6_bytes(lo: u32, hi: u32, first: u32) -> u32 {
-    let t = hi >> (2u * first);
-    return lo | ((t << 4u) & 0x30u) | ((t << 10u) & 0x3000u) | ((t << 16u) & 0x300000u) | ((t << 22u) & 0x30000000u);
 }
 
 // Chunk c unpacked for int8 products: its 6-bit quants (0 ..= 63) as bytes, d and the two int8 scales.
@@ -70,8 +73,8 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
     let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
     return Int8Chunk(
         array<u32, 8>(
-            q6_bytes(lo.x, h0, 0u), q6_bytes(lo.y, h0, 4u), q6_bytes(lo.z, h0, 8u), q6_bytes(lo.w, h0, 12u),
-            q6_bytes(hi.x, h1, 0u), q6_bytes(hi.y, h1, 4u), q6_bytes(hi.z, h1, 8u), q6_bytes(hi.w, h1, 12u),
+            q6_bytes(lo.x, h0, 0u), q6_bytes(lo.y, h0, 1u), q6_bytes(lo.z, h0, 2u), q6_bytes(lo.w, h0, 3u),
+            q6_bytes(hi.x, h1, 0u), q6_bytes(hi.y, h1, 1u), q6_bytes(hi.z, h1, 2u), q6_bytes(hi.w, h1, 3u),
         ),
         bitcast<f32>(SCALES[s + 20u]),
         f32(i8_of(sw, k)),
