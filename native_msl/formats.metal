@@ -54,29 +54,34 @@ struct Q8_0 {
     }
 };
 
+// Q4_K (the GPU layout of src/quant/k_quants.rs): chunk c's d * sc and dmin * m, from d and dmin as
+// f32 and the sub-block's 6-bit scale and min unpacked to bytes.
+inline float2 q4k_scale_min(device const uint* s, uint c) {
+    uint b = 6 * (c >> 3);
+    uint w = 2 + ((c >> 2) & 1);
+    uint2 sm = (uint2(s[b + w], s[b + w + 2]) >> (8u * (c & 3u))) & 0xffu;
+    return float2(as_type<float>(s[b]), as_type<float>(s[b + 1])) * float2(sm);
+}
+
 struct Q4_K {
     static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
-        uint b = 4 * (c >> 3);
-        uint dm = s[b];
-        uint2 sm = scale_min_k4(uint3(s[b + 1], s[b + 2], s[b + 3]), c & 7);
+        float2 dsm = q4k_scale_min(s, c);
         uint4 q = w[c];
         float lo = metal::dot(lo_nibbles(q.x), x.xs[0]) + metal::dot(lo_nibbles(q.y), x.xs[1])
             + metal::dot(lo_nibbles(q.z), x.xs[2]) + metal::dot(lo_nibbles(q.w), x.xs[3]);
         float hi = metal::dot(hi_nibbles(q.x), x.xs[4]) + metal::dot(hi_nibbles(q.y), x.xs[5])
             + metal::dot(hi_nibbles(q.z), x.xs[6]) + metal::dot(hi_nibbles(q.w), x.xs[7]);
-        return half_to_f32(dm) * float(sm.x) * (lo + hi) - half_to_f32(dm >> 16) * float(sm.y) * x.xsum;
+        return dsm.x * (lo + hi) - dsm.y * x.xsum;
     }
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
-        uint b = 4 * (c >> 3);
-        uint dm = s[b];
-        uint2 sm = scale_min_k4(uint3(s[b + 1], s[b + 2], s[b + 3]), c & 7);
+        float2 dsm = q4k_scale_min(s, c);
         uint4 wq = w[c];
         uint4 lo = wq & 0x0f0f0f0fu;
         uint4 hi = (wq >> 4) & 0x0f0f0f0fu;
         int sum = dot4i8(lo.x, q.xq[0]) + dot4i8(lo.y, q.xq[1]) + dot4i8(lo.z, q.xq[2]) + dot4i8(lo.w, q.xq[3])
             + dot4i8(hi.x, q.xq[4]) + dot4i8(hi.y, q.xq[5]) + dot4i8(hi.z, q.xq[6]) + dot4i8(hi.w, q.xq[7]);
-        return q.dx * (half_to_f32(dm) * float(sm.x) * float(sum) - half_to_f32(dm >> 16) * float(sm.y) * float(q.qsum));
+        return q.dx * (dsm.x * float(sum) - dsm.y * float(q.qsum));
     }
 };
 

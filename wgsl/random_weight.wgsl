@@ -1,6 +1,6 @@
 // Fills a weight's words or scales (GPU layout of its format) with random but valid values, so the
-// full-size model can be benchmarked without its file. Every `stride`-th word from `at` is `field`,
-// the others random bits. Integer-only, so `kernels::random_weight::word` is its exact CPU twin.
+// full-size model can be benchmarked without its file. The words from `at` to the end of every
+// `stride` words are `field` (which may depend on the word's place from `at`), the others random bits. Integer-only, so `kernels::random_weight::word` is its exact CPU twin.
 // Host constants: WG.
 
 struct Fill {
@@ -18,7 +18,7 @@ struct Fill {
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 
 const BITS: u32 = 0u;
-const F16_D_DMIN: u32 = 1u;
+const Q4K_SCALES: u32 = 1u;
 const F32_SCALE: u32 = 2u;
 const F32_WEIGHT: u32 = 3u;
 
@@ -33,13 +33,17 @@ fn hash(x: u32) -> u32 {
     return h;
 }
 
-fn field_word(field: u32, h: u32) -> u32 {
+fn field_word(field: u32, place: u32, h: u32) -> u32 {
     switch field {
-        // Q4_K's d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10), as f16 bits.
-        case F16_D_DMIN: {
-            let d = ((5u + (h & 1u)) << 10u) | ((h >> 1u) & 0x3ffu);
-            let dmin = (4u << 10u) | ((h >> 11u) & 0x3ffu);
-            return d | (dmin << 16u);
+        // Q4_K's d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, then 6-bit bytes.
+        case Q4K_SCALES: {
+            if place == 0u {
+                return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
+            }
+            if place == 1u {
+                return (116u << 23u) | (h & 0x7fffffu);
+            }
+            return h & 0x3f3f3f3fu;
         }
         // A block scale in [2^-10, 2^-8), f32 bits.
         case F32_SCALE: {
@@ -62,9 +66,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let h = hash(i ^ hash(fill.seed));
+    let place = i % fill.stride;
     var field = BITS;
-    if i % fill.stride == fill.at {
+    if place >= fill.at {
         field = fill.field;
     }
-    out[i] = field_word(field, h);
+    out[i] = field_word(field, place - fill.at, h);
 }

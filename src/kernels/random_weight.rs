@@ -13,15 +13,16 @@ const MAX_GROUPS_X: u32 = 65535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Bits = 0,
-    /// Q4_K's f16 pair: d in [2^-10, 2^-8), dmin in [2^-11, 2^-10).
-    F16DMin = 1,
+    /// Q4_K's super-block scales, by the word's place from `at`: d in [2^-10, 2^-8) and dmin in
+    /// [2^-11, 2^-10) as f32, then 6-bit scales and mins as bytes.
+    Q4KScales = 1,
     /// A block scale in [2^-10, 2^-8).
     F32Scale = 2,
     /// A plain f32 weight, ±[2^-7, 2^-5).
     F32Weight = 3,
 }
 
-/// Every `stride`-th word from `at` is `field`; the others are random bits.
+/// The words from `at` to the end of every `stride` words are `field`; the others are random bits.
 #[derive(Debug, Clone, Copy)]
 pub struct Recipe {
     pub stride: u32,
@@ -56,13 +57,12 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: BITS,
             scales: Recipe { field: Field::F32Scale, ..BITS },
         },
-        // Scale words: d and dmin as f16, then 12 bytes of 6-bit scales and mins.
         GgmlType::Q4K => Layout {
             block_elems: QK_K,
             words_per_block: QK_K / 8,
             scales_per_block: q4k::GPU_STRIDE,
             words: BITS,
-            scales: Recipe { stride: q4k::GPU_STRIDE as u32, at: 0, field: Field::F16DMin },
+            scales: Recipe { stride: q4k::GPU_STRIDE as u32, at: 0, field: Field::Q4KScales },
         },
         // Scale words: high bits, int8 scales, then d as f32.
         GgmlType::Q6K => Layout {
@@ -89,10 +89,15 @@ fn hash(x: u32) -> u32 {
 /// Word `i` of a fill with `seed`: what the kernel writes.
 pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
     let h = hash(i ^ hash(seed));
-    let field = if i % r.stride == r.at { r.field } else { Field::Bits };
+    let place = i % r.stride;
+    let field = if place >= r.at { r.field } else { Field::Bits };
     match field {
         Field::Bits => h,
-        Field::F16DMin => (((5 + (h & 1)) << 10) | ((h >> 1) & 0x3ff)) | (((4 << 10) | ((h >> 11) & 0x3ff)) << 16),
+        Field::Q4KScales => match place - r.at {
+            0 => ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff),
+            1 => (116 << 23) | (h & 0x7fffff),
+            _ => h & 0x3f3f_3f3f,
+        },
         Field::F32Scale => ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff),
         Field::F32Weight => (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff),
     }

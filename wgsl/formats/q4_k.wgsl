@@ -1,12 +1,20 @@
 // Q4_K (repacked, see src/quant/k_quants.rs): chunk c is sub-block j = c % 8 of super-block s = c / 8.
-// WEIGHTS[c]: its 32 4-bit quants in split-nibble order. SCALES[4s]: d | dmin << 16 (f16 bits);
-// SCALES[4s + 1 ..= 4s + 3]: ggml's 12 packed 6-bit scale/min bytes. Weight = d * sc * q - dmin * m.
+// WEIGHTS[c]: its 32 4-bit quants in split-nibble order. SCALES[6s], SCALES[6s + 1]: d and dmin as f32
+// bits; byte j % 4 of SCALES[6s + 2 + j / 4] and of SCALES[6s + 4 + j / 4]: sub-block j's 6-bit scale sc
+// and min m. Weight = d * sc * q - dmin * m.
+
+// Chunk c's d * sc and dmin * m.
+fn chunk_scale_min(c: u32) -> vec2<f32> {
+    let s = 6u * (c >> 3u);
+    let w = 2u + ((c >> 2u) & 1u);
+    let sm = (vec2<u32>(SCALES[s + w], SCALES[s + w + 2u]) >> vec2<u32>(8u * (c & 3u))) & vec2<u32>(0xffu);
+    return vec2<f32>(bitcast<f32>(SCALES[s]), bitcast<f32>(SCALES[s + 1u])) * vec2<f32>(sm);
+}
+
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
-    let s = 4u * (c >> 3u);
-    let dm = SCALES[s];
-    let sm = scale_min_k4(vec3<u32>(SCALES[s + 1u], SCALES[s + 2u], SCALES[s + 3u]), c & 7u);
-    let ds = half_to_f32(dm) * f32(sm.x);
-    let mn = half_to_f32(dm >> 16u) * f32(sm.y);
+    let dsm = chunk_scale_min(c);
+    let ds = dsm.x;
+    let mn = dsm.y;
     let q = WEIGHTS[c];
     return array<vec4<f32>, 8>(
         ds * vec4<f32>(lo_nibbles(q.x)) - mn, ds * vec4<f32>(lo_nibbles(q.y)) - mn,
@@ -18,15 +26,13 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
 
 // The chunk's dot with xs, scales applied once: d * sc * Σ q x - dmin * m * Σ x.
 fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-    let s = 4u * (c >> 3u);
-    let dm = SCALES[s];
-    let sm = scale_min_k4(vec3<u32>(SCALES[s + 1u], SCALES[s + 2u], SCALES[s + 3u]), c & 7u);
+    let dsm = chunk_scale_min(c);
     let q = WEIGHTS[c];
     let lo = dot(vec4<f32>(lo_nibbles(q.x)), xs[0]) + dot(vec4<f32>(lo_nibbles(q.y)), xs[1])
         + dot(vec4<f32>(lo_nibbles(q.z)), xs[2]) + dot(vec4<f32>(lo_nibbles(q.w)), xs[3]);
     let hi = dot(vec4<f32>(hi_nibbles(q.x)), xs[4]) + dot(vec4<f32>(hi_nibbles(q.y)), xs[5])
         + dot(vec4<f32>(hi_nibbles(q.z)), xs[6]) + dot(vec4<f32>(hi_nibbles(q.w)), xs[7]);
-    return half_to_f32(dm) * f32(sm.x) * (lo + hi) - half_to_f32(dm >> 16u) * f32(sm.y) * xsum;
+    return dsm.x * (lo + hi) - dsm.y * xsum;
 }
 
 // Chunk c unpacked for int8 products: its quants as bytes (low nibbles, then high), d * sc, dmin * m.
@@ -37,16 +43,14 @@ struct Int8Chunk {
 }
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
-    let s = 4u * (c >> 3u);
-    let dm = SCALES[s];
-    let sm = scale_min_k4(vec3<u32>(SCALES[s + 1u], SCALES[s + 2u], SCALES[s + 3u]), c & 7u);
+    let dsm = chunk_scale_min(c);
     let q = WEIGHTS[c];
     let lo = q & vec4<u32>(0x0f0f0f0fu);
     let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
     return Int8Chunk(
         array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w),
-        half_to_f32(dm) * f32(sm.x),
-        half_to_f32(dm >> 16u) * f32(sm.y),
+        dsm.x,
+        dsm.y,
     );
 }
 
