@@ -9,8 +9,15 @@ struct Int8Input {
     dx: f32,
 }
 
-// Scaling by a power of two is exact; adding 1.5 · 2^23 rounds to an integer (ties to even) whose
-// two's-complement low byte is then the int8.
+// Scaling by a power of two is exact, so one fma adds ROUND_BIAS (1.5 * 2^23 + 128) with a single
+// rounding (ties to even); the clamp at 127 moves after it. Each lane's bits are then
+// 0x4b400000 + 128 + q, the byte q + 128 without a borrow into the bits above, so the four words pack
+// by shifted adds less the four lanes' constant bits (0x4b400000 * 0x01010101 mod 2^32), and flipping
+// each byte's top bit turns q + 128 into q's two's complement: ~10 operations per four values fewer
+// than masking each lane.
+const ROUND_BIAS: f32 = 12583040.0;
+const BIAS_BITS: u32 = 0x8b400000u;
+
 fn round_to_int8(xs: array<vec4<f32>, 8>) -> Int8Input {
     var amax = vec4<f32>(0.0);
     for (var i = 0u; i < 8u; i++) { // unroll
@@ -18,12 +25,12 @@ fn round_to_int8(xs: array<vec4<f32>, 8>) -> Int8Input {
     }
     let biased = (bitcast<u32>(max(max(amax.x, amax.y), max(amax.z, amax.w))) >> 23u) & 0xffu;
     let e = max(i32(biased) - 126, -100);
-    let up = bitcast<f32>(u32(134 - e) << 23u);
+    let up = vec4<f32>(bitcast<f32>(u32(134 - e) << 23u));
     let ones = 0x01010101u;
     var r: Int8Input;
     for (var i = 0u; i < 8u; i++) { // unroll
-        let b = bitcast<vec4<u32>>(min(xs[i] * up, vec4<f32>(127.0)) + vec4<f32>(12582912.0)) & vec4<u32>(0xffu);
-        let w = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+        let b = bitcast<vec4<u32>>(min(fma(xs[i], up, vec4<f32>(ROUND_BIAS)), vec4<f32>(ROUND_BIAS + 127.0)));
+        let w = ((b.x + (b.y << 8u) + (b.z << 16u) + (b.w << 24u)) - BIAS_BITS) ^ 0x80808080u;
         r.xq[i] = w;
         r.qsum += dot4I8Packed(w, ones);
     }
