@@ -167,7 +167,8 @@ fn quantizers_round_trip() {
     }
 }
 
-/// GPU bytes per weight stay those of the file, up to alignment padding (2 bytes per Q3_K/Q6_K super-block).
+/// GPU bytes per weight stay those of the file, up to alignment padding (2 bytes per Q3_K/Q6_K super-block)
+/// and Q4_K's decoded scales (8 bytes per super-block: d and dmin as f32, scales and mins as bytes).
 #[test]
 fn repacking_keeps_the_size() {
     let mut rng = StdRng::seed_from_u64(12);
@@ -180,6 +181,7 @@ fn repacking_keeps_the_size() {
             assert!(r.words.len().is_multiple_of(4), "{}: words are not whole vec4s", t.name());
             let pad = match t {
                 GgmlType::Q3K | GgmlType::Q6K => 2 * blocks,
+                GgmlType::Q4K => 8 * blocks,
                 GgmlType::Q4_0 | GgmlType::Iq4Nl => 2 * (blocks % 2), // the odd block's half of a shared d word
                 GgmlType::Q5_0 => 2 * (blocks % 2) + 4 * (blocks % 2), // and of the shared qh pair
                 _ => 0,
