@@ -25,8 +25,9 @@ inline float4 hi_nibbles(uint w) {
     return float4((uint4(w) >> uint4(4, 12, 20, 28)) & 15u);
 }
 
-// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j. Sub-blocks j and j + 4 share
-// byte j & 3 of each word; the two halves are selected, not branched (a simdgroup holds several j).
+// ggml's get_scale_min_k4 (Q5_K; Q4_K's GPU layout holds them unpacked): the 6-bit scale and min of
+// sub-block j. Sub-blocks j and j + 4 share byte j & 3 of each word; the two halves are selected, not
+// branched (a simdgroup holds several j).
 inline uint2 scale_min_k4(uint3 w, uint j) {
     uint3 b = (w >> (8u * (j & 3u))) & 0xffu;
     uint2 low = uint2(b.x, b.y) & 63u;

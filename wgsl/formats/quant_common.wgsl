@@ -40,7 +40,8 @@ fn packed_byte(w: vec3<u32>, k: u32) -> u32 {
     return (w[k >> 2u] >> (8u * (k & 3u))) & 0xffu;
 }
 
-// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block.
+// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q5_K super-block as the file packs
+// them (Q4_K's GPU layout holds them unpacked).
 // Sub-blocks j and j + 4 share byte j & 3 of each word, so one shift serves all three words and
 // the two halves are selected, not branched (a warp's lanes hold different j).
 fn scale_min_k4(w: vec3<u32>, j: u32) -> vec2<u32> {
