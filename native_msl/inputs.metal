@@ -21,8 +21,10 @@ struct Int8Input {
     float dx;
 };
 
-// Scaling by a power of two is exact; adding 1.5 · 2^23 rounds to an integer (ties to even) whose
-// two's-complement low byte is then the int8.
+// As wgsl/int8_input.wgsl: scaling by a power of two is exact, so one fma adds 1.5 · 2^23 + 128 with a
+// single rounding (ties to even) and the clamp at 127 follows; each lane's bits are then
+// 0x4b400000 + 128 + q, so the word packs by shifted adds less the lanes' constant bits, and flipping each
+// byte's top bit turns q + 128 into q's two's complement.
 inline Int8Input round_to_int8(thread const float4 (&xs)[8]) {
     float4 amax = float4(0.0f);
     for (uint i = 0; i < 8; i++) {
@@ -30,12 +32,13 @@ inline Int8Input round_to_int8(thread const float4 (&xs)[8]) {
     }
     uint biased = (as_type<uint>(max(max(amax.x, amax.y), max(amax.z, amax.w))) >> 23) & 0xffu;
     int e = max(int(biased) - 126, -100);
-    float up = as_type<float>(uint(134 - e) << 23);
+    float4 up = float4(as_type<float>(uint(134 - e) << 23));
+    const float4 bias = float4(12583040.0f);
     Int8Input r;
     r.qsum = 0;
     for (uint i = 0; i < 8; i++) {
-        uint4 b = as_type<uint4>(min(xs[i] * up, float4(127.0f)) + float4(12582912.0f)) & 0xffu;
-        uint w = b.x | (b.y << 8) | (b.z << 16) | (b.w << 24);
+        uint4 b = as_type<uint4>(min(metal::fma(xs[i], up, bias), bias + 127.0f));
+        uint w = ((b.x + (b.y << 8) + (b.z << 16) + (b.w << 24)) - 0x8b400000u) ^ 0x80808080u;
         r.xq[i] = w;
         r.qsum += dot4i8(w, 0x01010101u);
     }
