@@ -33,21 +33,25 @@ fn hash(x: u32) -> u32 {
     return h;
 }
 
+// A block scale in [2^-10, 2^-8), f32 bits.
+fn f32_scale(h: u32) -> u32 {
+    return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
+}
+
 fn field_word(field: u32, place: u32, h: u32) -> u32 {
     switch field {
         // Q4_K's d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, then 6-bit bytes.
         case Q4K_SCALES: {
             if place == 0u {
-                return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
+                return f32_scale(h);
             }
             if place == 1u {
                 return (116u << 23u) | (h & 0x7fffffu);
             }
             return h & 0x3f3f3f3fu;
         }
-        // A block scale in [2^-10, 2^-8), f32 bits.
         case F32_SCALE: {
-            return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
+            return f32_scale(h);
         }
         // A plain weight, ±[2^-7, 2^-5), f32 bits.
         case F32_WEIGHT: {

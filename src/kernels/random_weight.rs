@@ -86,6 +86,11 @@ fn hash(x: u32) -> u32 {
     h
 }
 
+/// A block scale in [2^-10, 2^-8), f32 bits.
+fn f32_scale(h: u32) -> u32 {
+    ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff)
+}
+
 /// Word `i` of a fill with `seed`: what the kernel writes.
 pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
     let h = hash(i ^ hash(seed));
@@ -94,11 +99,11 @@ pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
     match field {
         Field::Bits => h,
         Field::Q4KScales => match place - r.at {
-            0 => ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff),
+            0 => f32_scale(h),
             1 => (116 << 23) | (h & 0x7fffff),
             _ => h & 0x3f3f_3f3f,
         },
-        Field::F32Scale => ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff),
+        Field::F32Scale => f32_scale(h),
         Field::F32Weight => (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff),
     }
 }
