@@ -55,19 +55,22 @@ struct Q8_0 {
     }
 };
 
-// Q4_K (the GPU layout of src/quant/k_quants.rs): chunk c's d * sc and dmin * m, from d and dmin as
-// f32 and the sub-block's 6-bit scale and min unpacked to bytes.
-inline float2 q4k_scale_min(device const uint* s, uint c) {
-    uint b = 6 * (c >> 3);
-    uint w = 2 + ((c >> 2) & 1);
-    uint2 sm = (uint2(s[b + w], s[b + w + 2]) >> (8u * (c & 3u))) & 0xffu;
-    return float2(as_type<float>(s[b]), as_type<float>(s[b + 1])) * float2(sm);
+// Q4_K (the GPU layout of src/quant/k_quants.rs, scales among the quants): chunk c's quants, and its
+// d * sc and dmin * m from its half super-block's vec4 (d, dmin as f32; scales, mins as bytes).
+inline uint4 q4k_quants(device const uint4* w, uint c) {
+    return w[c + 2 * (c >> 3)];
+}
+
+inline float2 q4k_scale_min(device const uint4* w, uint c) {
+    uint4 r = w[10 * (c >> 3) + 8 + ((c >> 2) & 1)];
+    uint2 sm = (uint2(r.z, r.w) >> (8u * (c & 3u))) & 0xffu;
+    return float2(as_type<float>(r.x), as_type<float>(r.y)) * float2(sm);
 }
 
 struct Q4_K {
     static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
-        float2 dsm = q4k_scale_min(s, c);
-        uint4 q = w[c];
+        float2 dsm = q4k_scale_min(w, c);
+        uint4 q = q4k_quants(w, c);
         float lo = metal::dot(lo_nibbles(q.x), x.xs[0]) + metal::dot(lo_nibbles(q.y), x.xs[1])
             + metal::dot(lo_nibbles(q.z), x.xs[2]) + metal::dot(lo_nibbles(q.w), x.xs[3]);
         float hi = metal::dot(hi_nibbles(q.x), x.xs[4]) + metal::dot(hi_nibbles(q.y), x.xs[5])
@@ -76,8 +79,8 @@ struct Q4_K {
     }
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
-        float2 dsm = q4k_scale_min(s, c);
-        uint4 wq = w[c];
+        float2 dsm = q4k_scale_min(w, c);
+        uint4 wq = q4k_quants(w, c);
         uint4 lo = wq & 0x0f0f0f0fu;
         uint4 hi = (wq >> 4) & 0x0f0f0f0fu;
         int sum = dot4i8(lo.x, q.xq[0]) + dot4i8(lo.y, q.xq[1]) + dot4i8(lo.z, q.xq[2]) + dot4i8(lo.w, q.xq[3])

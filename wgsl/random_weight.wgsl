@@ -38,15 +38,22 @@ fn f32_scale(h: u32) -> u32 {
     return ((117u + (h & 1u)) << 23u) | ((h >> 1u) & 0x7fffffu);
 }
 
-fn field_word(field: u32, place: u32, h: u32) -> u32 {
+fn word_hash(i: u32) -> u32 {
+    return hash(i ^ hash(fill.seed));
+}
+
+// Word i, `place` words after the stride's `at`.
+fn field_word(field: u32, place: u32, i: u32) -> u32 {
+    let h = word_hash(i);
     switch field {
-        // Q4_K's d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, then 6-bit bytes.
+        // Q4_K's scale vec4s: d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, hashed from the
+        // first vec4's place so that every vec4 of the stride holds the same, then 6-bit bytes.
         case Q4K_SCALES: {
-            if place == 0u {
-                return f32_scale(h);
+            if place % 4u == 0u {
+                return f32_scale(word_hash(i - place));
             }
-            if place == 1u {
-                return (116u << 23u) | (h & 0x7fffffu);
+            if place % 4u == 1u {
+                return (116u << 23u) | (word_hash(i - place + 1u) & 0x7fffffu);
             }
             return h & 0x3f3f3f3fu;
         }
@@ -69,11 +76,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if i >= fill.n {
         return;
     }
-    let h = hash(i ^ hash(fill.seed));
     let place = i % fill.stride;
     var field = BITS;
     if place >= fill.at {
         field = fill.field;
     }
-    out[i] = field_word(field, place - fill.at, h);
+    out[i] = field_word(field, place - fill.at, i);
 }

@@ -13,8 +13,8 @@ const MAX_GROUPS_X: u32 = 65535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Bits = 0,
-    /// Q4_K's super-block scales, by the word's place from `at`: d in [2^-10, 2^-8) and dmin in
-    /// [2^-11, 2^-10) as f32, then 6-bit scales and mins as bytes.
+    /// Q4_K's scale vec4s, by the word's place from `at` mod 4: d in [2^-10, 2^-8) and dmin in
+    /// [2^-11, 2^-10) as f32 (the same in every vec4 of a stride), then 6-bit scales and mins as bytes.
     Q4KScales = 1,
     /// A block scale in [2^-10, 2^-8).
     F32Scale = 2,
@@ -57,12 +57,13 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: BITS,
             scales: Recipe { field: Field::F32Scale, ..BITS },
         },
+        // Nibble words, then the scale vec4s.
         GgmlType::Q4K => Layout {
             block_elems: QK_K,
-            words_per_block: QK_K / 8,
-            scales_per_block: q4k::GPU_STRIDE,
-            words: BITS,
-            scales: Recipe { stride: q4k::GPU_STRIDE as u32, at: 0, field: Field::Q4KScales },
+            words_per_block: q4k::GPU_WORDS,
+            scales_per_block: 0,
+            words: Recipe { stride: q4k::GPU_WORDS as u32, at: QK_K as u32 / 8, field: Field::Q4KScales },
+            scales: BITS,
         },
         // Scale words: high bits, int8 scales, then d as f32.
         GgmlType::Q6K => Layout {
@@ -93,18 +94,22 @@ fn f32_scale(h: u32) -> u32 {
 
 /// Word `i` of a fill with `seed`: what the kernel writes.
 pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
-    let h = hash(i ^ hash(seed));
+    let h = |i: u32| hash(i ^ hash(seed));
     let place = i % r.stride;
     let field = if place >= r.at { r.field } else { Field::Bits };
     match field {
-        Field::Bits => h,
-        Field::Q4KScales => match place - r.at {
-            0 => f32_scale(h),
-            1 => (116 << 23) | (h & 0x7fffff),
-            _ => h & 0x3f3f_3f3f,
+        Field::Bits => h(i),
+        // d and dmin hash from the first vec4's place, so every vec4 of the stride holds the same.
+        Field::Q4KScales => match (place - r.at) % 4 {
+            0 => f32_scale(h(i - (place - r.at))),
+            1 => (116 << 23) | (h(i - (place - r.at) + 1) & 0x7fffff),
+            _ => h(i) & 0x3f3f_3f3f,
         },
-        Field::F32Scale => f32_scale(h),
-        Field::F32Weight => (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff),
+        Field::F32Scale => f32_scale(h(i)),
+        Field::F32Weight => {
+            let h = h(i);
+            (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff)
+        }
     }
 }
 

@@ -18,8 +18,9 @@
 //! GPU layout (read by `wgsl/formats/q*_k.wgsl`; a chunk is 32 weights: chunk c is sub-block c % 8 of
 //! super-block c / 8). The quants of a chunk are re-ordered into one of three aligned forms:
 //!
-//! - nibbles (Q4_K, Q5_K, Q6_K low 4 bits): `words[4c..4c + 4]` hold the chunk's 32 4-bit fields in split-nibble
-//!   order (byte k: weight k in the low nibble, weight k + 16 in the high one), as Q4_0's `qs`.
+//! - nibbles (Q4_K, Q5_K, Q6_K low 4 bits): four words hold the chunk's 32 4-bit fields in split-nibble
+//!   order (byte k: weight k in the low nibble, weight k + 16 in the high one), as Q4_0's `qs`; they are
+//!   `words[4c..4c + 4]`, except in Q4_K (below).
 //! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`): word h, bits 2i..2i + 2 = weight
 //!   16h + i.
 //! - extra bits (in `scales`): Q5_K's and Q3_K's high bit of weight i of the chunk at bit i of one word;
@@ -27,14 +28,18 @@
 //!   bits 8b + 2k ..= 8b + 2k + 1 of word h, so one shift and mask puts the high bits of the 4 weights
 //!   in byte b of nibble word k beside their low nibbles (the 6-bit bytes in 4 operations, not 13).
 //!
+//! Q4_K keeps its scales in `words`, 40 words per super-block s: the 8 chunks' nibble words
+//! (`words[40s + 4j ..]`), then for each half h of the super-block a vec4 `words[40s + 32 + 4h ..]` of
+//! d and dmin as f32 bits and the 6-bit scales and the mins of sub-blocks 4h .. 4h + 3 as bytes (byte
+//! j % 4 of the third and fourth word), and no `scales`. 160 bytes per 256 weights (144 on disk): a
+//! product gets a chunk's scale and min with one vec4 load, where ggml's packed scales and f16s took ~40
+//! operations, and four separate loads of them cost 6 % of a step on the H200 (BENCHMARKS.md).
+//!
 //! Per super-block s, `scales[STRIDE·s ..]` holds (u32 words):
 //!
 //! - Q2_K, stride 5: the 16 scale bytes verbatim (4 words), then d | dmin << 16 (f16 bits). 84 bytes.
 //! - Q3_K, stride 12: 8 hmask words (one per chunk), the 12 scale bytes verbatim (3 words), d as f32 bits.
 //!   64 + 48 = 112 bytes (110 on disk).
-//! - Q4_K, stride 6: d and dmin as f32 bits, then the 8 6-bit scales and the 8 mins unpacked to bytes
-//!   (sub-block j at byte j % 4 of words 2 + j / 4 and 4 + j / 4). 128 + 24 = 152 bytes (144 on disk): decoding
-//!   ggml's packed scales and the f16s took ~40 operations per 32 weights in every product.
 //! - Q5_K, stride 12: d | dmin << 16 (f16 bits), the 12 scale bytes verbatim (3 words), then 8 high-bit
 //!   words (one per chunk). 128 + 48 = 176 bytes.
 //! - Q6_K, stride 21: 16 high-crumb words (two per chunk), the 16 i8 scales verbatim (4 words), d as f32
@@ -70,7 +75,8 @@ pub mod q4k {
     pub const DMIN: usize = 2;
     pub const SCALES: usize = 4;
     pub const QS: usize = 16;
-    pub const GPU_STRIDE: usize = 6;
+    /// GPU words per super-block: 32 of nibbles, two vec4s of scales.
+    pub const GPU_WORDS: usize = 40;
 }
 
 pub mod q5k {
@@ -309,7 +315,7 @@ fn repack_blocks(
     let (mut words, mut scales) = (Vec::with_capacity(n * words_per), Vec::with_capacity(n * stride));
     for b in data.chunks_exact(bytes) {
         f(b, &mut words, &mut scales);
-        debug_assert_eq!(scales.len() % stride, 0);
+        debug_assert_eq!(scales.len(), stride * (words.len() / words_per));
     }
     Repacked { words, scales }
 }
@@ -334,14 +340,14 @@ pub fn repack_q3k(data: &[u8]) -> Repacked {
 }
 
 pub fn repack_q4k(data: &[u8]) -> Repacked {
-    repack_blocks(data, q4k::BYTES, q4k::GPU_STRIDE, 32, |b, words, scales| {
+    repack_blocks(data, q4k::BYTES, 0, q4k::GPU_WORDS, |b, words, _| {
         let q = q4k_quants(b);
         words.extend(q.chunks_exact(32).flat_map(nibble_words));
-        scales.push(f32_word(b, q4k::D));
-        scales.push(f32_word(b, q4k::DMIN));
         let (sc, m): (Vec<u8>, Vec<u8>) = (0..8).map(|j| scale_min_k4(&b[q4k::SCALES..], j)).unzip();
-        scales.extend(verbatim_words(&sc));
-        scales.extend(verbatim_words(&m));
+        for h in 0..2 {
+            words.extend([f32_word(b, q4k::D), f32_word(b, q4k::DMIN)]);
+            words.extend(verbatim_words(&sc[4 * h..4 * h + 4]).chain(verbatim_words(&m[4 * h..4 * h + 4])));
+        }
     })
 }
 

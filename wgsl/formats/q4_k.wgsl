@@ -1,21 +1,23 @@
 // Q4_K (repacked, see src/quant/k_quants.rs): chunk c is sub-block j = c % 8 of super-block s = c / 8.
-// WEIGHTS[c]: its 32 4-bit quants in split-nibble order. SCALES[6s], SCALES[6s + 1]: d and dmin as f32
-// bits; byte j % 4 of SCALES[6s + 2 + j / 4] and of SCALES[6s + 4 + j / 4]: sub-block j's 6-bit scale sc
-// and min m. Weight = d * sc * q - dmin * m.
+// WEIGHTS[10s + j]: its 32 4-bit quants in split-nibble order. WEIGHTS[10s + 8 + j / 4]: d and dmin as f32
+// bits, then in byte j % 4 of .z and .w the sub-block's 6-bit scale sc and min m. Weight = d * sc * q - dmin * m.
 
-// Chunk c's d * sc and dmin * m.
+fn q4k_quants(c: u32) -> vec4<u32> {
+    return WEIGHTS[c + 2u * (c >> 3u)];
+}
+
+// Chunk c's d * sc and dmin * m: one load, shared by the super-block's half.
 fn chunk_scale_min(c: u32) -> vec2<f32> {
-    let s = 6u * (c >> 3u);
-    let w = 2u + ((c >> 2u) & 1u);
-    let sm = (vec2<u32>(SCALES[s + w], SCALES[s + w + 2u]) >> vec2<u32>(8u * (c & 3u))) & vec2<u32>(0xffu);
-    return vec2<f32>(bitcast<f32>(SCALES[s]), bitcast<f32>(SCALES[s + 1u])) * vec2<f32>(sm);
+    let r = WEIGHTS[10u * (c >> 3u) + 8u + ((c >> 2u) & 1u)];
+    let sm = (r.zw >> vec2<u32>(8u * (c & 3u))) & vec2<u32>(0xffu);
+    return bitcast<vec2<f32>>(r.xy) * vec2<f32>(sm);
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
     let dsm = chunk_scale_min(c);
     let ds = dsm.x;
     let mn = dsm.y;
-    let q = WEIGHTS[c];
+    let q = q4k_quants(c);
     return array<vec4<f32>, 8>(
         ds * vec4<f32>(lo_nibbles(q.x)) - mn, ds * vec4<f32>(lo_nibbles(q.y)) - mn,
         ds * vec4<f32>(lo_nibbles(q.z)) - mn, ds * vec4<f32>(lo_nibbles(q.w)) - mn,
@@ -27,7 +29,7 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
 // The chunk's dot with xs, scales applied once: d * sc * Σ q x - dmin * m * Σ x.
 fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     let dsm = chunk_scale_min(c);
-    let q = WEIGHTS[c];
+    let q = q4k_quants(c);
     let lo = dot(vec4<f32>(lo_nibbles(q.x)), xs[0]) + dot(vec4<f32>(lo_nibbles(q.y)), xs[1])
         + dot(vec4<f32>(lo_nibbles(q.z)), xs[2]) + dot(vec4<f32>(lo_nibbles(q.w)), xs[3]);
     let hi = dot(vec4<f32>(hi_nibbles(q.x)), xs[4]) + dot(vec4<f32>(hi_nibbles(q.y)), xs[5])
@@ -44,7 +46,7 @@ struct Int8Chunk {
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
     let dsm = chunk_scale_min(c);
-    let q = WEIGHTS[c];
+    let q = q4k_quants(c);
     let lo = q & vec4<u32>(0x0f0f0f0fu);
     let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
     return Int8Chunk(
