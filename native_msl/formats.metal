@@ -35,23 +35,33 @@ inline uint2 scale_min_k4(uint3 w, uint j) {
     return j >= 4 ? high : low;
 }
 
+// Q8_0 (the GPU layout of src/quant/q8_0.rs): blocks in groups of four, nine uint4s per group g: chunk
+// c = 4g + k's quants at 9g + 2k and 9g + 2k + 1, the four scales (f32) at 9g + 8.
+inline uint q8_at(uint c) {
+    return 9 * (c >> 2) + 2 * (c & 3);
+}
+
+inline float q8_scale(device const uint4* w, uint c) {
+    return as_type<float>(w[9 * (c >> 2) + 8][c & 3]);
+}
+
 struct Q8_0 {
     static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
-        uint4 a = w[2 * c];
-        uint4 b = w[2 * c + 1];
+        uint4 a = w[q8_at(c)];
+        uint4 b = w[q8_at(c) + 1];
         float d = metal::dot(float4(i8x4(a.x)), x.xs[0]) + metal::dot(float4(i8x4(a.y)), x.xs[1])
             + metal::dot(float4(i8x4(a.z)), x.xs[2]) + metal::dot(float4(i8x4(a.w)), x.xs[3])
             + metal::dot(float4(i8x4(b.x)), x.xs[4]) + metal::dot(float4(i8x4(b.y)), x.xs[5])
             + metal::dot(float4(i8x4(b.z)), x.xs[6]) + metal::dot(float4(i8x4(b.w)), x.xs[7]);
-        return as_type<float>(s[c]) * d;
+        return q8_scale(w, c) * d;
     }
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
-        uint4 a = w[2 * c];
-        uint4 b = w[2 * c + 1];
+        uint4 a = w[q8_at(c)];
+        uint4 b = w[q8_at(c) + 1];
         int sum = dot4i8(a.x, q.xq[0]) + dot4i8(a.y, q.xq[1]) + dot4i8(a.z, q.xq[2]) + dot4i8(a.w, q.xq[3])
             + dot4i8(b.x, q.xq[4]) + dot4i8(b.y, q.xq[5]) + dot4i8(b.z, q.xq[6]) + dot4i8(b.w, q.xq[7]);
-        return q.dx * (as_type<float>(s[c]) * float(sum));
+        return q.dx * (q8_scale(w, c) * float(sum));
     }
 };
 

@@ -296,10 +296,10 @@ fn random_weights_match_their_cpu_twin() {
         let seed = 7;
         let w = GpuWeight::random(&ctx, &mut kc, "w", t, shape, seed).unwrap();
         let l = layout(t).unwrap();
-        let blocks = shape.iter().product::<usize>() / l.block_elems;
+        let groups = l.groups(shape.iter().product());
         for (buf, n, seed, recipe) in [
-            (&w.words, blocks * l.words_per_block, 2 * seed, l.words),
-            (&w.scales, blocks * l.scales_per_block, 2 * seed + 1, l.scales),
+            (&w.words, groups * l.words_per_group, 2 * seed, l.words),
+            (&w.scales, groups * l.scales_per_group, 2 * seed + 1, l.scales),
         ] {
             let got: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_buffer(buf, 0, n as u64 * 4).unwrap());
             for (i, &g) in got.iter().enumerate() {

@@ -41,8 +41,8 @@ impl GpuWeight {
             t.name(),
             l.block_elems
         );
-        let blocks = elems / l.block_elems;
-        let (n_words, n_scales) = (blocks * l.words_per_block, blocks * l.scales_per_block);
+        let groups = l.groups(elems);
+        let (n_words, n_scales) = (groups * l.words_per_group, groups * l.scales_per_group);
         let words = ctx.storage(name, n_words as u64 * 4)?;
         let scales = ctx.storage(&format!("{name} scales"), n_scales as u64 * 4)?;
         let mut fills = vec![random_weight(ctx, kc, n_words as u32, seed.wrapping_mul(2), l.words, &words)?];

@@ -32,44 +32,63 @@ pub struct Recipe {
 
 const BITS: Recipe = Recipe { stride: 1, at: 0, field: Field::Bits };
 
-/// How a format's GPU layout (`quant::repack`) is filled: words and scale words per block.
+/// How a format's GPU layout (`quant::repack`) is filled: rows are whole blocks, the layout whole
+/// groups of `group_blocks` blocks (the last one padded), each of `words_per_group` words and
+/// `scales_per_group` scale words.
 pub struct Layout {
     pub block_elems: usize,
-    pub words_per_block: usize,
-    pub scales_per_block: usize,
+    pub group_blocks: usize,
+    pub words_per_group: usize,
+    pub scales_per_group: usize,
     pub words: Recipe,
     pub scales: Recipe,
+}
+
+impl Layout {
+    /// Groups holding `elems` weights.
+    pub fn groups(&self, elems: usize) -> usize {
+        (elems / self.block_elems).div_ceil(self.group_blocks)
+    }
 }
 
 pub fn layout(t: GgmlType) -> Result<Layout> {
     Ok(match t {
         GgmlType::F32 => Layout {
             block_elems: 1,
-            words_per_block: 1,
-            scales_per_block: 0,
+            group_blocks: 1,
+            words_per_group: 1,
+            scales_per_group: 0,
             words: Recipe { field: Field::F32Weight, ..BITS },
             scales: BITS,
         },
+        // Four blocks' quants, then their scales.
         GgmlType::Q8_0 => Layout {
             block_elems: q8_0::BLOCK,
-            words_per_block: q8_0::BLOCK / 4,
-            scales_per_block: 1,
-            words: BITS,
-            scales: Recipe { field: Field::F32Scale, ..BITS },
+            group_blocks: q8_0::GROUP,
+            words_per_group: q8_0::GROUP_WORDS,
+            scales_per_group: 0,
+            words: Recipe {
+                stride: q8_0::GROUP_WORDS as u32,
+                at: q8_0::GROUP_WORDS as u32 - 4,
+                field: Field::F32Scale,
+            },
+            scales: BITS,
         },
         // Nibble words, then the scale vec4s.
         GgmlType::Q4K => Layout {
             block_elems: QK_K,
-            words_per_block: q4k::GPU_WORDS,
-            scales_per_block: 0,
+            group_blocks: 1,
+            words_per_group: q4k::GPU_WORDS,
+            scales_per_group: 0,
             words: Recipe { stride: q4k::GPU_WORDS as u32, at: QK_K as u32 / 8, field: Field::Q4KScales },
             scales: BITS,
         },
         // Scale words: high bits, int8 scales, then d as f32.
         GgmlType::Q6K => Layout {
             block_elems: QK_K,
-            words_per_block: QK_K / 8,
-            scales_per_block: q6k::GPU_STRIDE,
+            group_blocks: 1,
+            words_per_group: QK_K / 8,
+            scales_per_group: q6k::GPU_STRIDE,
             words: BITS,
             scales: Recipe { stride: q6k::GPU_STRIDE as u32, at: q6k::GPU_STRIDE as u32 - 1, field: Field::F32Scale },
         },
