@@ -2,7 +2,7 @@
 // src/quant (the layouts wgsl/formats/*.wgsl read; see there for the field-by-field description).
 // Each defines, for chunk c (32 weights) of its matrix (w: quants, s: scales):
 //   dot(w, s, c, x)   the chunk's dot with f32 inputs x (32 values, their sum in x.xsum);
-// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q4_K, Q6_K) also
+// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q4_K, Q5_K, Q6_K) also
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
@@ -25,14 +25,19 @@ inline float4 hi_nibbles(uint w) {
     return float4((uint4(w) >> uint4(4, 12, 20, 28)) & 15u);
 }
 
-// ggml's get_scale_min_k4 (Q5_K; Q4_K's GPU layout holds them unpacked): the 6-bit scale and min of
-// sub-block j. Sub-blocks j and j + 4 share byte j & 3 of each word; the two halves are selected, not
-// branched (a simdgroup holds several j).
-inline uint2 scale_min_k4(uint3 w, uint j) {
-    uint3 b = (w >> (8u * (j & 3u))) & 0xffu;
-    uint2 low = uint2(b.x, b.y) & 63u;
-    uint2 high = uint2(b.z & 15u, b.z >> 4) | ((uint2(b.x, b.y) >> 6) << 4);
-    return j >= 4 ? high : low;
+// Q4_K's and Q5_K's scale vec4 r of chunk c's half super-block (d, dmin as f32; the 6-bit scales and mins
+// as bytes): the chunk's d * sc and dmin * m.
+inline float2 k_scale_min(uint4 r, uint c) {
+    uint2 sm = (uint2(r.z, r.w) >> (8u * (c & 3u))) & 0xffu;
+    return float2(as_type<float>(r.x), as_type<float>(r.y)) * float2(sm);
+}
+
+// The dot of weights ds * q - mn (q: unsigned quants as bytes, weights 4k .. 4k + 3 in word k) with the
+// int8 inputs q, scaled back.
+inline float dot_int8_offset(thread const uint (&w)[8], float ds, float mn, thread const Int8Input& q) {
+    int sum = dot4i8(w[0], q.xq[0]) + dot4i8(w[1], q.xq[1]) + dot4i8(w[2], q.xq[2]) + dot4i8(w[3], q.xq[3])
+        + dot4i8(w[4], q.xq[4]) + dot4i8(w[5], q.xq[5]) + dot4i8(w[6], q.xq[6]) + dot4i8(w[7], q.xq[7]);
+    return q.dx * (ds * float(sum) - mn * float(q.qsum));
 }
 
 // Q8_0 (the GPU layout of src/quant/q8_0.rs): blocks in groups of four, nine uint4s per group g: chunk
@@ -66,15 +71,13 @@ struct Q8_0 {
 };
 
 // Q4_K (the GPU layout of src/quant/k_quants.rs, scales among the quants): chunk c's quants, and its
-// d * sc and dmin * m from its half super-block's vec4 (d, dmin as f32; scales, mins as bytes).
+// d * sc and dmin * m from its half super-block's vec4.
 inline uint4 q4k_quants(device const uint4* w, uint c) {
     return w[c + 2 * (c >> 3)];
 }
 
 inline float2 q4k_scale_min(device const uint4* w, uint c) {
-    uint4 r = w[10 * (c >> 3) + 8 + ((c >> 2) & 1)];
-    uint2 sm = (uint2(r.z, r.w) >> (8u * (c & 3u))) & 0xffu;
-    return float2(as_type<float>(r.x), as_type<float>(r.y)) * float2(sm);
+    return k_scale_min(w[10 * (c >> 3) + 8 + ((c >> 2) & 1)], c);
 }
 
 struct Q4_K {
@@ -93,31 +96,46 @@ struct Q4_K {
         uint4 wq = q4k_quants(w, c);
         uint4 lo = wq & 0x0f0f0f0fu;
         uint4 hi = (wq >> 4) & 0x0f0f0f0fu;
-        int sum = dot4i8(lo.x, q.xq[0]) + dot4i8(lo.y, q.xq[1]) + dot4i8(lo.z, q.xq[2]) + dot4i8(lo.w, q.xq[3])
-            + dot4i8(hi.x, q.xq[4]) + dot4i8(hi.y, q.xq[5]) + dot4i8(hi.z, q.xq[6]) + dot4i8(hi.w, q.xq[7]);
-        return q.dx * (dsm.x * float(sum) - dsm.y * float(q.qsum));
+        uint b[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+        return dot_int8_offset(b, dsm.x, dsm.y, q);
     }
 };
 
-// Q5_K: four 5-bit quants, the low nibbles of w's bytes (low or high half of the split nibbles) and
-// bits first ..= first + 3 of qh.
-inline float4 q5(uint w, uint shift, uint qh, uint first) {
-    return float4(((uint4(w) >> (uint4(0, 8, 16, 24) + shift)) & 15u) | (((uint4(qh) >> (uint4(0, 1, 2, 3) + first)) & 1u) << 4));
+// Q5_K (the GPU layout of src/quant/k_quants.rs, 12 uint4s per super-block s): chunk c = 8s + j's 5-bit
+// quants as bytes, weights 4k .. 4k + 3 in b[k]: nibble word j with its 5th bits (uint4 12s + 8 + j / 4,
+// word j % 4; weight 4k + b at bit 8b + k) shifted beside them; its scales as Q4_K's at 12s + 10 + j / 4.
+inline void q5_bytes(device const uint4* w, uint c, thread uint (&b)[8]) {
+    uint s = 12 * (c >> 3);
+    uint j = c & 7;
+    uint4 q = w[s + j];
+    uint4 qh = uint4(w[s + 8 + (j >> 2)][j & 3]);
+    uint4 lo = (q & 0x0f0f0f0fu) | (((qh >> uint4(0, 1, 2, 3)) & 0x01010101u) << 4);
+    uint4 hi = ((q >> 4) & 0x0f0f0f0fu) | (((qh >> uint4(4, 5, 6, 7)) & 0x01010101u) << 4);
+    b[0] = lo.x; b[1] = lo.y; b[2] = lo.z; b[3] = lo.w;
+    b[4] = hi.x; b[5] = hi.y; b[6] = hi.z; b[7] = hi.w;
+}
+
+inline float2 q5k_scale_min(device const uint4* w, uint c) {
+    return k_scale_min(w[12 * (c >> 3) + 10 + ((c >> 2) & 1)], c);
 }
 
 struct Q5_K {
     static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
-        uint b = 12 * (c >> 3);
-        uint j = c & 7;
-        uint dm = s[b];
-        uint2 sm = scale_min_k4(uint3(s[b + 1], s[b + 2], s[b + 3]), j);
-        uint qh = s[b + 4 + j];
-        uint4 q = w[c];
-        float lo = metal::dot(q5(q.x, 0, qh, 0), x.xs[0]) + metal::dot(q5(q.y, 0, qh, 4), x.xs[1])
-            + metal::dot(q5(q.z, 0, qh, 8), x.xs[2]) + metal::dot(q5(q.w, 0, qh, 12), x.xs[3]);
-        float hi = metal::dot(q5(q.x, 4, qh, 16), x.xs[4]) + metal::dot(q5(q.y, 4, qh, 20), x.xs[5])
-            + metal::dot(q5(q.z, 4, qh, 24), x.xs[6]) + metal::dot(q5(q.w, 4, qh, 28), x.xs[7]);
-        return half_to_f32(dm) * float(sm.x) * (lo + hi) - half_to_f32(dm >> 16) * float(sm.y) * x.xsum;
+        float2 dsm = q5k_scale_min(w, c);
+        uint b[8];
+        q5_bytes(w, c, b);
+        float d = 0.0f;
+        for (uint k = 0; k < 8; k++) {
+            d += metal::dot(float4(i8x4(b[k])), x.xs[k]);
+        }
+        return dsm.x * d - dsm.y * x.xsum;
+    }
+
+    static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
+        float2 dsm = q5k_scale_min(w, c);
+        uint b[8];
+        q5_bytes(w, c, b);
+        return dot_int8_offset(b, dsm.x, dsm.y, q);
     }
 };
 
@@ -262,6 +280,12 @@ struct Q4_1 : Dequantized<Q4_1> {
         }
     }
 };
+
+// Q5_0, Q5_1: four 5-bit quants, the low nibbles of w's bytes (low or high half of the split nibbles)
+// and bits first ..= first + 3 of qh.
+inline float4 q5(uint w, uint shift, uint qh, uint first) {
+    return float4(((uint4(w) >> (uint4(0, 8, 16, 24) + shift)) & 15u) | (((uint4(qh) >> (uint4(0, 1, 2, 3) + first)) & 1u) << 4));
+}
 
 // Q5_0: split-nibble block c in w[c]; for the pair p = c / 2, s[3p + c % 2] is the block's qh (bit i:
 // 5th bit of weight i), half c % 2 of s[3p + 2] its d. Weight = d * (q - 16).

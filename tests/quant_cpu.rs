@@ -168,8 +168,8 @@ fn quantizers_round_trip() {
 }
 
 /// GPU bytes per weight stay those of the file, up to alignment padding (2 bytes per Q3_K/Q6_K super-block)
-/// and Q4_K's decoded scales (16 bytes per super-block: d and dmin as f32 in each half's vec4, scales and
-/// mins as bytes, among the quant words).
+/// and Q4_K's and Q5_K's decoded scales (16 bytes per super-block: d and dmin as f32 in each half's vec4,
+/// scales and mins as bytes, among the quant words).
 #[test]
 fn repacking_keeps_the_size() {
     let mut rng = StdRng::seed_from_u64(12);
@@ -182,7 +182,7 @@ fn repacking_keeps_the_size() {
             assert!(r.words.len().is_multiple_of(4), "{}: words are not whole vec4s", t.name());
             let pad = match t {
                 GgmlType::Q3K | GgmlType::Q6K => 2 * blocks,
-                GgmlType::Q4K => 16 * blocks,
+                GgmlType::Q4K | GgmlType::Q5K => 16 * blocks,
                 GgmlType::Q4_0 | GgmlType::Iq4Nl => 2 * (blocks % 2), // the odd block's half of a shared d word
                 GgmlType::Q5_0 => 2 * (blocks % 2) + 4 * (blocks % 2), // and of the shared qh pair
                 _ => 0,
@@ -191,6 +191,7 @@ fn repacking_keeps_the_size() {
             let bits = match t {
                 GgmlType::Q2K | GgmlType::Q3K => 2,
                 GgmlType::Q4K => 5,
+                GgmlType::Q5K => 6,
                 _ => 4,
             };
             assert_eq!(r.words.len() * 32, n * bits, "{}: {bits} bits of words per weight", t.name());

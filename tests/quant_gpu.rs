@@ -286,10 +286,11 @@ fn int8_activations_match_the_cpu_reference() {
 fn random_weights_match_their_cpu_twin() {
     let ctx = gpu();
     let mut kc = KernelCache::new(true);
-    let cases: [(GgmlType, &[usize]); 4] = [
+    let cases: [(GgmlType, &[usize]); 5] = [
         (GgmlType::F32, &[3, 700]),
         (GgmlType::Q8_0, &[5, 96]),
         (GgmlType::Q4K, &[130, 512]),
+        (GgmlType::Q5K, &[3, 768]),
         (GgmlType::Q6K, &[2, 3, 256]),
     ];
     for (t, shape) in cases {
@@ -311,7 +312,7 @@ fn random_weights_match_their_cpu_twin() {
                 }
                 let ok = match recipe.field {
                     Field::Bits => true,
-                    Field::Q4KScales => {
+                    Field::ScaleMins => {
                         let k = place - recipe.at;
                         // d and dmin: the same in every vec4 of the super-block.
                         let first_vec4 = got[i - 4 * (k / 4) as usize];

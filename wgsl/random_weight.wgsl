@@ -18,7 +18,7 @@ struct Fill {
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 
 const BITS: u32 = 0u;
-const Q4K_SCALES: u32 = 1u;
+const SCALE_MINS: u32 = 1u;
 const F32_SCALE: u32 = 2u;
 const F32_WEIGHT: u32 = 3u;
 
@@ -46,9 +46,9 @@ fn word_hash(i: u32) -> u32 {
 fn field_word(field: u32, place: u32, i: u32) -> u32 {
     let h = word_hash(i);
     switch field {
-        // Q4_K's scale vec4s: d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, hashed from the
+        // Q4_K's and Q5_K's scale vec4s: d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, hashed from the
         // first vec4's place so that every vec4 of the stride holds the same, then 6-bit bytes.
-        case Q4K_SCALES: {
+        case SCALE_MINS: {
             if place % 4u == 0u {
                 return f32_scale(word_hash(i - place));
             }

@@ -47,7 +47,7 @@ int main() {
     else if (!strcmp(name, "BF16")) run<BF16, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q8_0")) run<Q8_0, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q4_K")) run<Q4_K, true>(n[0], n[1], words, scales, x);
-    else if (!strcmp(name, "Q5_K")) run<Q5_K, false>(n[0], n[1], words, scales, x);
+    else if (!strcmp(name, "Q5_K")) run<Q5_K, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q6_K")) run<Q6_K, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q4_0")) run<Q4_0, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q4_1")) run<Q4_1, false>(n[0], n[1], words, scales, x);

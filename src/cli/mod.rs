@@ -68,7 +68,7 @@ pub struct EngineArgs {
     /// what the checks cost).
     #[arg(long)]
     pub checked_kernels: bool,
-    /// Multiply Q4_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
+    /// Multiply Q4_K/Q5_K/Q6_K/Q8_0 weights with f32 inputs instead of inputs rounded to int8 per
     /// 32-block (slower; to A/B the accuracy, e.g. with `perplexity`).
     #[arg(long)]
     pub f32_activations: bool,

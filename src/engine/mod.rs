@@ -42,7 +42,7 @@ pub struct EngineOptions {
     pub capture_hidden: bool,
     /// Keep wgpu's runtime bounds checks in the kernels (slower; the tests run this way).
     pub checked_kernels: bool,
-    /// Round the inputs of Q4_K/Q6_K/Q8_0 products to int8 (`quant::activations`): faster, and what
+    /// Round the inputs of Q4_K/Q5_K/Q6_K/Q8_0 products to int8 (`quant::activations`): faster, and what
     /// llama.cpp does; off, every product takes f32 inputs.
     pub int8_activations: bool,
     /// Most prompt tokens [`Engine::prefill`] runs through the model together (at most the context).

@@ -3,7 +3,7 @@
 //! on the GPU) instead of once per token. Every product is a `matmul` over the chunk's rows (or its
 //! tokens' heads, or its expert entries): each weight chunk is loaded once per tile of 8 rows, the
 //! input rows are prepared once per product, or once for consecutive products of one input
-//! (`input_rows`: rounded to int8 for Q4_K/Q6_K/Q8_0 with int8 activations, scaled by a folded
+//! (`input_rows`: rounded to int8 for Q4_K/Q5_K/Q6_K/Q8_0 with int8 activations, scaled by a folded
 //! norm's weight otherwise). The chunk's dispatches are recorded once and replayed for every chunk;
 //! the step uniform says where the chunk starts and how many tokens it holds.
 

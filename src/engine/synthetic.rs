@@ -9,6 +9,10 @@ pub enum QuantMix {
     /// `use_more_bits` layers, Q8_0 for `attn_k_b`.
     #[value(name = "q4_k_m")]
     Q4KM,
+    /// As Q4_K_M with Q5_K in place of Q4_K (llama.cpp's Q5_K_M rule; `make_synth_gguf.py` writes
+    /// only the other two).
+    #[value(name = "q5_k_m")]
+    Q5KM,
     #[value(name = "q8_0")]
     Q8_0,
 }
@@ -17,6 +21,7 @@ impl QuantMix {
     pub fn name(self) -> &'static str {
         match self {
             QuantMix::Q4KM => "Q4_K_M",
+            QuantMix::Q5KM => "Q5_K_M",
             QuantMix::Q8_0 => "Q8_0",
         }
     }
@@ -38,6 +43,8 @@ impl QuantMix {
             GgmlType::Q8_0
         } else if (name.contains("ffn_down") || name.contains("attn_v_b")) && layer.is_some_and(more_bits) {
             GgmlType::Q6K
+        } else if self == QuantMix::Q5KM {
+            GgmlType::Q5K
         } else {
             GgmlType::Q4K
         };
@@ -68,5 +75,10 @@ mod tests {
         assert_eq!(m.tensor_type("blk.46.ffn_down_shexp.weight", 1536, 47), GgmlType::Q6K);
         assert_eq!(m.tensor_type("blk.8.attn_output.weight", 384, 47), GgmlType::Q8_0);
         assert_eq!(QuantMix::Q8_0.tensor_type("blk.8.attn_output.weight", 384, 47), GgmlType::Q8_0);
+        let m = QuantMix::Q5KM;
+        assert_eq!(m.tensor_type("blk.6.ffn_down_exps.weight", 1536, 47), GgmlType::Q5K);
+        assert_eq!(m.tensor_type("blk.7.attn_v_b.weight", 512, 47), GgmlType::Q6K);
+        assert_eq!(m.tensor_type("output.weight", 2048, 47), GgmlType::Q6K);
+        assert_eq!(m.tensor_type("blk.3.attn_k_b.weight", 192, 47), GgmlType::Q8_0);
     }
 }

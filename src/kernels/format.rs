@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn instances_rename_whole_identifiers() {
-        let s = instantiate(GgmlType::Q5K, "1");
+        let s = instantiate(GgmlType::Q6K, "1");
         assert!(s.contains("fn load_chunk1(c: u32)"));
         assert!(s.contains("fn half_to_f321(h: u32)"));
         assert!(s.contains("weights1[c]"));

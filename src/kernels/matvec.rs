@@ -454,7 +454,7 @@ mod tests {
         }
         // The formats with f32 inputs only: a routed gate/up pair, and stacked with Q8_0 (int8 inputs;
         // the float formats, whose chunks are shorter, stacked with themselves).
-        for t in GgmlType::SUPPORTED.into_iter().filter(|&t| !activations::takes_int8_input(t) && t != GgmlType::Q5K) {
+        for t in GgmlType::SUPPORTED.into_iter().filter(|&t| !activations::takes_int8_input(t)) {
             let float = format::chunk_vec4s(t) < 8;
             variants.push((t, t, (2, 0, true, true, false, false, 64)));
             variants.push((t, if float { t } else { GgmlType::Q8_0 }, (0, 0, false, false, true, true, 32)));

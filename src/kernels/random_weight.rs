@@ -2,7 +2,7 @@
 //! (`bench --synthetic`), with [`word`] as the kernel's exact CPU twin.
 
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
-use crate::quant::k_quants::{q4k, q6k, QK_K};
+use crate::quant::k_quants::{q4k, q5k, q6k, QK_K};
 use crate::quant::{q8_0, GgmlType};
 use anyhow::{bail, Result};
 
@@ -13,9 +13,9 @@ const MAX_GROUPS_X: u32 = 65535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Bits = 0,
-    /// Q4_K's scale vec4s, by the word's place from `at` mod 4: d in [2^-10, 2^-8) and dmin in
-    /// [2^-11, 2^-10) as f32 (the same in every vec4 of a stride), then 6-bit scales and mins as bytes.
-    Q4KScales = 1,
+    /// Q4_K's and Q5_K's scale vec4s, by the word's place from `at` mod 4: d in [2^-10, 2^-8) and dmin
+    /// in [2^-11, 2^-10) as f32 (the same in every vec4 of a stride), then 6-bit scales and mins as bytes.
+    ScaleMins = 1,
     /// A block scale in [2^-10, 2^-8).
     F32Scale = 2,
     /// A plain f32 weight, ±[2^-7, 2^-5).
@@ -80,7 +80,16 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             group_blocks: 1,
             words_per_group: q4k::GPU_WORDS,
             scales_per_group: 0,
-            words: Recipe { stride: q4k::GPU_WORDS as u32, at: QK_K as u32 / 8, field: Field::Q4KScales },
+            words: Recipe { stride: q4k::GPU_WORDS as u32, at: QK_K as u32 / 8, field: Field::ScaleMins },
+            scales: BITS,
+        },
+        // Nibble words, 5th-bit words, then the scale vec4s.
+        GgmlType::Q5K => Layout {
+            block_elems: QK_K,
+            group_blocks: 1,
+            words_per_group: q5k::GPU_WORDS,
+            scales_per_group: 0,
+            words: Recipe { stride: q5k::GPU_WORDS as u32, at: q5k::GPU_WORDS as u32 - 8, field: Field::ScaleMins },
             scales: BITS,
         },
         // Scale words: high bits, int8 scales, then d as f32.
@@ -92,7 +101,7 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: BITS,
             scales: Recipe { stride: q6k::GPU_STRIDE as u32, at: q6k::GPU_STRIDE as u32 - 1, field: Field::F32Scale },
         },
-        _ => bail!("synthetic weights come in F32, Q8_0, Q4_K and Q6_K, not {}", t.name()),
+        _ => bail!("synthetic weights come in F32, Q8_0, Q4_K, Q5_K and Q6_K, not {}", t.name()),
     })
 }
 
@@ -119,7 +128,7 @@ pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
     match field {
         Field::Bits => h(i),
         // d and dmin hash from the first vec4's place, so every vec4 of the stride holds the same.
-        Field::Q4KScales => match (place - r.at) % 4 {
+        Field::ScaleMins => match (place - r.at) % 4 {
             0 => f32_scale(h(i - (place - r.at))),
             1 => (116 << 23) | (h(i - (place - r.at) + 1) & 0x7fffff),
             _ => h(i) & 0x3f3f_3f3f,

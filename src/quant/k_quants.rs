@@ -23,25 +23,26 @@
 //!   `words[4c..4c + 4]`, except in Q4_K (below).
 //! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`): word h, bits 2i..2i + 2 = weight
 //!   16h + i.
-//! - extra bits (in `scales`): Q5_K's and Q3_K's high bit of weight i of the chunk at bit i of one word;
-//!   Q6_K's top two bits in two words of byte-interleaved crumbs: weight 16h + 4k + b of the chunk at
-//!   bits 8b + 2k ..= 8b + 2k + 1 of word h, so one shift and mask puts the high bits of the 4 weights
-//!   in byte b of nibble word k beside their low nibbles (the 6-bit bytes in 4 operations, not 13).
+//! - extra bits: Q3_K's high bit of weight i of the chunk at bit i of one word (in `scales`); Q5_K's
+//!   byte-interleaved, weight 4k + b at bit 8b + k, so that one shift and mask puts the 5th bits of nibble
+//!   word k's 4 weights beside them (the 5-bit bytes for the int8 dot); Q6_K's top two bits in two words of
+//!   byte-interleaved crumbs (in `scales`): weight 16h + 4k + b of the chunk at bits 8b + 2k ..= 8b + 2k + 1
+//!   of word h, so one shift and mask puts the high bits of the 4 weights in byte b of nibble word k beside
+//!   their low nibbles (the 6-bit bytes in 4 operations, not 13).
 //!
-//! Q4_K keeps its scales in `words`, 40 words per super-block s: the 8 chunks' nibble words
-//! (`words[40s + 4j ..]`), then for each half h of the super-block a vec4 `words[40s + 32 + 4h ..]` of
-//! d and dmin as f32 bits and the 6-bit scales and the mins of sub-blocks 4h .. 4h + 3 as bytes (byte
-//! j % 4 of the third and fourth word), and no `scales`. 160 bytes per 256 weights (144 on disk): a
-//! product gets a chunk's scale and min with one vec4 load, where ggml's packed scales and f16s took ~40
-//! operations, and four separate loads of them cost 6 % of a step on the H200 (BENCHMARKS.md).
+//! Q4_K and Q5_K keep everything in `words` (no `scales`), per super-block s: the 8 chunks' nibble words
+//! (`words[W·s + 4j ..]`), Q5_K's 8 words of 5th bits (`words[48s + 32 + j]`), then for each half h of
+//! the super-block a vec4 of d and dmin as f32 bits and the 6-bit scales and the mins of sub-blocks
+//! 4h .. 4h + 3 as bytes (byte j % 4 of the third and fourth word): W = 40 words, 160 bytes per 256
+//! weights for Q4_K (144 on disk), 48 words, 192 bytes for Q5_K (176). A product gets a chunk's scale and
+//! min with one vec4 load, where ggml's packed scales and f16s took ~40 operations, and four separate
+//! loads of them cost 6 % of a step on the H200 (BENCHMARKS.md).
 //!
 //! Per super-block s, `scales[STRIDE·s ..]` holds (u32 words):
 //!
 //! - Q2_K, stride 5: the 16 scale bytes verbatim (4 words), then d | dmin << 16 (f16 bits). 84 bytes.
 //! - Q3_K, stride 12: 8 hmask words (one per chunk), the 12 scale bytes verbatim (3 words), d as f32 bits.
 //!   64 + 48 = 112 bytes (110 on disk).
-//! - Q5_K, stride 12: d | dmin << 16 (f16 bits), the 12 scale bytes verbatim (3 words), then 8 high-bit
-//!   words (one per chunk). 128 + 48 = 176 bytes.
 //! - Q6_K, stride 21: 16 high-crumb words (two per chunk), the 16 i8 scales verbatim (4 words), d as f32
 //!   bits. 128 + 84 = 212 bytes (210 on disk).
 
@@ -86,7 +87,8 @@ pub mod q5k {
     pub const SCALES: usize = 4;
     pub const QH: usize = 16;
     pub const QS: usize = 48;
-    pub const GPU_STRIDE: usize = 12;
+    /// GPU words per super-block: 32 of nibbles, 8 of 5th bits, two vec4s of scales.
+    pub const GPU_WORDS: usize = 48;
 }
 
 pub mod q6k {
@@ -291,6 +293,20 @@ fn byte_crumb_word(q: &[u8]) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (8 * (i % 4) + 2 * (i / 4)))
 }
 
+/// 32 1-bit fields in one word, field 4k + b at bit 8b + k (Q5_K's 5th bits, see the GPU layout).
+fn byte_bit_word(q: &[u8], shift: u32) -> u32 {
+    q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 >> shift) & 1) << (8 * (i % 4) + i / 4))
+}
+
+const _: () = assert!(q4k::D == q5k::D && q4k::DMIN == q5k::DMIN && q4k::SCALES == q5k::SCALES);
+
+/// Q4_K's and Q5_K's two scale vec4s: per half super-block d and dmin as f32 bits, then the 6-bit scales
+/// and mins of its four sub-blocks as bytes. Q5_K's header is Q4_K's (checked above).
+fn scale_min_words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let (sc, m): (Vec<u8>, Vec<u8>) = (0..8).map(|j| scale_min_k4(&b[q4k::SCALES..], j)).unzip();
+    (0..2).flat_map(move |h| [f32_word(b, q4k::D), f32_word(b, q4k::DMIN), u32_at(&sc, 4 * h), u32_at(&m, 4 * h)])
+}
+
 /// 32 1-bit fields in one word.
 fn bit_word(q: &[u8], shift: u32) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 >> shift) & 1) << i)
@@ -343,20 +359,16 @@ pub fn repack_q4k(data: &[u8]) -> Repacked {
     repack_blocks(data, q4k::BYTES, 0, q4k::GPU_WORDS, |b, words, _| {
         let q = q4k_quants(b);
         words.extend(q.chunks_exact(32).flat_map(nibble_words));
-        let (sc, m): (Vec<u8>, Vec<u8>) = (0..8).map(|j| scale_min_k4(&b[q4k::SCALES..], j)).unzip();
-        for h in 0..2 {
-            words.extend([f32_word(b, q4k::D), f32_word(b, q4k::DMIN)]);
-            words.extend(verbatim_words(&sc[4 * h..4 * h + 4]).chain(verbatim_words(&m[4 * h..4 * h + 4])));
-        }
+        words.extend(scale_min_words(b));
     })
 }
 
 pub fn repack_q5k(data: &[u8]) -> Repacked {
-    repack_blocks(data, q5k::BYTES, q5k::GPU_STRIDE, 32, |b, words, scales| {
+    repack_blocks(data, q5k::BYTES, 0, q5k::GPU_WORDS, |b, words, _| {
         let q = q5k_quants(b);
         words.extend(q.chunks_exact(32).flat_map(nibble_words));
-        scales.extend(verbatim_words(&b[q5k::D..q5k::SCALES + 12]));
-        scales.extend(q.chunks_exact(32).map(|c| bit_word(c, 4)));
+        words.extend(q.chunks_exact(32).map(|c| byte_bit_word(c, 4)));
+        words.extend(scale_min_words(b));
     })
 }
 

@@ -8,9 +8,7 @@ fn q4k_quants(c: u32) -> vec4<u32> {
 
 // Chunk c's d * sc and dmin * m: one load, shared by the super-block's half.
 fn chunk_scale_min(c: u32) -> vec2<f32> {
-    let r = WEIGHTS[10u * (c >> 3u) + 8u + ((c >> 2u) & 1u)];
-    let sm = (r.zw >> vec2<u32>(8u * (c & 3u))) & vec2<u32>(0xffu);
-    return bitcast<vec2<f32>>(r.xy) * vec2<f32>(sm);
+    return k_scale_min(WEIGHTS[10u * (c >> 3u) + 8u + ((c >> 2u) & 1u)], c);
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
@@ -58,8 +56,5 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
 
 // The chunk's dot with int8 inputs xq (their sum qsum), in units of the inputs' scale.
 fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
-    let sum = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
-        + dot4I8Packed(w.q[3], xq[3]) + dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5])
-        + dot4I8Packed(w.q[6], xq[6]) + dot4I8Packed(w.q[7], xq[7]);
-    return w.ds * f32(sum) - w.mn * f32(qsum);
+    return dot_int8_offset(w.q, w.ds, w.mn, xq, qsum);
 }

@@ -40,13 +40,23 @@ fn packed_byte(w: vec3<u32>, k: u32) -> u32 {
     return (w[k >> 2u] >> (8u * (k & 3u))) & 0xffu;
 }
 
-// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q5_K super-block as the file packs
-// them (Q4_K's GPU layout holds them unpacked).
-// Sub-blocks j and j + 4 share byte j & 3 of each word, so one shift serves all three words and
-// the two halves are selected, not branched (a warp's lanes hold different j).
-fn scale_min_k4(w: vec3<u32>, j: u32) -> vec2<u32> {
-    let b = (w >> vec3<u32>(8u * (j & 3u))) & vec3<u32>(0xffu);
-    let low = vec2<u32>(b.x, b.y) & vec2<u32>(63u);
-    let high = vec2<u32>(b.z & 15u, b.z >> 4u) | ((vec2<u32>(b.x, b.y) >> vec2<u32>(6u)) << vec2<u32>(4u));
-    return select(low, high, j >= 4u);
+// Q4_K's and Q5_K's scale vec4 r of chunk c's half super-block (d, dmin as f32 bits, then the 6-bit
+// scales and mins as bytes, sub-block c % 4 at byte c % 4 of .z and .w): the chunk's d * sc and dmin * m.
+fn k_scale_min(r: vec4<u32>, c: u32) -> vec2<f32> {
+    let sm = (r.zw >> vec2<u32>(8u * (c & 3u))) & vec2<u32>(0xffu);
+    return bitcast<vec2<f32>>(r.xy) * vec2<f32>(sm);
+}
+
+// The dot of a chunk of weights ds * q - mn (q: unsigned quants as bytes, weights 4k .. 4k + 3 in word k)
+// with int8 inputs xq whose sum is qsum, in units of the inputs' scale.
+fn dot_int8_offset(q: array<u32, 8>, ds: f32, mn: f32, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let sum = dot4I8Packed(q[0], xq[0]) + dot4I8Packed(q[1], xq[1]) + dot4I8Packed(q[2], xq[2])
+        + dot4I8Packed(q[3], xq[3]) + dot4I8Packed(q[4], xq[4]) + dot4I8Packed(q[5], xq[5])
+        + dot4I8Packed(q[6], xq[6]) + dot4I8Packed(q[7], xq[7]);
+    return ds * f32(sum) - mn * f32(qsum);
+}
+
+// The four bytes of w, unsigned, as f32s.
+fn bytes4(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
 }
