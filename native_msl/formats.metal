@@ -2,7 +2,7 @@
 // src/quant (the layouts wgsl/formats/*.wgsl read; see there for the field-by-field description).
 // Each defines, for chunk c (32 weights) of its matrix (w: quants, s: scales):
 //   dot(w, s, c, x)   the chunk's dot with f32 inputs x (32 values, their sum in x.xsum);
-// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q4_K, Q5_K, Q6_K) also
+// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q3_K, Q4_K, Q5_K, Q6_K) also
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
@@ -38,6 +38,17 @@ inline float dot_int8_offset(thread const uint (&w)[8], float ds, float mn, thre
     int sum = dot4i8(w[0], q.xq[0]) + dot4i8(w[1], q.xq[1]) + dot4i8(w[2], q.xq[2]) + dot4i8(w[3], q.xq[3])
         + dot4i8(w[4], q.xq[4]) + dot4i8(w[5], q.xq[5]) + dot4i8(w[6], q.xq[6]) + dot4i8(w[7], q.xq[7]);
     return q.dx * (ds * float(sum) - mn * float(q.qsum));
+}
+
+// The dot of weights d * sc0 * (b - offset) (the first 16) and d * sc1 * (b - offset) (the rest), b unsigned
+// quants as bytes (weights 4k .. 4k + 3 in b[k]), with the int8 inputs q, scaled back.
+inline float dot_int8_halves(thread const uint (&b)[8], int offset, float d, float sc0, float sc1, thread const Int8Input& q) {
+    const uint ones = 0x01010101u;
+    int q0 = dot4i8(q.xq[0], ones) + dot4i8(q.xq[1], ones) + dot4i8(q.xq[2], ones) + dot4i8(q.xq[3], ones);
+    int sum0 = dot4i8(b[0], q.xq[0]) + dot4i8(b[1], q.xq[1]) + dot4i8(b[2], q.xq[2]) + dot4i8(b[3], q.xq[3]) - offset * q0;
+    int sum1 = dot4i8(b[4], q.xq[4]) + dot4i8(b[5], q.xq[5]) + dot4i8(b[6], q.xq[6]) + dot4i8(b[7], q.xq[7])
+        - offset * (q.qsum - q0);
+    return q.dx * (d * (sc0 * float(sum0) + sc1 * float(sum1)));
 }
 
 // Q8_0 (the GPU layout of src/quant/q8_0.rs): blocks in groups of four, nine uint4s per group g: chunk
@@ -178,14 +189,10 @@ struct Q6_K {
         uint4 wq = w[c];
         uint4 l = wq & 0x0f0f0f0fu;
         uint4 h = (wq >> 4) & 0x0f0f0f0fu;
-        const uint ones = 0x01010101u;
-        int q0 = dot4i8(q.xq[0], ones) + dot4i8(q.xq[1], ones) + dot4i8(q.xq[2], ones) + dot4i8(q.xq[3], ones);
-        int sum0 = dot4i8(q6_bytes(l.x, h0, 0), q.xq[0]) + dot4i8(q6_bytes(l.y, h0, 1), q.xq[1])
-            + dot4i8(q6_bytes(l.z, h0, 2), q.xq[2]) + dot4i8(q6_bytes(l.w, h0, 3), q.xq[3]) - 32 * q0;
-        int sum1 = dot4i8(q6_bytes(h.x, h1, 0), q.xq[4]) + dot4i8(q6_bytes(h.y, h1, 1), q.xq[5])
-            + dot4i8(q6_bytes(h.z, h1, 2), q.xq[6]) + dot4i8(q6_bytes(h.w, h1, 3), q.xq[7]) - 32 * (q.qsum - q0);
+        uint bytes[8] = {q6_bytes(l.x, h0, 0), q6_bytes(l.y, h0, 1), q6_bytes(l.z, h0, 2), q6_bytes(l.w, h0, 3),
+                         q6_bytes(h.x, h1, 0), q6_bytes(h.y, h1, 1), q6_bytes(h.z, h1, 2), q6_bytes(h.w, h1, 3)};
         int4 sc = i8x4(sw);
-        return q.dx * (as_type<float>(s[b + 20]) * (float(sc[k]) * float(sum0) + float(sc[k + 1]) * float(sum1)));
+        return dot_int8_halves(bytes, 32, as_type<float>(s[b + 20]), float(sc[k]), float(sc[k + 1]), q);
     }
 };
 
@@ -233,11 +240,6 @@ struct Dequantized {
         return d;
     }
 };
-
-// Byte k (0..11) of the 12 packed scale bytes of a K-quant super-block, held in three words.
-inline uint packed_byte(uint3 w, uint k) {
-    return (w[k >> 2] >> (8 * (k & 3))) & 0xffu;
-}
 
 // Four 2-bit fields of w starting with field `first` (field i at bits 2i).
 inline uint4 crumbs4(uint w, uint first) {
@@ -368,28 +370,46 @@ struct Q2_K : Dequantized<Q2_K> {
 };
 
 // Q3_K: sub-block pair j = c % 8 of super-block b = c / 8; the low 2 bits of its quants are half c % 2
-// of w[c / 2]; s[12b + j]: the high bits; s[12b + 8 ..= 12b + 10]: the 12 packed 6-bit scale bytes;
-// s[12b + 11]: d (f32). Weight = d * (sc - 32) * (q - 4).
-inline float scale3(uint3 w, uint i) {
-    uint lo = (packed_byte(w, i & 7) >> (4 * (i >> 3))) & 15u;
-    uint hi = (packed_byte(w, 8 + (i & 3)) >> (2 * (i >> 2))) & 3u;
-    return float(int(lo | (hi << 4)) - 32);
+// of w[c / 2] (word h: weight 16h + 4k + i at bits 8i + 2k); s[13b + j]: the high bits (weight 4k + i at
+// bit 8i + k); s[13b + 8 ..= 13b + 11]: the 16 scales less 32 as i8; s[13b + 12]: d (f32).
+// Weight = d * (sc - 32) * (q - 4).
+inline void q3_bytes(device const uint4* w, device const uint* s, uint c, thread uint (&b)[8]) {
+    uint4 ww = w[c >> 1];
+    uint2 q = (c & 1) ? uint2(ww.z, ww.w) : uint2(ww.x, ww.y);
+    uint4 hm = uint4(s[13 * (c >> 3) + (c & 7)]);
+    uint4 lo = ((uint4(q.x) >> uint4(0, 2, 4, 6)) & 0x03030303u) | (((hm >> uint4(0, 1, 2, 3)) & 0x01010101u) << 2);
+    uint4 hi = ((uint4(q.y) >> uint4(0, 2, 4, 6)) & 0x03030303u) | (((hm >> uint4(4, 5, 6, 7)) & 0x01010101u) << 2);
+    b[0] = lo.x; b[1] = lo.y; b[2] = lo.z; b[3] = lo.w;
+    b[4] = hi.x; b[5] = hi.y; b[6] = hi.z; b[7] = hi.w;
 }
 
-struct Q3_K : Dequantized<Q3_K> {
-    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
-        uint b = 12 * (c >> 3);
+struct Q3_K {
+    // d, and the chunk's two scales less 32 (and an unused 0).
+    static float4 scales(device const uint* s, uint c) {
+        uint b = 13 * (c >> 3);
         uint j = c & 7;
-        float d = as_type<float>(s[b + 11]);
-        uint3 packed = uint3(s[b + 8], s[b + 9], s[b + 10]);
-        float d0 = d * scale3(packed, 2 * j);
-        float d1 = d * scale3(packed, 2 * j + 1);
-        uint hm = s[b + j];
-        uint4 ww = w[c >> 1];
-        uint2 q = (c & 1) ? uint2(ww.z, ww.w) : uint2(ww.x, ww.y);
-        for (uint i = 0; i < 4; i++) {
-            v[i] = d0 * (float4(crumbs4(q.x, 4 * i) | (bits4(hm, 4 * i) << 2)) - 4.0f);
-            v[4 + i] = d1 * (float4(crumbs4(q.y, 4 * i) | (bits4(hm, 16 + 4 * i) << 2)) - 4.0f);
+        int4 sc = i8x4(s[b + 8 + (j >> 1)]);
+        uint k = 2 * (j & 1);
+        return float4(as_type<float>(s[b + 12]), float(sc[k]), float(sc[k + 1]), 0.0f);
+    }
+
+    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
+        float4 d = scales(s, c);
+        uint b[8];
+        q3_bytes(w, s, c, b);
+        float lo = 0.0f;
+        float hi = 0.0f;
+        for (uint k = 0; k < 4; k++) {
+            lo += metal::dot(float4(i8x4(b[k])) - 4.0f, x.xs[k]);
+            hi += metal::dot(float4(i8x4(b[4 + k])) - 4.0f, x.xs[4 + k]);
         }
+        return d.x * (d.y * lo + d.z * hi);
+    }
+
+    static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
+        float4 d = scales(s, c);
+        uint b[8];
+        q3_bytes(w, s, c, b);
+        return dot_int8_halves(b, 4, d.x, d.y, d.z, q);
     }
 };

@@ -13,6 +13,10 @@ pub enum QuantMix {
     /// only the other two).
     #[value(name = "q5_k_m")]
     Q5KM,
+    /// Q3_K for every matrix Q4_K_M has in Q4_K (Q6_K and Q8_0 as there). Not a llama.cpp mix (its
+    /// Q3_K_M keeps more matrices in Q4_K/Q5_K): it measures the Q3_K kernels.
+    #[value(name = "q3_k")]
+    Q3K,
     #[value(name = "q8_0")]
     Q8_0,
 }
@@ -22,6 +26,7 @@ impl QuantMix {
         match self {
             QuantMix::Q4KM => "Q4_K_M",
             QuantMix::Q5KM => "Q5_K_M",
+            QuantMix::Q3K => "Q3_K",
             QuantMix::Q8_0 => "Q8_0",
         }
     }
@@ -43,6 +48,8 @@ impl QuantMix {
             GgmlType::Q8_0
         } else if (name.contains("ffn_down") || name.contains("attn_v_b")) && layer.is_some_and(more_bits) {
             GgmlType::Q6K
+        } else if self == QuantMix::Q3K {
+            GgmlType::Q3K
         } else if self == QuantMix::Q5KM {
             GgmlType::Q5K
         } else {
@@ -80,5 +87,9 @@ mod tests {
         assert_eq!(m.tensor_type("blk.7.attn_v_b.weight", 512, 47), GgmlType::Q6K);
         assert_eq!(m.tensor_type("output.weight", 2048, 47), GgmlType::Q6K);
         assert_eq!(m.tensor_type("blk.3.attn_k_b.weight", 192, 47), GgmlType::Q8_0);
+        let m = QuantMix::Q3K;
+        assert_eq!(m.tensor_type("blk.6.ffn_down_exps.weight", 1536, 47), GgmlType::Q3K);
+        assert_eq!(m.tensor_type("blk.7.ffn_down_exps.weight", 1536, 47), GgmlType::Q6K);
+        assert_eq!(m.tensor_type("blk.6.attn_q_a.weight", 2048, 47), GgmlType::Q3K);
     }
 }

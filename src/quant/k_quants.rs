@@ -22,10 +22,11 @@
 //!   order (byte k: weight k in the low nibble, weight k + 16 in the high one), as Q4_0's `qs`; they are
 //!   `words[4c..4c + 4]`, except in Q4_K (below).
 //! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`): word h, bits 2i..2i + 2 = weight
-//!   16h + i.
-//! - extra bits: Q3_K's high bit of weight i of the chunk at bit i of one word (in `scales`); Q5_K's
-//!   byte-interleaved, weight 4k + b at bit 8b + k, so that one shift and mask puts the 5th bits of nibble
-//!   word k's 4 weights beside them (the 5-bit bytes for the int8 dot); Q6_K's top two bits in two words of
+//!   16h + i (Q2_K); Q3_K's byte-interleaved, weight 16h + 4k + b at bits 8b + 2k of word h, so that one shift
+//!   and mask gives the low bits of 4 weights as bytes.
+//! - extra bits: Q3_K's and Q5_K's high bit byte-interleaved in one word per chunk, weight 4k + b at bit
+//!   8b + k, so that one shift and mask puts the high bits of nibble (or crumb) word k's 4 weights beside
+//!   them (the 3- and 5-bit bytes for the int8 dot; Q3_K's in `scales`); Q6_K's top two bits in two words of
 //!   byte-interleaved crumbs (in `scales`): weight 16h + 4k + b of the chunk at bits 8b + 2k ..= 8b + 2k + 1
 //!   of word h, so one shift and mask puts the high bits of the 4 weights in byte b of nibble word k beside
 //!   their low nibbles (the 6-bit bytes in 4 operations, not 13).
@@ -41,8 +42,9 @@
 //! Per super-block s, `scales[STRIDE·s ..]` holds (u32 words):
 //!
 //! - Q2_K, stride 5: the 16 scale bytes verbatim (4 words), then d | dmin << 16 (f16 bits). 84 bytes.
-//! - Q3_K, stride 12: 8 hmask words (one per chunk), the 12 scale bytes verbatim (3 words), d as f32 bits.
-//!   64 + 48 = 112 bytes (110 on disk).
+//! - Q3_K, stride 13: 8 high-bit words (one per chunk), the 16 6-bit scales less 32 as i8 (4 words: scale i,
+//!   for weights 16i .. 16i + 15, at byte i % 4 of word 8 + i / 4), d as f32 bits. 64 + 52 = 116 bytes (110
+//!   on disk).
 //! - Q6_K, stride 21: 16 high-crumb words (two per chunk), the 16 i8 scales verbatim (4 words), d as f32
 //!   bits. 128 + 84 = 212 bytes (210 on disk).
 
@@ -67,7 +69,7 @@ pub mod q3k {
     pub const QS: usize = 32;
     pub const SCALES: usize = 96;
     pub const D: usize = 108;
-    pub const GPU_STRIDE: usize = 12;
+    pub const GPU_STRIDE: usize = 13;
 }
 
 pub mod q4k {
@@ -288,12 +290,13 @@ fn crumb_word(q: &[u8]) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (2 * i))
 }
 
-/// 16 2-bit fields in one word, field 4k + b at bits 8b + 2k (Q6_K's high bits, see the GPU layout).
+/// 16 2-bit fields in one word, field 4k + b at bits 8b + 2k (Q3_K's low bits, Q6_K's high bits, see the
+/// GPU layout).
 fn byte_crumb_word(q: &[u8]) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (8 * (i % 4) + 2 * (i / 4)))
 }
 
-/// 32 1-bit fields in one word, field 4k + b at bit 8b + k (Q5_K's 5th bits, see the GPU layout).
+/// 32 1-bit fields in one word, field 4k + b at bit 8b + k (Q3_K's and Q5_K's high bits, see the GPU layout).
 fn byte_bit_word(q: &[u8], shift: u32) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 >> shift) & 1) << (8 * (i % 4) + i / 4))
 }
@@ -305,11 +308,6 @@ const _: () = assert!(q4k::D == q5k::D && q4k::DMIN == q5k::DMIN && q4k::SCALES 
 fn scale_min_words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
     let (sc, m): (Vec<u8>, Vec<u8>) = (0..8).map(|j| scale_min_k4(&b[q4k::SCALES..], j)).unzip();
     (0..2).flat_map(move |h| [f32_word(b, q4k::D), f32_word(b, q4k::DMIN), u32_at(&sc, 4 * h), u32_at(&m, 4 * h)])
-}
-
-/// 32 1-bit fields in one word.
-fn bit_word(q: &[u8], shift: u32) -> u32 {
-    q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 >> shift) & 1) << i)
 }
 
 fn verbatim_words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
@@ -348,9 +346,10 @@ pub fn repack_q2k(data: &[u8]) -> Repacked {
 pub fn repack_q3k(data: &[u8]) -> Repacked {
     repack_blocks(data, q3k::BYTES, q3k::GPU_STRIDE, 16, |b, words, scales| {
         let q = q3k_quants(b);
-        words.extend(q.chunks_exact(16).map(crumb_word));
-        scales.extend(q.chunks_exact(32).map(|c| bit_word(c, 2)));
-        scales.extend(verbatim_words(&b[q3k::SCALES..q3k::SCALES + 12]));
+        words.extend(q.chunks_exact(16).map(byte_crumb_word));
+        scales.extend(q.chunks_exact(32).map(|c| byte_bit_word(c, 2)));
+        let sc: Vec<u8> = (0..16).map(|i| q3k_scale(&b[q3k::SCALES..], i).wrapping_sub(32)).collect();
+        scales.extend(verbatim_words(&sc));
         scales.push(f32_word(b, q3k::D));
     })
 }

@@ -1,32 +1,49 @@
 // Q3_K (repacked, see src/quant/k_quants.rs): chunk c is sub-block pair j = c % 8 (weights 32j .. 32j + 31, two
 // 16-weight scales) of super-block s = c / 8. The low 2 bits of its quants are half c % 2 of WEIGHTS[c / 2]:
-// word h holds weights 16h .. 16h + 15 (field i at bits 2i). SCALES[12s + j]: bit i is the high bit of
-// weight i; SCALES[12s + 8 ..= 12s + 10]: ggml's 12 packed 6-bit scale bytes; SCALES[12s + 11]: d as f32 bits.
-// Weight = d * (sc - 32) * (q - 4).
-// Scale i (0..16) of the 12 packed bytes, unbiased: low 4 bits at byte i % 8 (nibble i / 8), high 2 bits
-// at byte 8 + i % 4 (bits 2 (i / 4)).
-fn scale3(w: vec3<u32>, i: u32) -> f32 {
-    let lo = (packed_byte(w, i & 7u) >> (4u * (i >> 3u))) & 15u;
-    let hi = (packed_byte(w, 8u + (i & 3u)) >> (2u * (i >> 2u))) & 3u;
-    return f32(i32(lo | (hi << 4u)) - 32);
+// word h holds weights 16h + 4k + b at bits 8b + 2k. SCALES[13s + j]: their high bits, weight 4k + b at bit
+// 8b + k; SCALES[13s + 8 ..= 13s + 11]: the 16 scales less 32 as i8 (scale i at byte i % 4 of word 8 + i / 4);
+// SCALES[13s + 12]: d as f32 bits. Weight = d * (sc - 32) * (q - 4).
+
+// Chunk c's 3-bit quants (0 ..= 7) as bytes, weights 4k .. 4k + 3 in word k.
+fn q3_bytes(c: u32) -> array<u32, 8> {
+    let w = WEIGHTS[c >> 1u];
+    let q = select(w.xy, w.zw, (c & 1u) == 1u);
+    let hm = vec4<u32>(SCALES[13u * (c >> 3u) + (c & 7u)]);
+    let shift = vec4<u32>(0u, 2u, 4u, 6u);
+    let lo = ((vec4<u32>(q.x) >> shift) & vec4<u32>(0x03030303u)) | (((hm >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(0x01010101u)) << vec4<u32>(2u));
+    let hi = ((vec4<u32>(q.y) >> shift) & vec4<u32>(0x03030303u)) | (((hm >> vec4<u32>(4u, 5u, 6u, 7u)) & vec4<u32>(0x01010101u)) << vec4<u32>(2u));
+    return array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
 }
 
-fn q3(q: u32, hm: u32, first: u32) -> vec4<f32> {
-    return vec4<f32>(crumbs4(q, first & 15u) | (bits4(hm, first) << vec4<u32>(2u))) - vec4<f32>(4.0);
+// Chunk c unpacked: its quants as bytes, d and its two scales (less 32).
+struct Int8Chunk {
+    q: array<u32, 8>,
+    d: f32,
+    sc0: f32,
+    sc1: f32,
+}
+
+fn load_int8_chunk(c: u32) -> Int8Chunk {
+    let s = 13u * (c >> 3u);
+    let j = c & 7u;
+    let sw = SCALES[s + 8u + (j >> 1u)];
+    let k = 2u * (j & 1u);
+    return Int8Chunk(q3_bytes(c), bitcast<f32>(SCALES[s + 12u]), f32(i8_of(sw, k)), f32(i8_of(sw, k + 1u)));
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
-    let s = 12u * (c >> 3u);
-    let j = c & 7u;
-    let d = bitcast<f32>(SCALES[s + 11u]);
-    let packed = vec3<u32>(SCALES[s + 8u], SCALES[s + 9u], SCALES[s + 10u]);
-    let d0 = d * scale3(packed, 2u * j);
-    let d1 = d * scale3(packed, 2u * j + 1u);
-    let hm = SCALES[s + j];
-    let w = WEIGHTS[c >> 1u];
-    let q = select(w.xy, w.zw, (c & 1u) == 1u);
-    return array<vec4<f32>, 8>(
-        d0 * q3(q.x, hm, 0u), d0 * q3(q.x, hm, 4u), d0 * q3(q.x, hm, 8u), d0 * q3(q.x, hm, 12u),
-        d1 * q3(q.y, hm, 16u), d1 * q3(q.y, hm, 20u), d1 * q3(q.y, hm, 24u), d1 * q3(q.y, hm, 28u),
-    );
+    let w = load_int8_chunk(c);
+    let d0 = w.d * w.sc0;
+    let d1 = w.d * w.sc1;
+    var v: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 4u; k++) { // unroll
+        v[k] = d0 * (bytes4(w.q[k]) - vec4<f32>(4.0));
+        v[4u + k] = d1 * (bytes4(w.q[4u + k]) - vec4<f32>(4.0));
+    }
+    return v;
+}
+
+// The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 4) x per 16-weight half.
+fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
+    return dot_int8_halves(w.q, 4, w.d, w.sc0, w.sc1, xq, qsum);
 }

@@ -84,13 +84,5 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
 
 // The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 32) x per 16-weight half.
 fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
-    let ones = 0x01010101u;
-    // Σ of the first half's inputs; the second half's is qsum minus it.
-    let q0 = dot4I8Packed(xq[0], ones) + dot4I8Packed(xq[1], ones) + dot4I8Packed(xq[2], ones)
-        + dot4I8Packed(xq[3], ones);
-    let sum0 = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
-        + dot4I8Packed(w.q[3], xq[3]) - 32 * q0;
-    let sum1 = dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5]) + dot4I8Packed(w.q[6], xq[6])
-        + dot4I8Packed(w.q[7], xq[7]) - 32 * (qsum - q0);
-    return w.d * (w.sc0 * f32(sum0) + w.sc1 * f32(sum1));
+    return dot_int8_halves(w.q, 32, w.d, w.sc0, w.sc1, xq, qsum);
 }

@@ -35,11 +35,6 @@ fn iq4_grid(q: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(bitcast<vec4<i32>>(w << (vec4<u32>(24u) - 8u * (q & vec4<u32>(3u)))) >> vec4<u32>(24u));
 }
 
-// Byte k (0..11) of the 12 packed scale bytes of a K-quant super-block, held in three words.
-fn packed_byte(w: vec3<u32>, k: u32) -> u32 {
-    return (w[k >> 2u] >> (8u * (k & 3u))) & 0xffu;
-}
-
 // Q4_K's and Q5_K's scale vec4 r of chunk c's half super-block (d, dmin as f32 bits, then the 6-bit
 // scales and mins as bytes, sub-block c % 4 at byte c % 4 of .z and .w): the chunk's d * sc and dmin * m.
 fn k_scale_min(r: vec4<u32>, c: u32) -> vec2<f32> {
@@ -59,4 +54,19 @@ fn dot_int8_offset(q: array<u32, 8>, ds: f32, mn: f32, xq: array<u32, 8>, qsum: 
 // The four bytes of w, unsigned, as f32s.
 fn bytes4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
+}
+
+// The dot of a chunk of weights d * sc0 * (q - offset) (its first 16) and d * sc1 * (q - offset) (the
+// rest), q unsigned quants as bytes (weights 4k .. 4k + 3 in word k), with int8 inputs xq whose sum is
+// qsum, in units of the inputs' scale.
+fn dot_int8_halves(q: array<u32, 8>, offset: i32, d: f32, sc0: f32, sc1: f32, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let ones = 0x01010101u;
+    // Σ of the first half's inputs; the second half's is qsum minus it.
+    let q0 = dot4I8Packed(xq[0], ones) + dot4I8Packed(xq[1], ones) + dot4I8Packed(xq[2], ones)
+        + dot4I8Packed(xq[3], ones);
+    let sum0 = dot4I8Packed(q[0], xq[0]) + dot4I8Packed(q[1], xq[1]) + dot4I8Packed(q[2], xq[2])
+        + dot4I8Packed(q[3], xq[3]) - offset * q0;
+    let sum1 = dot4I8Packed(q[4], xq[4]) + dot4I8Packed(q[5], xq[5]) + dot4I8Packed(q[6], xq[6])
+        + dot4I8Packed(q[7], xq[7]) - offset * (qsum - q0);
+    return d * (sc0 * f32(sum0) + sc1 * f32(sum1));
 }
