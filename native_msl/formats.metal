@@ -2,7 +2,7 @@
 // src/quant (the layouts wgsl/formats/*.wgsl read; see there for the field-by-field description).
 // Each defines, for chunk c (32 weights) of its matrix (w: quants, s: scales):
 //   dot(w, s, c, x)   the chunk's dot with f32 inputs x (32 values, their sum in x.xsum);
-// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q3_K, Q4_K, Q5_K, Q6_K) also
+// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) also
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
@@ -241,11 +241,6 @@ struct Dequantized {
     }
 };
 
-// Four 2-bit fields of w starting with field `first` (field i at bits 2i).
-inline uint4 crumbs4(uint w, uint first) {
-    return (uint4(w) >> (uint4(0, 2, 4, 6) + 2 * first)) & 3u;
-}
-
 // Four 1-bit fields of w starting with bit `first`.
 inline uint4 bits4(uint w, uint first) {
     return (uint4(w) >> (uint4(0, 1, 2, 3) + first)) & 1u;
@@ -348,24 +343,49 @@ struct IQ4_XS : Dequantized<IQ4_XS> {
     }
 };
 
-// Q2_K: sub-block pair j = c % 8 of super-block b = c / 8; its 2-bit quants are half c % 2 of w[c / 2];
-// s[5b ..= 5b + 3]: 16 scale bytes (low nibble scale, high nibble min), s[5b + 4]: d | dmin << 16.
-// Weight = d * sc * q - dmin * m.
-struct Q2_K : Dequantized<Q2_K> {
-    static void load(device const uint4* w, device const uint* s, uint c, thread float4 (&v)[8]) {
-        uint b = 5 * (c >> 3);
+// Q2_K: sub-block pair j = c % 8 of super-block b = c / 8; its 2-bit quants are half c % 2 of w[c / 2]
+// (word h: weight 16h + 4k + i at bits 8i + 2k); s[6b ..= 6b + 3]: 16 scale bytes (low nibble scale, high
+// nibble min), s[6b + 4], s[6b + 5]: d, dmin (f32). Weight = d * sc * q - dmin * m.
+struct Q2_K {
+    // The chunk's quants as bytes (weights 4k .. 4k + 3 in b[k]); returns d * sc and dmin * m of each half.
+    static float4 unpack(device const uint4* w, device const uint* s, uint c, thread uint (&b)[8]) {
+        uint p = 6 * (c >> 3);
         uint j = c & 7;
-        float d = half_to_f32(s[b + 4]);
-        float dmin = half_to_f32(s[b + 4] >> 16);
-        uint sc = s[b + (j >> 1)] >> (16 * (j & 1));
-        float d0 = d * float(sc & 15u), m0 = dmin * float((sc >> 4) & 15u);
-        float d1 = d * float((sc >> 8) & 15u), m1 = dmin * float((sc >> 12) & 15u);
+        float d = as_type<float>(s[p + 4]);
+        float dmin = as_type<float>(s[p + 5]);
+        uint sc = s[p + (j >> 1)] >> (16 * (j & 1));
         uint4 ww = w[c >> 1];
         uint2 q = (c & 1) ? uint2(ww.z, ww.w) : uint2(ww.x, ww.y);
-        for (uint i = 0; i < 4; i++) {
-            v[i] = d0 * float4(crumbs4(q.x, 4 * i)) - m0;
-            v[4 + i] = d1 * float4(crumbs4(q.y, 4 * i)) - m1;
+        uint4 lo = (uint4(q.x) >> uint4(0, 2, 4, 6)) & 0x03030303u;
+        uint4 hi = (uint4(q.y) >> uint4(0, 2, 4, 6)) & 0x03030303u;
+        b[0] = lo.x; b[1] = lo.y; b[2] = lo.z; b[3] = lo.w;
+        b[4] = hi.x; b[5] = hi.y; b[6] = hi.z; b[7] = hi.w;
+        return float4(d * float(sc & 15u), d * float((sc >> 8) & 15u), dmin * float((sc >> 4) & 15u),
+                      dmin * float((sc >> 12) & 15u));
+    }
+
+    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
+        uint b[8];
+        float4 dm = unpack(w, s, c, b);
+        float lo = 0.0f;
+        float hi = 0.0f;
+        for (uint k = 0; k < 4; k++) {
+            lo += metal::dot(float4(i8x4(b[k])), x.xs[k]);
+            hi += metal::dot(float4(i8x4(b[4 + k])), x.xs[4 + k]);
         }
+        float4 ones = float4(1.0f);
+        float s0 = metal::dot(x.xs[0] + x.xs[1] + x.xs[2] + x.xs[3], ones);
+        return dm.x * lo + dm.y * hi - dm.z * s0 - dm.w * (x.xsum - s0);
+    }
+
+    static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
+        uint b[8];
+        float4 dm = unpack(w, s, c, b);
+        const uint ones = 0x01010101u;
+        int q0 = dot4i8(q.xq[0], ones) + dot4i8(q.xq[1], ones) + dot4i8(q.xq[2], ones) + dot4i8(q.xq[3], ones);
+        int sum0 = dot4i8(b[0], q.xq[0]) + dot4i8(b[1], q.xq[1]) + dot4i8(b[2], q.xq[2]) + dot4i8(b[3], q.xq[3]);
+        int sum1 = dot4i8(b[4], q.xq[4]) + dot4i8(b[5], q.xq[5]) + dot4i8(b[6], q.xq[6]) + dot4i8(b[7], q.xq[7]);
+        return q.dx * (dm.x * float(sum0) + dm.y * float(sum1) - dm.z * float(q0) - dm.w * float(q.qsum - q0));
     }
 };
 

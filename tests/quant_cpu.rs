@@ -168,8 +168,8 @@ fn quantizers_round_trip() {
 }
 
 /// GPU bytes per weight stay those of the file, up to alignment padding (2 bytes per Q6_K super-block) and
-/// decoded scales: Q3_K's as bytes with d as f32 (6 bytes per super-block), Q4_K's and Q5_K's d and dmin as
-/// f32 in each half's vec4 with the scales and mins as bytes (16 bytes per super-block).
+/// decoded scales: Q2_K's d and dmin as f32 (4 bytes per super-block), Q3_K's scales as bytes and d as f32
+/// (6), Q4_K's and Q5_K's d and dmin as f32 in each half's vec4 with the scales and mins as bytes (16).
 #[test]
 fn repacking_keeps_the_size() {
     let mut rng = StdRng::seed_from_u64(12);
@@ -181,6 +181,7 @@ fn repacking_keeps_the_size() {
             let gpu = 4 * (r.words.len() + r.scales.len());
             assert!(r.words.len().is_multiple_of(4), "{}: words are not whole vec4s", t.name());
             let pad = match t {
+                GgmlType::Q2K => 4 * blocks,
                 GgmlType::Q3K => 6 * blocks,
                 GgmlType::Q6K => 2 * blocks,
                 GgmlType::Q4K | GgmlType::Q5K => 16 * blocks,

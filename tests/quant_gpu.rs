@@ -286,12 +286,13 @@ fn int8_activations_match_the_cpu_reference() {
 fn random_weights_match_their_cpu_twin() {
     let ctx = gpu();
     let mut kc = KernelCache::new(true);
-    let cases: [(GgmlType, &[usize]); 6] = [
+    let cases: [(GgmlType, &[usize]); 7] = [
         (GgmlType::F32, &[3, 700]),
         (GgmlType::Q8_0, &[5, 96]),
         (GgmlType::Q4K, &[130, 512]),
         (GgmlType::Q5K, &[3, 768]),
         (GgmlType::Q3K, &[2, 512]),
+        (GgmlType::Q2K, &[3, 256]),
         (GgmlType::Q6K, &[2, 3, 256]),
     ];
     for (t, shape) in cases {

@@ -55,7 +55,7 @@ int main() {
     else if (!strcmp(name, "Q5_1")) run<Q5_1, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "IQ4_NL")) run<IQ4_NL, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "IQ4_XS")) run<IQ4_XS, false>(n[0], n[1], words, scales, x);
-    else if (!strcmp(name, "Q2_K")) run<Q2_K, false>(n[0], n[1], words, scales, x);
+    else if (!strcmp(name, "Q2_K")) run<Q2_K, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q3_K")) run<Q3_K, true>(n[0], n[1], words, scales, x);
     else return 3;
     return 0;

@@ -17,6 +17,9 @@ pub enum QuantMix {
     /// Q3_K_M keeps more matrices in Q4_K/Q5_K): it measures the Q3_K kernels.
     #[value(name = "q3_k")]
     Q3K,
+    /// As `q3_k` with Q2_K.
+    #[value(name = "q2_k")]
+    Q2K,
     #[value(name = "q8_0")]
     Q8_0,
 }
@@ -27,6 +30,7 @@ impl QuantMix {
             QuantMix::Q4KM => "Q4_K_M",
             QuantMix::Q5KM => "Q5_K_M",
             QuantMix::Q3K => "Q3_K",
+            QuantMix::Q2K => "Q2_K",
             QuantMix::Q8_0 => "Q8_0",
         }
     }
@@ -50,6 +54,8 @@ impl QuantMix {
             GgmlType::Q6K
         } else if self == QuantMix::Q3K {
             GgmlType::Q3K
+        } else if self == QuantMix::Q2K {
+            GgmlType::Q2K
         } else if self == QuantMix::Q5KM {
             GgmlType::Q5K
         } else {
@@ -91,5 +97,6 @@ mod tests {
         assert_eq!(m.tensor_type("blk.6.ffn_down_exps.weight", 1536, 47), GgmlType::Q3K);
         assert_eq!(m.tensor_type("blk.7.ffn_down_exps.weight", 1536, 47), GgmlType::Q6K);
         assert_eq!(m.tensor_type("blk.6.attn_q_a.weight", 2048, 47), GgmlType::Q3K);
+        assert_eq!(QuantMix::Q2K.tensor_type("blk.6.attn_q_a.weight", 2048, 47), GgmlType::Q2K);
     }
 }

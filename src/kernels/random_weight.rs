@@ -2,7 +2,7 @@
 //! (`bench --synthetic`), with [`word`] as the kernel's exact CPU twin.
 
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
-use crate::quant::k_quants::{q3k, q4k, q5k, q6k, QK_K};
+use crate::quant::k_quants::{q2k, q3k, q4k, q5k, q6k, QK_K};
 use crate::quant::{q8_0, GgmlType};
 use anyhow::{bail, Result};
 
@@ -83,6 +83,15 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: Recipe { stride: q4k::GPU_WORDS as u32, at: QK_K as u32 / 8, field: Field::ScaleMins },
             scales: BITS,
         },
+        // Scale words: scale and min nibbles (any), then d and dmin as f32.
+        GgmlType::Q2K => Layout {
+            block_elems: QK_K,
+            group_blocks: 1,
+            words_per_group: QK_K / 16,
+            scales_per_group: q2k::GPU_STRIDE,
+            words: BITS,
+            scales: Recipe { stride: q2k::GPU_STRIDE as u32, at: q2k::GPU_STRIDE as u32 - 2, field: Field::F32Scale },
+        },
         // Scale words: high bits, int8 scales (any), then d as f32.
         GgmlType::Q3K => Layout {
             block_elems: QK_K,
@@ -110,7 +119,7 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: BITS,
             scales: Recipe { stride: q6k::GPU_STRIDE as u32, at: q6k::GPU_STRIDE as u32 - 1, field: Field::F32Scale },
         },
-        _ => bail!("synthetic weights come in F32, Q8_0, Q3_K, Q4_K, Q5_K and Q6_K, not {}", t.name()),
+        _ => bail!("synthetic weights come in F32, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, not {}", t.name()),
     })
 }
 

@@ -21,9 +21,8 @@
 //! - nibbles (Q4_K, Q5_K, Q6_K low 4 bits): four words hold the chunk's 32 4-bit fields in split-nibble
 //!   order (byte k: weight k in the low nibble, weight k + 16 in the high one), as Q4_0's `qs`; they are
 //!   `words[4c..4c + 4]`, except in Q4_K (below).
-//! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`): word h, bits 2i..2i + 2 = weight
-//!   16h + i (Q2_K); Q3_K's byte-interleaved, weight 16h + 4k + b at bits 8b + 2k of word h, so that one shift
-//!   and mask gives the low bits of 4 weights as bytes.
+//! - crumbs (Q2_K, Q3_K low 2 bits): `words[2c..2c + 2]` (half a `vec4<u32>`), byte-interleaved: weight
+//!   16h + 4k + b at bits 8b + 2k of word h, so that one shift and mask gives 4 weights' bits as bytes.
 //! - extra bits: Q3_K's and Q5_K's high bit byte-interleaved in one word per chunk, weight 4k + b at bit
 //!   8b + k, so that one shift and mask puts the high bits of nibble (or crumb) word k's 4 weights beside
 //!   them (the 3- and 5-bit bytes for the int8 dot; Q3_K's in `scales`); Q6_K's top two bits in two words of
@@ -41,7 +40,8 @@
 //!
 //! Per super-block s, `scales[STRIDE·s ..]` holds (u32 words):
 //!
-//! - Q2_K, stride 5: the 16 scale bytes verbatim (4 words), then d | dmin << 16 (f16 bits). 84 bytes.
+//! - Q2_K, stride 6: the 16 scale bytes verbatim (4 words), then d and dmin as f32 bits. 64 + 24 = 88 bytes
+//!   (84 on disk).
 //! - Q3_K, stride 13: 8 high-bit words (one per chunk), the 16 6-bit scales less 32 as i8 (4 words: scale i,
 //!   for weights 16i .. 16i + 15, at byte i % 4 of word 8 + i / 4), d as f32 bits. 64 + 52 = 116 bytes (110
 //!   on disk).
@@ -60,7 +60,7 @@ pub mod q2k {
     pub const QS: usize = 16;
     pub const D: usize = 80;
     pub const DMIN: usize = 82;
-    pub const GPU_STRIDE: usize = 5;
+    pub const GPU_STRIDE: usize = 6;
 }
 
 pub mod q3k {
@@ -285,13 +285,8 @@ fn nibble_words(q: &[u8]) -> [u32; 4] {
     std::array::from_fn(|k| u32_at(&b, 4 * k))
 }
 
-/// 16 2-bit fields in one word, field i at bits 2i.
-fn crumb_word(q: &[u8]) -> u32 {
-    q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (2 * i))
-}
-
-/// 16 2-bit fields in one word, field 4k + b at bits 8b + 2k (Q3_K's low bits, Q6_K's high bits, see the
-/// GPU layout).
+/// 16 2-bit fields in one word, field 4k + b at bits 8b + 2k (Q2_K's and Q3_K's low bits, Q6_K's high bits,
+/// see the GPU layout).
 fn byte_crumb_word(q: &[u8]) -> u32 {
     q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32) & 3) << (8 * (i % 4) + 2 * (i / 4)))
 }
@@ -337,9 +332,9 @@ fn repack_blocks(
 pub fn repack_q2k(data: &[u8]) -> Repacked {
     repack_blocks(data, q2k::BYTES, q2k::GPU_STRIDE, 16, |b, words, scales| {
         let q = q2k_quants(b);
-        words.extend(q.chunks_exact(16).map(crumb_word));
+        words.extend(q.chunks_exact(16).map(byte_crumb_word));
         scales.extend(verbatim_words(&b[q2k::SCALES..q2k::SCALES + 16]));
-        scales.push(u32_at(b, q2k::D));
+        scales.extend([f32_word(b, q2k::D), f32_word(b, q2k::DMIN)]);
     })
 }
 

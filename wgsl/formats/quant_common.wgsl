@@ -10,11 +10,6 @@ fn hi_nibbles(w: u32) -> vec4<u32> {
     return (vec4<u32>(w) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
 }
 
-// Four 2-bit fields of w starting with field `first` (field i at bits 2i).
-fn crumbs4(w: u32, first: u32) -> vec4<u32> {
-    return (vec4<u32>(w) >> (vec4<u32>(0u, 2u, 4u, 6u) + vec4<u32>(2u * first))) & vec4<u32>(3u);
-}
-
 // Four 1-bit fields of w starting with bit `first`.
 fn bits4(w: u32, first: u32) -> vec4<u32> {
     return (vec4<u32>(w) >> (vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(first))) & vec4<u32>(1u);
