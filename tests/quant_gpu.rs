@@ -286,13 +286,15 @@ fn int8_activations_match_the_cpu_reference() {
 fn random_weights_match_their_cpu_twin() {
     let ctx = gpu();
     let mut kc = KernelCache::new(true);
-    let cases: [(GgmlType, &[usize]); 7] = [
+    let cases: [(GgmlType, &[usize]); 9] = [
         (GgmlType::F32, &[3, 700]),
         (GgmlType::Q8_0, &[5, 96]),
         (GgmlType::Q4K, &[130, 512]),
         (GgmlType::Q5K, &[3, 768]),
         (GgmlType::Q3K, &[2, 512]),
         (GgmlType::Q2K, &[3, 256]),
+        (GgmlType::Q4_0, &[5, 96]),
+        (GgmlType::Q4_1, &[2, 64]),
         (GgmlType::Q6K, &[2, 3, 256]),
     ];
     for (t, shape) in cases {
@@ -325,6 +327,9 @@ fn random_weights_match_their_cpu_twin() {
                         }
                     }
                     Field::F32Scale => (2f32.powi(-10)..2f32.powi(-8)).contains(&f32::from_bits(g)),
+                    Field::F16Scales => [g as u16, (g >> 16) as u16]
+                        .iter()
+                        .all(|&h| (2f32.powi(-10)..2f32.powi(-8)).contains(&half::f16::from_bits(h).to_f32())),
                     Field::F32Weight => (2f32.powi(-7)..2f32.powi(-5)).contains(&f32::from_bits(g).abs()),
                 };
                 assert!(ok, "{}: word {i} = {g:#010x} is out of its field's range", t.name());

@@ -21,6 +21,7 @@ const BITS: u32 = 0u;
 const SCALE_MINS: u32 = 1u;
 const F32_SCALE: u32 = 2u;
 const F32_WEIGHT: u32 = 3u;
+const F16_SCALES: u32 = 4u;
 
 // Chris Wellons' lowbias32.
 fn hash(x: u32) -> u32 {
@@ -31,6 +32,11 @@ fn hash(x: u32) -> u32 {
     h *= 0x846ca68bu;
     h ^= h >> 16u;
     return h;
+}
+
+// A block scale in [2^-10, 2^-8), f16 bits (in the low 16 bits).
+fn f16_scale(h: u32) -> u32 {
+    return ((5u + (h & 1u)) << 10u) | ((h >> 1u) & 0x3ffu);
 }
 
 // A block scale in [2^-10, 2^-8), f32 bits.
@@ -59,6 +65,10 @@ fn field_word(field: u32, place: u32, i: u32) -> u32 {
         }
         case F32_SCALE: {
             return f32_scale(h);
+        }
+        // Two block scales as f16 bits.
+        case F16_SCALES: {
+            return f16_scale(h) | (f16_scale(h >> 16u) << 16u);
         }
         // A plain weight, ±[2^-7, 2^-5), f32 bits.
         case F32_WEIGHT: {

@@ -20,6 +20,9 @@ pub enum QuantMix {
     /// As `q3_k` with Q2_K.
     #[value(name = "q2_k")]
     Q2K,
+    /// Q4_0 for every matrix but the LM head (Q6_K) and `attn_k_b` (Q8_0), as llama.cpp's Q4_0.
+    #[value(name = "q4_0")]
+    Q4_0,
     #[value(name = "q8_0")]
     Q8_0,
 }
@@ -31,6 +34,7 @@ impl QuantMix {
             QuantMix::Q5KM => "Q5_K_M",
             QuantMix::Q3K => "Q3_K",
             QuantMix::Q2K => "Q2_K",
+            QuantMix::Q4_0 => "Q4_0",
             QuantMix::Q8_0 => "Q8_0",
         }
     }
@@ -50,6 +54,8 @@ impl QuantMix {
             GgmlType::Q6K
         } else if name.contains("attn_k_b") {
             GgmlType::Q8_0
+        } else if self == QuantMix::Q4_0 {
+            GgmlType::Q4_0
         } else if (name.contains("ffn_down") || name.contains("attn_v_b")) && layer.is_some_and(more_bits) {
             GgmlType::Q6K
         } else if self == QuantMix::Q3K {
@@ -98,5 +104,9 @@ mod tests {
         assert_eq!(m.tensor_type("blk.7.ffn_down_exps.weight", 1536, 47), GgmlType::Q6K);
         assert_eq!(m.tensor_type("blk.6.attn_q_a.weight", 2048, 47), GgmlType::Q3K);
         assert_eq!(QuantMix::Q2K.tensor_type("blk.6.attn_q_a.weight", 2048, 47), GgmlType::Q2K);
+        let m = QuantMix::Q4_0;
+        assert_eq!(m.tensor_type("blk.7.ffn_down_exps.weight", 1536, 47), GgmlType::Q4_0);
+        assert_eq!(m.tensor_type("output.weight", 2048, 47), GgmlType::Q6K);
+        assert_eq!(m.tensor_type("blk.3.attn_k_b.weight", 192, 47), GgmlType::Q8_0);
     }
 }

@@ -20,6 +20,8 @@ pub enum Field {
     F32Scale = 2,
     /// A plain f32 weight, ±[2^-7, 2^-5).
     F32Weight = 3,
+    /// Two block scales in [2^-10, 2^-8) as f16 bits, one per half.
+    F16Scales = 4,
 }
 
 /// The words from `at` to the end of every `stride` words are `field`; the others are random bits.
@@ -60,6 +62,15 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             scales_per_group: 0,
             words: Recipe { field: Field::F32Weight, ..BITS },
             scales: BITS,
+        },
+        // Split-nibble quants; d (Q4_0: two blocks' per word) or d | m << 16 (Q4_1) as f16.
+        GgmlType::Q4_0 | GgmlType::Q4_1 => Layout {
+            block_elems: 32,
+            group_blocks: if t == GgmlType::Q4_0 { 2 } else { 1 },
+            words_per_group: if t == GgmlType::Q4_0 { 8 } else { 4 },
+            scales_per_group: 1,
+            words: BITS,
+            scales: Recipe { field: Field::F16Scales, ..BITS },
         },
         // Four blocks' quants, then their scales.
         GgmlType::Q8_0 => Layout {
@@ -119,7 +130,9 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
             words: BITS,
             scales: Recipe { stride: q6k::GPU_STRIDE as u32, at: q6k::GPU_STRIDE as u32 - 1, field: Field::F32Scale },
         },
-        _ => bail!("synthetic weights come in F32, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, not {}", t.name()),
+        _ => {
+            bail!("synthetic weights come in F32, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, not {}", t.name())
+        }
     })
 }
 
@@ -138,6 +151,11 @@ fn f32_scale(h: u32) -> u32 {
     ((117 + (h & 1)) << 23) | ((h >> 1) & 0x7fffff)
 }
 
+/// A block scale in [2^-10, 2^-8), f16 bits (in the low 16 bits).
+fn f16_scale(h: u32) -> u32 {
+    ((5 + (h & 1)) << 10) | ((h >> 1) & 0x3ff)
+}
+
 /// Word `i` of a fill with `seed`: what the kernel writes.
 pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
     let h = |i: u32| hash(i ^ hash(seed));
@@ -152,6 +170,7 @@ pub fn word(i: u32, seed: u32, r: Recipe) -> u32 {
             _ => h(i) & 0x3f3f_3f3f,
         },
         Field::F32Scale => f32_scale(h(i)),
+        Field::F16Scales => f16_scale(h(i)) | f16_scale(h(i) >> 16) << 16,
         Field::F32Weight => {
             let h = h(i);
             (h & 0x8000_0000) | ((120 + ((h >> 23) & 1)) << 23) | (h & 0x7fffff)
