@@ -2,7 +2,7 @@
 // src/quant (the layouts wgsl/formats/*.wgsl read; see there for the field-by-field description).
 // Each defines, for chunk c (32 weights) of its matrix (w: quants, s: scales):
 //   dot(w, s, c, x)   the chunk's dot with f32 inputs x (32 values, their sum in x.xsum);
-// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) also
+// and the formats that take int8 inputs (src/quant/activations.rs: Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) also
 //   dot_int8(w, s, c, q)  its dot with the inputs rounded to int8 (inputs.metal), scaled back.
 
 // The f16 in the low 16 bits of h, widened exactly (subnormals included, whatever the GPU does with
@@ -30,6 +30,15 @@ inline float4 hi_nibbles(uint w) {
 inline float2 k_scale_min(uint4 r, uint c) {
     uint2 sm = (uint2(r.z, r.w) >> (8u * (c & 3u))) & 0xffu;
     return float2(as_type<float>(r.x), as_type<float>(r.y)) * float2(sm);
+}
+
+// A chunk's 32 split-nibble quants (byte k: weight k low, weight k + 16 high) as bytes, weights 4k .. 4k + 3
+// in b[k].
+inline void nibble_bytes(uint4 q, thread uint (&b)[8]) {
+    uint4 lo = q & 0x0f0f0f0fu;
+    uint4 hi = (q >> 4) & 0x0f0f0f0fu;
+    b[0] = lo.x; b[1] = lo.y; b[2] = lo.z; b[3] = lo.w;
+    b[4] = hi.x; b[5] = hi.y; b[6] = hi.z; b[7] = hi.w;
 }
 
 // The dot of weights ds * q - mn (q: unsigned quants as bytes, weights 4k .. 4k + 3 in word k) with the
@@ -104,10 +113,8 @@ struct Q4_K {
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
         float2 dsm = q4k_scale_min(w, c);
-        uint4 wq = q4k_quants(w, c);
-        uint4 lo = wq & 0x0f0f0f0fu;
-        uint4 hi = (wq >> 4) & 0x0f0f0f0fu;
-        uint b[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+        uint b[8];
+        nibble_bytes(q4k_quants(w, c), b);
         return dot_int8_offset(b, dsm.x, dsm.y, q);
     }
 };
@@ -263,6 +270,13 @@ struct Q4_0 : Dequantized<Q4_0> {
             v[4 + i] = d * (hi_nibbles(q[i]) - 8.0f);
         }
     }
+
+    static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
+        float d = half_to_f32(s[c >> 1] >> (16 * (c & 1)));
+        uint b[8];
+        nibble_bytes(w[c], b);
+        return dot_int8_offset(b, d, 8.0f * d, q);
+    }
 };
 
 // Q4_1: split-nibble block c in w[c], d | m << 16 (f16) in s[c]. Weight = d * q + m.
@@ -275,6 +289,12 @@ struct Q4_1 : Dequantized<Q4_1> {
             v[i] = d * lo_nibbles(q[i]) + m;
             v[4 + i] = d * hi_nibbles(q[i]) + m;
         }
+    }
+
+    static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
+        uint b[8];
+        nibble_bytes(w[c], b);
+        return dot_int8_offset(b, half_to_f32(s[c]), -half_to_f32(s[c] >> 16), q);
     }
 };
 

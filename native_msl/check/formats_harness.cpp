@@ -49,8 +49,8 @@ int main() {
     else if (!strcmp(name, "Q4_K")) run<Q4_K, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q5_K")) run<Q5_K, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q6_K")) run<Q6_K, true>(n[0], n[1], words, scales, x);
-    else if (!strcmp(name, "Q4_0")) run<Q4_0, false>(n[0], n[1], words, scales, x);
-    else if (!strcmp(name, "Q4_1")) run<Q4_1, false>(n[0], n[1], words, scales, x);
+    else if (!strcmp(name, "Q4_0")) run<Q4_0, true>(n[0], n[1], words, scales, x);
+    else if (!strcmp(name, "Q4_1")) run<Q4_1, true>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q5_0")) run<Q5_0, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "Q5_1")) run<Q5_1, false>(n[0], n[1], words, scales, x);
     else if (!strcmp(name, "IQ4_NL")) run<IQ4_NL, false>(n[0], n[1], words, scales, x);

@@ -1,4 +1,4 @@
-//! Int8 activations: the input of a matrix-vector product over Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or Q8_0 weights is rounded
+//! Int8 activations: the input of a matrix-vector product over Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or Q8_0 weights is rounded
 //! to int8 per 32-element block, so the GPU can multiply packed bytes (`dot4I8Packed`) instead of
 //! widening every weight to f32 (llama.cpp's CUDA and CPU backends do the same with Q8_1/Q8_K).
 //!
@@ -16,7 +16,17 @@ pub const Q8_BLOCK: usize = 32;
 /// attention product v_b keeps f32 inputs in decode whatever its type: the CPU reference expands
 /// the values per position, where that input never exists.
 pub fn takes_int8_input(t: GgmlType) -> bool {
-    matches!(t, GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K | GgmlType::Q8_0)
+    matches!(
+        t,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q2K
+            | GgmlType::Q3K
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+            | GgmlType::Q8_0
+    )
 }
 
 /// The frexp exponent e of `amax` (amax = f · 2^e, f in [0.5, 1)) for normal values, at least −100

@@ -11,3 +11,20 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
         d * (vec4<f32>(hi_nibbles(q.z)) - o), d * (vec4<f32>(hi_nibbles(q.w)) - o),
     );
 }
+
+// Chunk c unpacked for int8 products: its quants as bytes, and the weights as ds * q - mn.
+struct Int8Chunk {
+    q: array<u32, 8>,
+    ds: f32,
+    mn: f32,
+}
+
+fn load_int8_chunk(c: u32) -> Int8Chunk {
+    let d = half_to_f32(SCALES[c >> 1u] >> (16u * (c & 1u)));
+    return Int8Chunk(nibble_bytes(WEIGHTS[c]), d, 8.0 * d);
+}
+
+// The chunk's dot with int8 inputs xq (their sum qsum), in units of the inputs' scale.
+fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
+    return dot_int8_offset(w.q, w.ds, w.mn, xq, qsum);
+}

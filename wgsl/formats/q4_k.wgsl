@@ -44,14 +44,7 @@ struct Int8Chunk {
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
     let dsm = chunk_scale_min(c);
-    let q = q4k_quants(c);
-    let lo = q & vec4<u32>(0x0f0f0f0fu);
-    let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
-    return Int8Chunk(
-        array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w),
-        dsm.x,
-        dsm.y,
-    );
+    return Int8Chunk(nibble_bytes(q4k_quants(c)), dsm.x, dsm.y);
 }
 
 // The chunk's dot with int8 inputs xq (their sum qsum), in units of the inputs' scale.

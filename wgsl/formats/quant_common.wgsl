@@ -46,6 +46,14 @@ fn dot_int8_offset(q: array<u32, 8>, ds: f32, mn: f32, xq: array<u32, 8>, qsum: 
     return ds * f32(sum) - mn * f32(qsum);
 }
 
+// A chunk's 32 split-nibble quants (byte k: weight k low, weight k + 16 high) as bytes, weights 4k .. 4k + 3
+// in word k.
+fn nibble_bytes(q: vec4<u32>) -> array<u32, 8> {
+    let lo = q & vec4<u32>(0x0f0f0f0fu);
+    let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+    return array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+}
+
 // The four bytes of w, unsigned, as f32s.
 fn bytes4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
