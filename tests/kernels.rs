@@ -52,6 +52,11 @@ const ROWS: [usize; 5] = [1, 3, 37, 130, 1000];
 const LEGACY_COLS: &[usize] = &[32, 96, 160, 544, 2080];
 const K_COLS: &[usize] = &[256, 768, 512, 2304];
 
+/// The formats whose products take int8 inputs.
+fn int8_formats() -> impl Iterator<Item = GgmlType> {
+    GgmlType::SUPPORTED.into_iter().filter(|&t| activations::takes_int8_input(t))
+}
+
 /// Each supported weight format with row lengths that are multiples of its block.
 fn formats() -> Vec<(GgmlType, &'static [usize])> {
     vec![
@@ -1511,16 +1516,7 @@ fn router_pass_prepares_the_expert_input() {
         let scale = f32::from_bits(words[12 * cols / 32]) as f64;
         assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
 
-        for t in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q2K,
-            GgmlType::Q3K,
-            GgmlType::Q4K,
-            GgmlType::Q5K,
-            GgmlType::Q6K,
-            GgmlType::Q8_0,
-        ] {
+        for t in int8_formats() {
             let gate = Weight::new(ctx, &mut rng, t, &[3, rows, cols], 1.0);
             let up = Weight::new(ctx, &mut rng, t, &[3, rows, cols], 1.0);
             let ids = [2u32, 0];
@@ -1708,16 +1704,7 @@ fn prefill_matmul_over_token_rows() {
     let (chunk, n) = (11usize, 9usize);
     let sb = ctx.uniform("step", bytemuck::bytes_of(&Step::chunk(3, n)));
     let mut worst = 0f64;
-    for t in [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::Q8_0,
-    ] {
+    for t in int8_formats() {
         // 8 and 16 chunks per row take one lane per team, 64 and 128 take 4 and 8 (`MatmulTiling::for_rows`).
         for (rows, cols) in [(37usize, 256usize), (130, 512), (37, 2048), (5, 4096)] {
             let amp = (18.0 / cols as f32).sqrt();

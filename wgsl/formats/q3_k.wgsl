@@ -15,13 +15,8 @@ fn q3_bytes(c: u32) -> array<u32, 8> {
     return array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
 }
 
-// Chunk c unpacked: its quants as bytes, d and its two scales (less 32).
-struct Int8Chunk {
-    q: array<u32, 8>,
-    d: f32,
-    sc0: f32,
-    sc1: f32,
-}
+// Chunk c unpacked for int8 products (quant_common.wgsl).
+alias Int8Chunk = HalvesChunk;
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
     let s = 13u * (c >> 3u);
@@ -45,5 +40,5 @@ fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
 
 // The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 4) x per 16-weight half.
 fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
-    return dot_int8_halves(w.q, 4, w.d, w.sc0, w.sc1, xq, qsum);
+    return dot_halves_chunk(w, 4, xq, qsum);
 }

@@ -42,12 +42,8 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     return dsm.x * d - dsm.y * xsum;
 }
 
-// Chunk c unpacked for int8 products: its quants as bytes, d * sc, dmin * m.
-struct Int8Chunk {
-    q: array<u32, 8>,
-    ds: f32,
-    mn: f32,
-}
+// Chunk c unpacked for int8 products (quant_common.wgsl).
+alias Int8Chunk = OffsetChunk;
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
     let dsm = q5_scale_min(c);
@@ -56,5 +52,5 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
 
 // The chunk's dot with int8 inputs xq (their sum qsum), in units of the inputs' scale.
 fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
-    return dot_int8_offset(w.q, w.ds, w.mn, xq, qsum);
+    return dot_offset_chunk(w, xq, qsum);
 }

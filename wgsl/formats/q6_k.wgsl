@@ -53,13 +53,8 @@ fn dot_chunk(c: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     return d * (f32(i8_of(sw, k)) * lo + f32(i8_of(sw, k + 1u)) * hi);
 }
 
-// Chunk c unpacked for int8 products: its 6-bit quants (0 ..= 63) as bytes, d and the two int8 scales.
-struct Int8Chunk {
-    q: array<u32, 8>,
-    d: f32,
-    sc0: f32,
-    sc1: f32,
-}
+// Chunk c unpacked for int8 products (quant_common.wgsl).
+alias Int8Chunk = HalvesChunk;
 
 fn load_int8_chunk(c: u32) -> Int8Chunk {
     let s = 21u * (c >> 3u);
@@ -84,5 +79,5 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
 
 // The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 32) x per 16-weight half.
 fn dot_int8_chunk(w: Int8Chunk, xq: array<u32, 8>, qsum: i32) -> f32 {
-    return dot_int8_halves(w.q, 32, w.d, w.sc0, w.sc1, xq, qsum);
+    return dot_halves_chunk(w, 32, xq, qsum);
 }

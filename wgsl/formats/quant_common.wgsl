@@ -37,13 +37,20 @@ fn k_scale_min(r: vec4<u32>, c: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(r.xy) * vec2<f32>(sm);
 }
 
-// The dot of a chunk of weights ds * q - mn (q: unsigned quants as bytes, weights 4k .. 4k + 3 in word k)
-// with int8 inputs xq whose sum is qsum, in units of the inputs' scale.
-fn dot_int8_offset(q: array<u32, 8>, ds: f32, mn: f32, xq: array<u32, 8>, qsum: i32) -> f32 {
-    let sum = dot4I8Packed(q[0], xq[0]) + dot4I8Packed(q[1], xq[1]) + dot4I8Packed(q[2], xq[2])
-        + dot4I8Packed(q[3], xq[3]) + dot4I8Packed(q[4], xq[4]) + dot4I8Packed(q[5], xq[5])
-        + dot4I8Packed(q[6], xq[6]) + dot4I8Packed(q[7], xq[7]);
-    return ds * f32(sum) - mn * f32(qsum);
+// An int8-ready chunk of weights ds * q - mn (Q4_0, Q4_1, Q4_K, Q5_K): q its unsigned quants as bytes,
+// weights 4k .. 4k + 3 in word k.
+struct OffsetChunk {
+    q: array<u32, 8>,
+    ds: f32,
+    mn: f32,
+}
+
+// Its dot with int8 inputs xq whose sum is qsum, in units of the inputs' scale.
+fn dot_offset_chunk(w: OffsetChunk, xq: array<u32, 8>, qsum: i32) -> f32 {
+    let sum = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
+        + dot4I8Packed(w.q[3], xq[3]) + dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5])
+        + dot4I8Packed(w.q[6], xq[6]) + dot4I8Packed(w.q[7], xq[7]);
+    return w.ds * f32(sum) - w.mn * f32(qsum);
 }
 
 // A chunk's 32 split-nibble quants (byte k: weight k low, weight k + 16 high) as bytes, weights 4k .. 4k + 3
@@ -59,17 +66,24 @@ fn bytes4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
 }
 
-// The dot of a chunk of weights d * sc0 * (q - offset) (its first 16) and d * sc1 * (q - offset) (the
-// rest), q unsigned quants as bytes (weights 4k .. 4k + 3 in word k), with int8 inputs xq whose sum is
-// qsum, in units of the inputs' scale.
-fn dot_int8_halves(q: array<u32, 8>, offset: i32, d: f32, sc0: f32, sc1: f32, xq: array<u32, 8>, qsum: i32) -> f32 {
+// An int8-ready chunk of weights d * sc0 * (q - offset) (its first 16) and d * sc1 * (q - offset) (the
+// rest) (Q3_K: offset 4, Q6_K: 32): q its unsigned quants as bytes, weights 4k .. 4k + 3 in word k.
+struct HalvesChunk {
+    q: array<u32, 8>,
+    d: f32,
+    sc0: f32,
+    sc1: f32,
+}
+
+// Its dot with int8 inputs xq whose sum is qsum, in units of the inputs' scale.
+fn dot_halves_chunk(w: HalvesChunk, offset: i32, xq: array<u32, 8>, qsum: i32) -> f32 {
     let ones = 0x01010101u;
     // Σ of the first half's inputs; the second half's is qsum minus it.
     let q0 = dot4I8Packed(xq[0], ones) + dot4I8Packed(xq[1], ones) + dot4I8Packed(xq[2], ones)
         + dot4I8Packed(xq[3], ones);
-    let sum0 = dot4I8Packed(q[0], xq[0]) + dot4I8Packed(q[1], xq[1]) + dot4I8Packed(q[2], xq[2])
-        + dot4I8Packed(q[3], xq[3]) - offset * q0;
-    let sum1 = dot4I8Packed(q[4], xq[4]) + dot4I8Packed(q[5], xq[5]) + dot4I8Packed(q[6], xq[6])
-        + dot4I8Packed(q[7], xq[7]) - offset * (qsum - q0);
-    return d * (sc0 * f32(sum0) + sc1 * f32(sum1));
+    let sum0 = dot4I8Packed(w.q[0], xq[0]) + dot4I8Packed(w.q[1], xq[1]) + dot4I8Packed(w.q[2], xq[2])
+        + dot4I8Packed(w.q[3], xq[3]) - offset * q0;
+    let sum1 = dot4I8Packed(w.q[4], xq[4]) + dot4I8Packed(w.q[5], xq[5]) + dot4I8Packed(w.q[6], xq[6])
+        + dot4I8Packed(w.q[7], xq[7]) - offset * (qsum - q0);
+    return w.d * (w.sc0 * f32(sum0) + w.sc1 * f32(sum1));
 }
