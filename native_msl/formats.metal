@@ -60,6 +60,17 @@ inline float dot_int8_halves(thread const uint (&b)[8], int offset, float d, flo
     return q.dx * (d * (sc0 * float(sum0) + sc1 * float(sum1)));
 }
 
+// The same weights' dot with f32 inputs x, each half's scale applied once.
+inline float dot_halves_f32(thread const uint (&b)[8], float offset, float d, float sc0, float sc1, thread const ChunkInput& x) {
+    float lo = 0.0f;
+    float hi = 0.0f;
+    for (uint k = 0; k < 4; k++) {
+        lo += metal::dot(float4(i8x4(b[k])) - offset, x.xs[k]);
+        hi += metal::dot(float4(i8x4(b[4 + k])) - offset, x.xs[4 + k]);
+    }
+    return d * (sc0 * lo + sc1 * hi);
+}
+
 // Q8_0 (the GPU layout of src/quant/q8_0.rs): blocks in groups of four, nine uint4s per group g: chunk
 // c = 4g + k's quants at 9g + 2k and 9g + 2k + 1, the four scales (f32) at 9g + 8.
 inline uint q8_at(uint c) {
@@ -163,43 +174,33 @@ inline uint q6_bytes(uint lo, uint hi, uint k) {
     return lo | (((hi >> (2 * k)) & 0x03030303u) << 4);
 }
 
-inline float4 q6(uint lo, uint hi, uint k) {
-    return float4(i8x4(q6_bytes(lo, hi, k))) - 32.0f;
-}
-
 struct Q6_K {
-    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
-        uint b = 21 * (c >> 3);
+    // The chunk's 6-bit quants as bytes (weights 4k .. 4k + 3 in b[k]); returns d and its two scales.
+    static float4 unpack(device const uint4* w, device const uint* s, uint c, thread uint (&b)[8]) {
+        uint p = 21 * (c >> 3);
         uint j = c & 7;
-        uint sw = s[b + 16 + (j >> 1)];
+        uint h0 = s[p + 2 * j];
+        uint h1 = s[p + 2 * j + 1];
+        nibble_bytes(w[c], b);
+        for (uint k = 0; k < 4; k++) {
+            b[k] = q6_bytes(b[k], h0, k);
+            b[4 + k] = q6_bytes(b[4 + k], h1, k);
+        }
+        int4 sc = i8x4(s[p + 16 + (j >> 1)]);
         uint k = 2 * (j & 1);
-        uint h0 = s[b + 2 * j];
-        uint h1 = s[b + 2 * j + 1];
-        uint4 q = w[c];
-        uint4 l = q & 0x0f0f0f0fu;
-        uint4 h = (q >> 4) & 0x0f0f0f0fu;
-        float lo = metal::dot(q6(l.x, h0, 0), x.xs[0]) + metal::dot(q6(l.y, h0, 1), x.xs[1])
-            + metal::dot(q6(l.z, h0, 2), x.xs[2]) + metal::dot(q6(l.w, h0, 3), x.xs[3]);
-        float hi = metal::dot(q6(h.x, h1, 0), x.xs[4]) + metal::dot(q6(h.y, h1, 1), x.xs[5])
-            + metal::dot(q6(h.z, h1, 2), x.xs[6]) + metal::dot(q6(h.w, h1, 3), x.xs[7]);
-        int4 sc = i8x4(sw);
-        return as_type<float>(s[b + 20]) * (float(sc[k]) * lo + float(sc[k + 1]) * hi);
+        return float4(as_type<float>(s[p + 20]), float(sc[k]), float(sc[k + 1]), 0.0f);
+    }
+
+    static float dot(device const uint4* w, device const uint* s, uint c, thread const ChunkInput& x) {
+        uint b[8];
+        float4 d = unpack(w, s, c, b);
+        return dot_halves_f32(b, 32.0f, d.x, d.y, d.z, x);
     }
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {
-        uint b = 21 * (c >> 3);
-        uint j = c & 7;
-        uint sw = s[b + 16 + (j >> 1)];
-        uint k = 2 * (j & 1);
-        uint h0 = s[b + 2 * j];
-        uint h1 = s[b + 2 * j + 1];
-        uint4 wq = w[c];
-        uint4 l = wq & 0x0f0f0f0fu;
-        uint4 h = (wq >> 4) & 0x0f0f0f0fu;
-        uint bytes[8] = {q6_bytes(l.x, h0, 0), q6_bytes(l.y, h0, 1), q6_bytes(l.z, h0, 2), q6_bytes(l.w, h0, 3),
-                         q6_bytes(h.x, h1, 0), q6_bytes(h.y, h1, 1), q6_bytes(h.z, h1, 2), q6_bytes(h.w, h1, 3)};
-        int4 sc = i8x4(sw);
-        return dot_int8_halves(bytes, 32, as_type<float>(s[b + 20]), float(sc[k]), float(sc[k + 1]), q);
+        uint b[8];
+        float4 d = unpack(w, s, c, b);
+        return dot_int8_halves(b, 32, d.x, d.y, d.z, q);
     }
 };
 
@@ -437,13 +438,7 @@ struct Q3_K {
         float4 d = scales(s, c);
         uint b[8];
         q3_bytes(w, s, c, b);
-        float lo = 0.0f;
-        float hi = 0.0f;
-        for (uint k = 0; k < 4; k++) {
-            lo += metal::dot(float4(i8x4(b[k])) - 4.0f, x.xs[k]);
-            hi += metal::dot(float4(i8x4(b[4 + k])) - 4.0f, x.xs[4 + k]);
-        }
-        return d.x * (d.y * lo + d.z * hi);
+        return dot_halves_f32(b, 4.0f, d.x, d.y, d.z, x);
     }
 
     static float dot_int8(device const uint4* w, device const uint* s, uint c, thread const Int8Input& q) {

@@ -1,6 +1,7 @@
 // Fills a weight's words or scales (GPU layout of its format) with random but valid values, so the
 // full-size model can be benchmarked without its file. The words from `at` to the end of every
-// `stride` words are `field` (which may depend on the word's place from `at`), the others random bits. Integer-only, so `kernels::random_weight::word` is its exact CPU twin.
+// `stride` words are `field` (which may depend on the word's place from `at`), the others random bits.
+// Integer-only, so `kernels::random_weight::word` is its exact CPU twin.
 // Host constants: WG.
 
 struct Fill {
@@ -52,8 +53,9 @@ fn word_hash(i: u32) -> u32 {
 fn field_word(field: u32, place: u32, i: u32) -> u32 {
     let h = word_hash(i);
     switch field {
-        // Q4_K's and Q5_K's scale vec4s: d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits, hashed from the
-        // first vec4's place so that every vec4 of the stride holds the same, then 6-bit bytes.
+        // Q4_K's and Q5_K's scale vec4s: d in [2^-10, 2^-8) and dmin in [2^-11, 2^-10) as f32 bits,
+        // hashed from the first vec4's place so that every vec4 of the stride holds the same, then 6-bit
+        // bytes.
         case SCALE_MINS: {
             if place % 4u == 0u {
                 return f32_scale(word_hash(i - place));

@@ -3,7 +3,7 @@
 
 use crate::gpu::{compose, Binding, Const, Dispatch, GpuContext, KernelCache};
 use crate::quant::k_quants::{q2k, q3k, q4k, q5k, q6k, QK_K};
-use crate::quant::{q8_0, GgmlType};
+use crate::quant::{legacy, q8_0, GgmlType};
 use anyhow::{bail, Result};
 
 const WG: u32 = 256;
@@ -65,7 +65,7 @@ pub fn layout(t: GgmlType) -> Result<Layout> {
         },
         // Split-nibble quants; d (Q4_0: two blocks' per word) or d | m << 16 (Q4_1) as f16.
         GgmlType::Q4_0 | GgmlType::Q4_1 => Layout {
-            block_elems: 32,
+            block_elems: legacy::BLOCK,
             group_blocks: if t == GgmlType::Q4_0 { 2 } else { 1 },
             words_per_group: if t == GgmlType::Q4_0 { 8 } else { 4 },
             scales_per_group: 1,

@@ -27,15 +27,7 @@ fn load_int8_chunk(c: u32) -> Int8Chunk {
 }
 
 fn load_chunk(c: u32) -> array<vec4<f32>, 8> {
-    let w = load_int8_chunk(c);
-    let d0 = w.d * w.sc0;
-    let d1 = w.d * w.sc1;
-    var v: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) { // unroll
-        v[k] = d0 * (bytes4(w.q[k]) - vec4<f32>(4.0));
-        v[4u + k] = d1 * (bytes4(w.q[4u + k]) - vec4<f32>(4.0));
-    }
-    return v;
+    return halves_weights(load_int8_chunk(c), 4.0);
 }
 
 // The chunk's dot with int8 inputs xq, in units of the inputs' scale: Σ (q - 4) x per 16-weight half.

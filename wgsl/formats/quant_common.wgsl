@@ -75,6 +75,18 @@ struct HalvesChunk {
     sc1: f32,
 }
 
+// Its weights, dequantized.
+fn halves_weights(w: HalvesChunk, offset: f32) -> array<vec4<f32>, 8> {
+    let d0 = w.d * w.sc0;
+    let d1 = w.d * w.sc1;
+    var v: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 4u; k++) { // unroll
+        v[k] = d0 * (bytes4(w.q[k]) - vec4<f32>(offset));
+        v[4u + k] = d1 * (bytes4(w.q[4u + k]) - vec4<f32>(offset));
+    }
+    return v;
+}
+
 // Its dot with int8 inputs xq whose sum is qsum, in units of the inputs' scale.
 fn dot_halves_chunk(w: HalvesChunk, offset: i32, xq: array<u32, 8>, qsum: i32) -> f32 {
     let ones = 0x01010101u;
