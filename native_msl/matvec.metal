@@ -5,7 +5,7 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// PREPARED, PREP_WORDS, ROUND, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
 // (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
 // each.
 
@@ -14,7 +14,7 @@ struct Params {
     uint chunks;    // format chunks per row
     uint x_stride;  // float4s between the inputs of consecutive slots
     uint y_stride;  // floats between the outputs of consecutive slots
-    uint n_slots;   // slots summed in OUT = 2
+    uint n_slots;   // slots (summed in OUT = 2)
     uint groups_x;  // workgroups along x (the grid spills into y)
     uint groups0;   // STACK: the workgroups of W0; the rest are W1's
     uint rows1;     // STACK: rows of W1
@@ -115,6 +115,31 @@ inline void merge_splits(threadgroup float4* merged, device const float4* x, con
     threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
+// ROUND: the workgroup's staged outputs (whole 32-row chunks) stored as a prepared input, one thread
+// per chunk, slots back to back, then a norm scale of 1 (wgsl/matvec_round.wgsl).
+inline void round_rows(threadgroup const float* staged, device float* y, constant Params& p, uint tid, uint group,
+                       uint slot) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    uint per_group = TEAMS * ROWS / 32;
+    if (tid < per_group) {
+        float4 xs[8];
+        for (uint i = 0; i < 8; i++) {
+            uint at = tid * 32 + i * 4;
+            xs[i] = float4(staged[at], staged[at + 1], staged[at + 2], staged[at + 3]);
+        }
+        Int8Input q = round_to_int8(xs);
+        uint out = (slot * (p.rows / 32) + group * per_group + tid) * PREP_WORDS;
+        for (uint i = 0; i < 8; i++) {
+            y[out + i] = as_type<float>(q.xq[i]);
+        }
+        y[out + 8] = as_type<float>(q.qsum);
+        y[out + 9] = q.dx;
+    }
+    if (tid == 0 && group == 0 && slot == 0) {
+        y[p.n_slots * (p.rows / 32) * PREP_WORDS] = 1.0f;
+    }
+}
+
 // The dot products of the two weight bindings with the lane's input chunk: int8 or f32 inputs.
 #if INT8_0
 #define DOT0(base) FORMAT0::dot_int8(weights0, scales0, base, xin.q)
@@ -151,6 +176,9 @@ kernel void matvec(
     threadgroup_array uint route_expert[TOPK + 1];
 #if MERGE
     threadgroup_array float4 merged[MERGED_V4];
+#endif
+#if ROUND
+    threadgroup_array float staged[TEAMS * ROWS];
 #endif
     RouteTables chosen = {route_key, route_score, route_expert};
     if (MATRIX == 3) {
@@ -232,28 +260,34 @@ kernel void matvec(
         }
     }
     reduce_team(v, red, tid, lane);
-    if (lane != 0) {
-        return;
-    }
-    float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * CHUNK_V4 * 4) + EPS) : 1.0f;
-    if (PREPARED) {
-        scale = x[slot * p.x_stride + p.chunks * (PREP_WORDS / 4)].x;
-    }
-    for (uint r = 0; r < ROWS; r++) {
-        uint row = row0 + r;
-        if (row < rows) {
-            float out = v[r] * scale;
-            if (GLU) {
-                out = out / (1.0f + exp(-out)) * v[ROWS + r] * scale;
-            }
-            uint o = slot * p.y_stride + row;
-            if (STACK && second) {
-                y1[row] = out;
-            } else if (OUT == 0) {
-                y[o] = out;
-            } else {
-                y[o] += out;
+    if (lane == 0) {
+        float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * CHUNK_V4 * 4) + EPS) : 1.0f;
+        if (PREPARED) {
+            scale = x[(p.n_slots - 1) * p.x_stride + p.chunks * (PREP_WORDS / 4)].x;
+        }
+        for (uint r = 0; r < ROWS; r++) {
+            uint row = row0 + r;
+            if (row < rows) {
+                float out = v[r] * scale;
+                if (GLU) {
+                    out = out / (1.0f + exp(-out)) * v[ROWS + r] * scale;
+                }
+#if ROUND
+                staged[team * ROWS + r] = out;
+#else
+                uint o = slot * p.y_stride + row;
+                if (STACK && second) {
+                    y1[row] = out;
+                } else if (OUT == 0) {
+                    y[o] = out;
+                } else {
+                    y[o] += out;
+                }
+#endif
             }
         }
     }
+#if ROUND
+    round_rows(staged, y, p, tid, group, slot);
+#endif
 }

@@ -25,8 +25,8 @@ use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::{router, RouteChoice};
 use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
-    matvec, matvec_tiled, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Reduce, Stacked, Step,
-    Tiling,
+    matvec, matvec_tiled, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output,
+    Reduce, Stacked, Step, Tiling,
 };
 use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
@@ -918,6 +918,131 @@ fn matvec_add_routed_sum() {
         }
     }
     report("matvec Routed/AddRoutedSum", worst);
+}
+
+/// A product that stores its output rounded by 32 rows (`round_output`) stores what the next product
+/// would have rounded: per 32 values of the slots' outputs back to back, int8 quants within half a step
+/// of the CPU's product (the GPU's sum may land on the other side of a rounding boundary), scaled by
+/// the power of two that makes the largest |q| 64-127, their sum, then a norm scale of 1; and the next
+/// product over it as a prepared input (one input, or one per routed slot) multiplies exactly those
+/// values. Producers: per-head (f32 inputs, the merging v_b's shape) and routed gate/up pairs choosing
+/// nothing (the route given), under the engine's tiling and other whole-chunk tilings.
+#[test]
+fn matvec_round_output_feeds_a_prepared_product() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(21);
+    let mut worst = 0f64;
+    let (n_exp, cols, out_rows) = (3, 256, 37);
+    let engine = Tiling::for_shape(ctx, 1, 1, false);
+    let tilings = [
+        None,
+        Some(Tiling { lanes: 8, teams: 16, rows: 2, reduce: Reduce::Shared }),
+        Some(Tiling { lanes: 4, teams: 8, rows: 4, ..engine }),
+        Some(Tiling { lanes: 2, teams: 32, rows: 2, ..engine }),
+    ];
+    for t in int8_formats() {
+        // (producer, rows per slot, slots, input stride): 4 heads of 64 rows; 2 routed slots of 256
+        // gate/up rows.
+        for glu in [false, true] {
+            let (rows, slots) = if glu { (256, 2) } else { (64, 4) };
+            let w = Weight::new(ctx, &mut rng, t, &[n_exp.max(slots), rows, cols], 1.0);
+            let up = Weight::new(ctx, &mut rng, t, &[n_exp.max(slots), rows, cols], 1.0);
+            let ids: Vec<u32> = if glu { vec![2, 0] } else { (0..slots as u32).collect() };
+            let route = buf_u32(ctx, "route", &route_words(&ids, &vec![0.75; ids.len()]));
+            let x = uniform(&mut rng, slots * cols, 1.0);
+            let xb = buf_f32(ctx, "x", &x);
+            let (matrix, x_stride) = if glu { (MatrixOf::Routed, 0) } else { (MatrixOf::Slot, cols) };
+            let experts: Vec<usize> = ids.iter().map(|&e| e as usize).collect();
+            let want: Vec<f64> = if glu {
+                products_want(&w, Some(&up), &experts, rows, &kernel_input(t, matrix, &x[..cols]), 1.0)
+            } else {
+                (0..slots * rows).map(|i| dot(w.row(i / rows, i % rows), &x[i / rows * cols..][..cols])).collect()
+            };
+            let n = slots * rows;
+            let words = (prepared_bytes(n) / 4) as usize;
+            for tiling in tilings {
+                let y0 = vec![NAN_BITS; words + 5];
+                let y = buf_u32(ctx, "y", &y0);
+                let args = MatvecArgs {
+                    up: glu.then_some(&up.gpu),
+                    matrix,
+                    slots: slots as u32,
+                    x_stride: x_stride as u32,
+                    y_stride: rows as u32,
+                    round_output: true,
+                    ..MatvecArgs::new(&w.gpu, &xb, &y, &route, true)
+                };
+                let d = match tiling {
+                    None => matvec(ctx, &mut kc, args).unwrap(),
+                    Some(tiling) => matvec_tiled(ctx, &mut kc, args, tiling).unwrap(),
+                };
+                run(ctx, &[&d]);
+                let got = read_u32(ctx, &y, y0.len());
+                let name = format!(
+                    "{} {} rounding its {slots} x {rows} outputs [{}]",
+                    t.name(),
+                    if glu { "routed gate/up" } else { "per-head product" },
+                    tiling.map_or("engine tiling".to_string(), |t| format!("{t:?}"))
+                );
+                let mut values = Vec::with_capacity(n);
+                for (c, want) in want.chunks(32).enumerate() {
+                    let w = &got[12 * c..12 * c + 12];
+                    let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
+                    let dx = f32::from_bits(w[9]) as f64;
+                    let amax = q.iter().map(|q| q.abs()).max().unwrap();
+                    assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
+                    assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
+                    for (i, (&q, &v)) in q.iter().zip(want).enumerate() {
+                        let err = (q as f64 * dx - v).abs();
+                        assert!(err <= 0.5001 * dx, "{name}: value {} is {q} x {dx}, want {v}", 32 * c + i);
+                        values.push((q as f64 * dx) as f32);
+                    }
+                    check_untouched(&name, &w[10..], &[NAN_BITS; 2]);
+                }
+                assert_eq!(f32::from_bits(got[12 * n / 32]), 1.0, "{name}: norm scale");
+                check_untouched(&name, &got[12 * n / 32 + 1..], &y0[12 * n / 32 + 1..]);
+
+                // The next product: the attention output over all heads' values, or the routed down
+                // pass summing each slot's own.
+                let base = uniform(&mut rng, out_rows, 4.0);
+                let out = buf_f32(ctx, "out", &base);
+                let (next, args, want) = if glu {
+                    let down = Weight::new(ctx, &mut rng, t, &[n_exp, out_rows, rows], 1.0);
+                    let want: Vec<f64> = (0..out_rows)
+                        .map(|r| {
+                            let sum: f64 = (0..slots)
+                                .map(|s| 0.75 * dot(down.row(experts[s], r), &values[s * rows..][..rows]))
+                                .sum();
+                            base[r] as f64 + sum
+                        })
+                        .collect();
+                    (down, MatrixOf::Routed, want)
+                } else {
+                    let o = Weight::new(ctx, &mut rng, t, &[out_rows, n], 1.0);
+                    let want: Vec<f64> = (0..out_rows).map(|r| base[r] as f64 + dot(o.row(0, r), &values)).collect();
+                    (o, MatrixOf::Single, want)
+                };
+                let d = matvec(
+                    ctx,
+                    &mut kc,
+                    MatvecArgs {
+                        matrix: args,
+                        out: if glu { Output::AddRoutedSum } else { Output::Add },
+                        slots: if glu { slots as u32 } else { 1 },
+                        x_stride: if glu { prepared_floats(rows) } else { 0 },
+                        prepared: true,
+                        ..MatvecArgs::new(&next.gpu, &y, &out, &route, true)
+                    },
+                )
+                .unwrap();
+                run(ctx, &[&d]);
+                let name = format!("{name}, then the product over them");
+                worst = worst.max(check(&name, &floats(&read_u32(ctx, &out, out_rows)), &want, REL_TOL));
+            }
+        }
+    }
+    report("matvec rounding its output", worst);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,12 +15,14 @@
 // PREPARE (also store the input normalised and rounded to int8 by 32 values, as an int8 product
 // would see it, in y1 for later passes over the same input: a workgroup of its own after the
 // product's writes it, off the product's path, and workgroup 0 the norm's scale), PREPARED (x is
-// such a stored input: no norm or rounding left to do; both matrices take int8 inputs).
+// such a stored input: no norm or rounding left to do; both matrices take int8 inputs; with slots,
+// one per slot, back to back), ROUND (store y as such an input, rounded by 32 rows, for a later
+// PREPARED product: matvec_round.wgsl, included only then, and the lines marked for ROUND).
 // MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, which each workgroup merges first
 // (matvec_merge.wgsl, included only then, and the lines marked for MERGE; the lines marked for
 // !MERGE only without: its workgroup array, even unused, cost 2 % tok/s on the H200).
 // A prepared input is PREP_WORDS (host constant) words per chunk: the 8 int8 words, Σ q (i32 bits),
-// the scale dx, two unused; then the norm's scale 1 / rms (1 without a norm).
+// the scale dx, two unused; after the last slot's chunks the norm's scale 1 / rms (1 without a norm).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
 // dot_input0 / dot_input1 over a ChunkInput.
 
@@ -29,7 +31,7 @@ struct Params {
     chunks: u32,    // format chunks per row
     x_stride: u32,  // vec4s between the inputs of consecutive slots
     y_stride: u32,  // floats between the outputs of consecutive slots
-    n_slots: u32,   // slots summed in OUT = 2
+    n_slots: u32,   // slots (summed in OUT = 2)
     groups_x: u32,  // workgroups along x (the grid spills into y)
     groups0: u32,   // STACK: the workgroups of W0; the rest are W1's
     rows1: u32,     // STACK: rows of W1
@@ -169,7 +171,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     }
     var scale = 1.0;
     if PREPARED {
-        scale = x[slot * p.x_stride + p.chunks * (PREP_WORDS / 4u)].x;
+        scale = x[(p.n_slots - 1u) * p.x_stride + p.chunks * (PREP_WORDS / 4u)].x;
     }
     if MATRIX == 3u {
         choose_route(tid, 0u);
@@ -200,9 +202,25 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         v[NV - 1u] = sumsq;
     }
     reduce_team(&v, tid, lane);
-    if lane != 0u {
-        return;
+    if lane == 0u {
+        store_rows(v, acc_in, scale, team, row0, rows, slot, second, group);
     }
+    round_rows(tid, group, slot); // if ROUND
+}
+
+// Lane 0 of each team: its rows' outputs from the team's sums.
+fn store_rows(
+    v: array<f32, NV>,
+    acc_in: array<f32, ROWS>,
+    prepared_scale: f32,
+    team: u32,
+    row0: u32,
+    rows: u32,
+    slot: u32,
+    second: bool,
+    group: u32,
+) {
+    var scale = prepared_scale;
     if NORM {
         scale = inverseSqrt(v[NV - 1u] / f32(p.chunks * CHUNK_V4 * 4u) + EPS);
     }
@@ -217,7 +235,9 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
                 out = out / (1.0 + exp(-out)) * v[ROWS + r] * scale;
             }
             let o = slot * p.y_stride + row;
-            if STACK && second {
+            if ROUND {
+                staged[team * ROWS + r] = out; // if ROUND
+            } else if STACK && second {
                 y1[row] = out;
             } else if OUT == 0u {
                 y[o] = out;

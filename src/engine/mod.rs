@@ -21,7 +21,7 @@ use crate::kernels::{
         cache_rows, mla_attention, partials_head_floats, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT,
         MERGED_CONTEXT,
     },
-    mla_attention_coop, mla_attention_prefill_coop, prepared_bytes,
+    mla_attention_coop, mla_attention_prefill_coop, prepared_bytes, prepared_floats,
     rms_norm::rms_norm,
     router::RouteChoice,
     ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
@@ -688,6 +688,12 @@ fn record(
     if let Some(hidden) = &b.hidden {
         body.push(capture(ctx, kc, c.hidden, 0, &b.x, hidden)?);
     }
+    // Whether a product of `rows` rows per slot stores its output rounded for the one product that
+    // reads it, `next`: where that product rounds its input to int8 (the rounding then runs once per
+    // value instead of once per workgroup of `next`).
+    let round_for = |next: &crate::gpu::GpuWeight, rows: usize| {
+        o.int8_activations && activations::takes_int8_input(next.ggml_type) && rows.is_multiple_of(32)
+    };
     let heads = c.n_heads as u32;
     let v_b = |kc: &mut KernelCache, l: &weights::LayerWeights, merge: bool| {
         let (x, x_stride) = if merge {
@@ -704,6 +710,7 @@ fn record(
                 x_stride: x_stride as u32,
                 y_stride: c.v_head as u32,
                 merge: merge.then_some(&b.step),
+                round_output: round_for(&l.o, c.v_head),
                 ..MatvecArgs::new(&l.v_b, x, &b.attn_out, &b.route, o.int8_activations)
             },
         )
@@ -775,10 +782,22 @@ fn record(
         // built after everything else (below) but launched here.
         merging_v_b.push(body.len());
         body.push(v_b(kc, l, false)?.labeled("attn_v_b").serving(MERGED_CONTEXT..usize::MAX));
-        body.push(mv(kc, &l.o, None, &b.attn_out, &b.x, Output::Add)?.labeled("attn_output"));
+        body.push(
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs {
+                    out: Output::Add,
+                    prepared: round_for(&l.o, c.v_head),
+                    ..MatvecArgs::new(&l.o, &b.attn_out, &b.x, &b.route, o.int8_activations)
+                },
+            )?
+            .labeled("attn_output"),
+        );
 
         // Feed-forward.
-        // `prepared`: the input the router pass prepared, else x with the norm folded in.
+        // `prepared`: the input the router pass prepared, else x with the norm folded in. The output
+        // is stored rounded for the down projection where that takes int8 inputs.
         let glu = |kc: &mut KernelCache,
                    f: &weights::Ffn,
                    matrix: MatrixOf,
@@ -787,6 +806,7 @@ fn record(
                    prepared: bool,
                    act: &wgpu::Buffer| {
             let width = f.gate.rows() as u32;
+            let round_output = round_for(&f.down, f.gate.rows());
             matvec(
                 ctx,
                 kc,
@@ -798,6 +818,7 @@ fn record(
                     slots,
                     y_stride: width,
                     prepared,
+                    round_output,
                     ..MatvecArgs::new(
                         &f.gate,
                         if prepared { &b.ffn_int8 } else { &b.x },
@@ -808,10 +829,30 @@ fn record(
                 },
             )
         };
+        // The down projection of `f`, adding into x, over `slots` inputs in `act` (summed with the
+        // route weights for routed experts), stored rounded by its gate/up pass where `round_for` says.
+        let down = |kc: &mut KernelCache, f: &weights::Ffn, matrix: MatrixOf, slots: u32, act: &wgpu::Buffer| {
+            let width = f.gate.rows();
+            let prepared = round_for(&f.down, width);
+            let routed = matrix == MatrixOf::Routed;
+            let stride = if prepared { prepared_floats(width) } else { width as u32 };
+            matvec(
+                ctx,
+                kc,
+                MatvecArgs {
+                    matrix,
+                    out: if routed { Output::AddRoutedSum } else { Output::Add },
+                    slots,
+                    x_stride: if routed { stride } else { 0 },
+                    prepared,
+                    ..MatvecArgs::new(&f.down, act, &b.x, &b.route, o.int8_activations)
+                },
+            )
+        };
         match &l.ffn {
             FeedForward::Dense(f) => {
                 body.push(glu(kc, f, MatrixOf::Single, None, 1, false, &b.act)?.labeled("ffn_gate_up"));
-                body.push(mv(kc, &f.down, None, &b.act, &b.x, Output::Add)?.labeled("ffn_down"));
+                body.push(down(kc, f, MatrixOf::Single, 1, &b.act)?.labeled("ffn_down"));
             }
             FeedForward::Moe(m) => {
                 let appended = matches!(m.shared, SharedExpert::Appended);
@@ -847,22 +888,9 @@ fn record(
                         glu(kc, s, MatrixOf::Single, None, 1, prepared, &b.act_shared)?.labeled("moe_gate_up_shexp"),
                     );
                 }
-                body.push(
-                    matvec(
-                        ctx,
-                        kc,
-                        MatvecArgs {
-                            matrix: MatrixOf::Routed,
-                            out: Output::AddRoutedSum,
-                            slots: k,
-                            x_stride: c.moe_ffn as u32,
-                            ..MatvecArgs::new(&m.experts.down, &b.act, &b.x, &b.route, o.int8_activations)
-                        },
-                    )?
-                    .labeled("moe_down_exps"),
-                );
+                body.push(down(kc, &m.experts, MatrixOf::Routed, k, &b.act)?.labeled("moe_down_exps"));
                 if let Some(s) = shared {
-                    body.push(mv(kc, &s.down, None, &b.act_shared, &b.x, Output::Add)?.labeled("moe_down_shexp"));
+                    body.push(down(kc, s, MatrixOf::Single, 1, &b.act_shared)?.labeled("moe_down_shexp"));
                 }
             }
         }

@@ -134,9 +134,14 @@ pub struct MatvecArgs<'a> {
     /// Also store the input as the products see it (normalised, rounded to int8) in this buffer of
     /// [`prepared_bytes`], for later passes over the same input (one plain product of 32-value chunks).
     pub prepare: Option<&'a wgpu::Buffer>,
-    /// `x` is an input stored by an earlier pass's `prepare` (one input for all slots; both matrices
-    /// take int8 inputs).
+    /// `x` is an input stored by an earlier pass's `prepare` (one input for all slots, `x_stride`
+    /// 0) or `round_output` (one per slot, back to back: `x_stride` = [`prepared_floats`] of a row);
+    /// both matrices take int8 inputs.
     pub prepared: bool,
+    /// Store y rounded to int8 by 32 rows, as a prepared input for the product that reads it next
+    /// (slots back to back: `y_stride` = rows; the buffer [`prepared_bytes`] of all slots' rows), which
+    /// then skips rounding it in each of its workgroups. Workgroups own whole 32-row chunks.
+    pub round_output: bool,
     /// `x` is the decode attention's partials, `x_stride` floats per head (one slot each), whose
     /// splits each workgroup merges first; the step uniform gives their number.
     pub merge: Option<&'a wgpu::Buffer>,
@@ -168,6 +173,7 @@ impl<'a> MatvecArgs<'a> {
             int8,
             prepare: None,
             prepared: false,
+            round_output: false,
             merge: None,
         }
     }
@@ -180,6 +186,7 @@ impl<'a> MatvecArgs<'a> {
 
 /// The merging variant's input (its step binding, workgroup array and merge).
 const MATVEC_MERGE: &str = include_str!("../../wgsl/matvec_merge.wgsl");
+const MATVEC_ROUND: &str = include_str!("../../wgsl/matvec_round.wgsl");
 /// Splits whose loads a merging thread keeps in flight together.
 const MERGE_UNROLL: u32 = 4;
 
@@ -192,6 +199,12 @@ const PREP_WORDS: usize = 12;
 /// scale, padded to a vec4).
 pub fn prepared_bytes(len: usize) -> u64 {
     ((len.div_ceil(PREP_CHUNK) * PREP_WORDS + 4) * 4) as u64
+}
+
+/// The floats of the chunks of a prepared input of `len` values (a multiple of 32): the stride
+/// between the slots of a per-slot prepared input.
+pub fn prepared_floats(len: usize) -> u32 {
+    (len / PREP_CHUNK * PREP_WORDS) as u32
 }
 
 /// Whether the product over `w` rounds its input to int8: when asked, for the formats that take it,
@@ -222,6 +235,7 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("INT8", Const::Bool(int8_0 || int8_1)),
         ("PREPARE", Const::Bool(a.prepare.is_some())),
         ("PREPARED", Const::Bool(a.prepared)),
+        ("ROUND", Const::Bool(a.round_output)),
         ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
         ("MERGE", Const::Bool(a.merge.is_some())),
@@ -238,7 +252,8 @@ fn source(a: &MatvecArgs, t: Tiling) -> String {
     consts.extend(reduce_consts);
     let body = include_str!("../../wgsl/matvec.wgsl");
     let merge = if a.merge.is_some() { [super::STEP, MATVEC_MERGE].concat() } else { String::new() };
-    compose(&consts, &[body, &merge, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
+    let round = if a.round_output { MATVEC_ROUND } else { "" };
+    compose(&consts, &[body, &merge, round, super::INT8_INPUT, reduce, ROUTE_CHOICE].concat())
         + &format::instantiate_dot(t0, "0", int8_0)
         + &format::instantiate_dot(t1, "1", int8_1)
 }
@@ -275,6 +290,13 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // Twice the threads merging the splits, half the workgroups reading them (H200, v_b at
         // depth 0: 128 threads 291.1 tok/s, 64 288.3, 256 290.9; 4 rows 280.4).
         tiling.teams = (128 / tiling.lanes).max(1);
+    }
+    if a.round_output {
+        // 32 rows per workgroup in more teams, at most 256 threads (H200: gate/up 32 lanes x 8
+        // teams x 4 rows cost 1.3 % tok/s against 64 x 2 x 4, 64 x 4 x 8 2.0 %, 16 x 16 x 2 3.7 %;
+        // v_b 16 x 16 x 2 0.3 % against 16 x 8 x 2, and 0.6 % at depth 4096 against 16 x 4 x 2).
+        tiling.teams = (PREP_CHUNK as u32 / tiling.rows).max(1);
+        tiling.lanes = tiling.lanes.min(256 / tiling.teams);
     }
     matvec_tiled(ctx, cache, a, tiling)
 }
@@ -325,9 +347,32 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             a.w.ggml_type.name(),
             second.ggml_type.name()
         );
+        ensure!(a.norm.is_none(), "a prepared input is already normalised");
         ensure!(
-            a.norm.is_none() && a.x_stride == 0 && a.out != Output::AddRoutedSum,
-            "a prepared input is already normalised and is the one input of every slot"
+            a.x_stride == 0 || a.x_stride == prepared_floats(a.w.row_len()),
+            "a prepared input is one input of every slot (stride 0) or one per slot back to back (stride {}), not \
+             stride {}",
+            prepared_floats(a.w.row_len()),
+            a.x_stride
+        );
+        ensure!(
+            a.x_stride != 0 || a.out != Output::AddRoutedSum,
+            "a sum over routed slots takes one prepared input per slot"
+        );
+    }
+    if a.round_output {
+        let rows = a.w.rows() as u32;
+        ensure!(
+            a.out == Output::Store
+                && a.stacked.is_none()
+                && a.prepare.is_none()
+                && (a.slots == 1 || a.y_stride == rows),
+            "a product that rounds its output stores one product per slot, its slots back to back"
+        );
+        ensure!(
+            rows.is_multiple_of(PREP_CHUNK as u32) && (tiling.teams * tiling.rows).is_multiple_of(PREP_CHUNK as u32),
+            "rounding the output by {PREP_CHUNK} rows needs matrices and workgroups of whole chunks ({rows} rows, \
+             {tiling:?})"
         );
     }
     ensure!(

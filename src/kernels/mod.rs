@@ -21,7 +21,8 @@ pub mod router;
 pub mod team_reduce;
 
 pub use matvec::{
-    matvec, matvec_tiled, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Tiling,
+    matvec, matvec_tiled, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output,
+    Stacked, Tiling,
 };
 pub use team_reduce::Reduce;
 
