@@ -13,7 +13,9 @@ mod common;
 
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::router::RouteChoice;
-use glm_wgpu::kernels::{matvec, prepared_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step};
+use glm_wgpu::kernels::{
+    matvec, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
+};
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
 use glm_wgpu::quant::{self, activations, GgmlType};
 use rand::rngs::StdRng;
@@ -187,6 +189,18 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         ..MatvecArgs::new(&w, &partials, &y, &route, false)
     };
     check("per-head Q4_K merging 13 splits", matvec(&ctx, &mut kc, args).unwrap());
+    // The same, storing its output rounded for the attention output (round_output).
+    let y = ctx.storage("y", prepared_bytes(3 * 64)).unwrap();
+    let args = MatvecArgs {
+        matrix: MatrixOf::Slot,
+        slots: 3,
+        x_stride: (splits * part) as u32,
+        y_stride: 64,
+        merge: Some(&step),
+        round_output: true,
+        ..MatvecArgs::new(&w, &partials, &y, &route, false)
+    };
+    check("per-head Q4_K merging 13 splits, output rounded", matvec(&ctx, &mut kc, args).unwrap());
 
     // The experts: gate/up choosing its routes (sigmoid with a prepared input, softmax with the
     // norm folded), then the routed down pass summing them into the residual.
@@ -229,6 +243,37 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
             matvec(&ctx, &mut kc, args).unwrap(),
         );
     }
+    // Gate/up storing its output rounded (64 rows per expert), then the routed down pass over it.
+    let (gate, up) = (
+        weight(&ctx, &mut rng, GgmlType::Q8_0, &[experts, 64, cols]),
+        weight(&ctx, &mut rng, GgmlType::Q8_0, &[experts, 64, cols]),
+    );
+    let choice = RouteChoice::new(&tiny, true).unwrap();
+    let rounded = ctx.storage("rounded act", prepared_bytes(5 * 64)).unwrap();
+    let args = MatvecArgs {
+        up: Some(&up),
+        matrix: MatrixOf::Routed,
+        choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias }),
+        slots: 5,
+        y_stride: 64,
+        prepared: true,
+        round_output: true,
+        ..MatvecArgs::new(&gate, &prepared, &rounded, &route, true)
+    };
+    let d = matvec(&ctx, &mut kc, args).unwrap();
+    check("experts gate/up Q8_0 choosing, output rounded", d);
+    let down = weight(&ctx, &mut rng, GgmlType::Q8_0, &[experts, 40, 64]);
+    let y = floats(&ctx, &mut rng, 40, 1.0);
+    let args = MatvecArgs {
+        matrix: MatrixOf::Routed,
+        out: Output::AddRoutedSum,
+        slots: 5,
+        x_stride: prepared_floats(64),
+        prepared: true,
+        ..MatvecArgs::new(&down, &rounded, &y, &route, true)
+    };
+    check("experts down Q8_0 over the rounded output, routed sum", matvec(&ctx, &mut kc, args).unwrap());
+
     let down = weight(&ctx, &mut rng, GgmlType::Q6K, &[experts, 64, rows.next_multiple_of(256)]);
     let act = floats(&ctx, &mut rng, 5 * rows.next_multiple_of(256), 1.0);
     let y = floats(&ctx, &mut rng, 64, 1.0);

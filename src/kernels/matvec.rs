@@ -51,11 +51,12 @@ impl Tiling {
         Tiling { lanes, teams: (64 / lanes).max(1), rows: 2, reduce }
     }
 
-    pub fn validate(self) -> Result<()> {
+    /// `max_threads`: the adapter's limit on a workgroup's threads.
+    pub fn validate(self, max_threads: u32) -> Result<()> {
         let wg = self.lanes * self.teams;
         ensure!(
-            self.lanes.is_power_of_two() && self.teams >= 1 && (1..=8).contains(&self.rows) && wg <= 256,
-            "matvec tiling {self:?}: lanes must be a power of two, 1-8 rows, at most 256 threads"
+            self.lanes.is_power_of_two() && self.teams >= 1 && (1..=8).contains(&self.rows) && wg <= max_threads,
+            "matvec tiling {self:?}: lanes must be a power of two, 1-8 rows, at most {max_threads} threads"
         );
         if let Reduce::Subgroup(sg) = self.reduce {
             ensure!(
@@ -292,18 +293,26 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         tiling.teams = (128 / tiling.lanes).max(1);
     }
     if a.round_output {
-        // 32 rows per workgroup in more teams, at most 256 threads (H200: gate/up 32 lanes x 8
-        // teams x 4 rows cost 1.3 % tok/s against 64 x 2 x 4, 64 x 4 x 8 2.0 %, 16 x 16 x 2 3.7 %;
-        // v_b 16 x 16 x 2 0.3 % against 16 x 8 x 2, and 0.6 % at depth 4096 against 16 x 4 x 2).
-        tiling.teams = (PREP_CHUNK as u32 / tiling.rows).max(1);
-        tiling.lanes = tiling.lanes.min(256 / tiling.teams);
+        // Workgroups of 32 rows. Gate/up pairs in 32 teams of up to 16 lanes, one row each (512
+        // threads), where the adapter allows; others in more teams of the same lanes and rows, at
+        // most 256 threads. H200, Q4_K_M tok/s at depth 0 with the down pass over the rounded
+        // output (BENCHMARKS.md session 13): gate/up 16 x 32 x 1 332.8, 32 x 16 x 2 331.8, 64 x 8 x 4
+        // 330.5, 32 x 32 x 1 320.3, 64 x 4 x 8 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2
+        // 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1 323.1.
+        let max_threads = ctx.limits.max_compute_invocations_per_workgroup;
+        if a.up.is_some() && max_threads >= 512 {
+            tiling = Tiling { lanes: tiling.lanes.min(16), teams: 32, rows: 1, ..tiling };
+        } else {
+            tiling.teams = (PREP_CHUNK as u32 / tiling.rows).max(1);
+            tiling.lanes = tiling.lanes.min(256 / tiling.teams);
+        }
     }
     matvec_tiled(ctx, cache, a, tiling)
 }
 
 /// [`matvec`] with an explicit tiling (for the sweeps in `benches/`).
 pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, tiling: Tiling) -> Result<Dispatch> {
-    tiling.validate()?;
+    tiling.validate(ctx.limits.max_compute_invocations_per_workgroup)?;
     if let Some(up) = a.up {
         ensure!(
             up.ggml_type == a.w.ggml_type && up.shape == a.w.shape,
