@@ -940,6 +940,8 @@ fn matvec_round_output_feeds_a_prepared_product() {
         Some(Tiling { lanes: 8, teams: 16, rows: 2, reduce: Reduce::Shared }),
         Some(Tiling { lanes: 4, teams: 8, rows: 4, ..engine }),
         Some(Tiling { lanes: 2, teams: 32, rows: 2, ..engine }),
+        // The routed gate/up's over a prepared input (512 threads).
+        Some(Tiling { lanes: 16, teams: 32, rows: 1, ..engine }),
     ];
     for t in int8_formats() {
         // (producer, rows per slot, slots, input stride): 4 heads of 64 rows; 2 routed slots of 256

@@ -293,14 +293,16 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         tiling.teams = (128 / tiling.lanes).max(1);
     }
     if a.round_output {
-        // Workgroups of 32 rows. Gate/up pairs in 32 teams of up to 16 lanes, one row each (512
-        // threads), where the adapter allows; others in more teams of the same lanes and rows, at
-        // most 256 threads. H200, Q4_K_M tok/s at depth 0 with the down pass over the rounded
-        // output (BENCHMARKS.md session 13): gate/up 16 x 32 x 1 332.8, 32 x 16 x 2 331.8, 64 x 8 x 4
-        // 330.5, 32 x 32 x 1 320.3, 64 x 4 x 8 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2
-        // 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1 323.1.
+        // Workgroups of 32 rows. Gate/up pairs over a prepared input in 32 teams of up to 16
+        // lanes, one row each (512 threads), where the adapter allows; others in more teams of the
+        // same lanes and rows, at most 256 threads (each team rounds its whole input itself, so
+        // 32 teams would round it 32 times: the dense gate/up took 2.4x as long). H200, Q4_K_M tok/s
+        // at depth 0 with the down pass over the rounded output (BENCHMARKS.md session 13): routed
+        // gate/up 16 x 32 x 1 332.8, 32 x 16 x 2 331.8, 64 x 8 x 4 330.5, 32 x 32 x 1 320.3, 64 x 4 x 8
+        // 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1
+        // 323.1.
         let max_threads = ctx.limits.max_compute_invocations_per_workgroup;
-        if a.up.is_some() && max_threads >= 512 {
+        if a.up.is_some() && a.prepared && max_threads >= 512 {
             tiling = Tiling { lanes: tiling.lanes.min(16), teams: 32, rows: 1, ..tiling };
         } else {
             tiling.teams = (PREP_CHUNK as u32 / tiling.rows).max(1);
