@@ -544,6 +544,7 @@ mod tests {
                 ("PREPARE", Const::Bool(false)),
                 ("PREPARED", Const::Bool(int8 && glu && k % 2 == 0)),
                 ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
+                ("ROUND", Const::Bool(out == 0 && !stack && (glu || matrix == 1))),
                 ("EPS", Const::F32(1e-5)),
                 ("MERGE", Const::Bool(merge)),
                 ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
