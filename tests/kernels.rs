@@ -25,8 +25,8 @@ use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::{router, RouteChoice};
 use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
-    matvec, matvec_tiled, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output,
-    Reduce, Stacked, Step, Tiling,
+    matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs,
+    Output, Reduce, Stacked, Step, Tiling,
 };
 use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
@@ -1669,6 +1669,59 @@ fn router_pass_prepares_the_expert_input() {
         }
     }
     report("prepared expert input", worst);
+}
+
+/// `prepare_input` (the LM head's input): x ⊙ g rounded as the CPU rounds it, bit for bit, with 1 / rms
+/// after the chunks; a product over it equals the product with the norm folded in.
+#[test]
+fn prepare_input_rounds_the_normalised_input_once() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(23);
+    let mut worst = 0f64;
+    for cols in [32, 256, 2080, 2304] {
+        let x = uniform(&mut rng, cols, 30.0);
+        let g = uniform(&mut rng, cols, 2.0);
+        let (xg, inv) = norm_parts(&x, &g);
+        let (xb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "norm", &g));
+        let words = (prepared_bytes(cols) / 4) as usize;
+        let prepared = buf_u32(ctx, "prepared", &vec![NAN_BITS; words]);
+        let d = prepare_input(ctx, &mut kc, cols, InputNorm { weight: &gb, eps: NORM_EPS }, &xb, &prepared).unwrap();
+        run(ctx, &[&d]);
+        let got = read_u32(ctx, &prepared, words);
+        let name = format!("prepare_input of {cols} values");
+        for (c, want) in activations::round_to_int8(&xg).chunks(32).enumerate() {
+            let w = &got[12 * c..12 * c + 12];
+            let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
+            let dx = f32::from_bits(w[9]);
+            let values: Vec<f32> = q.iter().map(|&q| q as f32 * dx).collect();
+            assert_eq!(values, want, "{name}: chunk {c} rounded values");
+            assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
+            check_untouched(&name, &w[10..], &[NAN_BITS; 2]);
+        }
+        let scale = f32::from_bits(got[12 * cols / 32]) as f64;
+        assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
+
+        for t in int8_formats().filter(|t| cols.is_multiple_of(t.block_elems())) {
+            let w = Weight::new(ctx, &mut rng, t, &[45, cols], 1.0);
+            let route = buf_u32(ctx, "route", &route_words(&[], &[]));
+            let y0 = vec![NAN_BITS; 48];
+            let y = buf_u32(ctx, "y", &y0);
+            let d = matvec(
+                ctx,
+                &mut kc,
+                MatvecArgs { prepared: true, ..MatvecArgs::new(&w.gpu, &prepared, &y, &route, true) },
+            )
+            .unwrap();
+            run(ctx, &[&d]);
+            let got = read_u32(ctx, &y, y0.len());
+            let want = products_want(&w, None, &[0], 45, &activations::round_to_int8(&xg), inv);
+            let name = format!("{} product over the {name}", t.name());
+            worst = worst.max(check(&name, &floats(&got[..45]), &want, REL_TOL));
+            check_untouched(&name, &got[45..], &y0[45..]);
+        }
+    }
+    report("prepare_input and a product over it", worst);
 }
 
 #[test]

@@ -192,9 +192,9 @@ const MATVEC_ROUND: &str = include_str!("../../wgsl/matvec_round.wgsl");
 const MERGE_UNROLL: u32 = 4;
 
 /// Values of one chunk of a prepared input, as rounded to int8 (`wgsl/int8_input.wgsl`).
-const PREP_CHUNK: usize = 32;
+pub(crate) const PREP_CHUNK: usize = 32;
 /// Words per chunk of a prepared input (a host constant of `wgsl/matvec.wgsl` and its Metal twin).
-const PREP_WORDS: usize = 12;
+pub(crate) const PREP_WORDS: usize = 12;
 
 /// The size of a prepared input of `len` values (PREP_WORDS words per chunk, then the norm's
 /// scale, padded to a vec4).
@@ -384,6 +384,13 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             rows.is_multiple_of(PREP_CHUNK as u32) && (tiling.teams * tiling.rows).is_multiple_of(PREP_CHUNK as u32),
             "rounding the output by {PREP_CHUNK} rows needs matrices and workgroups of whole chunks ({rows} rows, \
              {tiling:?})"
+        );
+        let need = prepared_bytes((a.slots * rows) as usize);
+        ensure!(
+            a.y.size() >= need,
+            "a rounded output of {} x {rows} values needs {need} bytes, not {}",
+            a.slots,
+            a.y.size()
         );
     }
     ensure!(

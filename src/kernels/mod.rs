@@ -15,6 +15,7 @@ pub mod mla_attention_prefill;
 pub mod mla_attention_prefill_coop;
 pub mod moe_group;
 pub mod moe_sum;
+pub mod prepare_input;
 pub mod random_weight;
 pub mod rms_norm;
 pub mod router;
@@ -24,6 +25,7 @@ pub use matvec::{
     matvec, matvec_tiled, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output,
     Stacked, Tiling,
 };
+pub use prepare_input::prepare_input;
 pub use team_reduce::Reduce;
 
 const STEP: &str = include_str!("../../wgsl/step.wgsl");
