@@ -241,6 +241,27 @@ fn products_want(gate: &Weight, up: Option<&Weight>, experts: &[usize], rows: us
     want
 }
 
+/// Chunk `c` of a prepared input (per chunk: 8 words of int8, Σ q, dx, two unused): its quants and
+/// dx, after checking Σ q.
+fn prepared_chunk(name: &str, words: &[u32], c: usize) -> (Vec<i32>, f32) {
+    let w = &words[12 * c..12 * c + 12];
+    let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
+    assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
+    (q, f32::from_bits(w[9]))
+}
+
+/// A prepared input of `xg` (x ⊙ g) with the norm's scale `inv`: rounded as the CPU rounds, bit for
+/// bit, and the scale after the chunks.
+fn check_prepared(name: &str, words: &[u32], xg: &[f32], inv: f64) {
+    for (c, want) in activations::round_to_int8(xg).chunks(32).enumerate() {
+        let (q, dx) = prepared_chunk(name, words, c);
+        let got: Vec<f32> = q.iter().map(|&q| q as f32 * dx).collect();
+        assert_eq!(got, want, "{name}: chunk {c} rounded values");
+    }
+    let scale = f32::from_bits(words[12 * xg.len() / 32]) as f64;
+    assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
+}
+
 /// The route buffer: `ids` in u32[0..8], `weights` as f32 bits in u32[8..16], the rest poisoned.
 fn route_words(ids: &[u32], weights: &[f32]) -> Vec<u32> {
     let mut r = vec![u32::MAX; 8];
@@ -989,18 +1010,16 @@ fn matvec_round_output_feeds_a_prepared_product() {
                 );
                 let mut values = Vec::with_capacity(n);
                 for (c, want) in want.chunks(32).enumerate() {
-                    let w = &got[12 * c..12 * c + 12];
-                    let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
-                    let dx = f32::from_bits(w[9]) as f64;
+                    let (q, dx) = prepared_chunk(&name, &got, c);
+                    let dx = dx as f64;
                     let amax = q.iter().map(|q| q.abs()).max().unwrap();
                     assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
-                    assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
                     for (i, (&q, &v)) in q.iter().zip(want).enumerate() {
                         let err = (q as f64 * dx - v).abs();
                         assert!(err <= 0.5001 * dx, "{name}: value {} is {q} x {dx}, want {v}", 32 * c + i);
                         values.push((q as f64 * dx) as f32);
                     }
-                    check_untouched(&name, &w[10..], &[NAN_BITS; 2]);
+                    check_untouched(&name, &got[12 * c + 10..12 * c + 12], &[NAN_BITS; 2]);
                 }
                 assert_eq!(f32::from_bits(got[12 * n / 32]), 1.0, "{name}: norm scale");
                 check_untouched(&name, &got[12 * n / 32 + 1..], &y0[12 * n / 32 + 1..]);
@@ -1629,19 +1648,8 @@ fn router_pass_prepares_the_expert_input() {
         let name = format!("router {} with prepare", router_type.name());
         let want: Vec<f64> = (0..n_exp).map(|e| inv * dot(router_w.row(0, e), &xg)).collect();
         worst = worst.max(check(&name, &floats(&read_u32(ctx, &logits, n_exp)), &want, REL_TOL));
-        // Chunk c: 8 words of int8, Σ q, dx, two unused; then 1 / rms.
-        let words = read_u32(ctx, &prepared, (prepared_bytes(cols) / 4) as usize);
+        check_prepared(&name, &read_u32(ctx, &prepared, (prepared_bytes(cols) / 4) as usize), &xg, inv);
         let rounded = activations::round_to_int8(&xg);
-        for (c, want) in rounded.chunks(32).enumerate() {
-            let w = &words[12 * c..12 * c + 10];
-            let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
-            let dx = f32::from_bits(w[9]);
-            let got: Vec<f32> = q.iter().map(|&q| q as f32 * dx).collect();
-            assert_eq!(got, want, "{name}: chunk {c} rounded values");
-            assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
-        }
-        let scale = f32::from_bits(words[12 * cols / 32]) as f64;
-        assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
 
         for t in int8_formats() {
             let gate = Weight::new(ctx, &mut rng, t, &[3, rows, cols], 1.0);
@@ -1690,17 +1698,10 @@ fn prepare_input_rounds_the_normalised_input_once() {
         run(ctx, &[&d]);
         let got = read_u32(ctx, &prepared, words);
         let name = format!("prepare_input of {cols} values");
-        for (c, want) in activations::round_to_int8(&xg).chunks(32).enumerate() {
-            let w = &got[12 * c..12 * c + 12];
-            let q: Vec<i32> = w[..8].iter().flat_map(|v| v.to_le_bytes()).map(|b| b as i8 as i32).collect();
-            let dx = f32::from_bits(w[9]);
-            let values: Vec<f32> = q.iter().map(|&q| q as f32 * dx).collect();
-            assert_eq!(values, want, "{name}: chunk {c} rounded values");
-            assert_eq!(w[8] as i32, q.iter().sum::<i32>(), "{name}: chunk {c} sum of quants");
-            check_untouched(&name, &w[10..], &[NAN_BITS; 2]);
+        check_prepared(&name, &got, &xg, inv);
+        for c in 0..cols / 32 {
+            check_untouched(&name, &got[12 * c + 10..12 * c + 12], &[NAN_BITS; 2]);
         }
-        let scale = f32::from_bits(got[12 * cols / 32]) as f64;
-        assert!((scale - inv).abs() <= 1e-6 * inv, "{name}: norm scale {scale} vs {inv}");
 
         for t in int8_formats().filter(|t| cols.is_multiple_of(t.block_elems())) {
             let w = Weight::new(ctx, &mut rng, t, &[45, cols], 1.0);
