@@ -179,28 +179,23 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
     let partials = ctx.storage_init("partials", bytemuck::cast_slice(&partials)).unwrap();
     let step = ctx.uniform("step", bytemuck::bytes_of(&Step { pos: 103, n: 1, split: 8, pad: 0 }));
     let w = weight(&ctx, &mut rng, GgmlType::Q4K, &[3, 64, cols]);
-    let y = ctx.storage("y", 3 * 64 * 4).unwrap();
-    let args = MatvecArgs {
-        matrix: MatrixOf::Slot,
-        slots: 3,
-        x_stride: (splits * part) as u32,
-        y_stride: 64,
-        merge: Some(&step),
-        ..MatvecArgs::new(&w, &partials, &y, &route, false)
-    };
-    check("per-head Q4_K merging 13 splits", matvec(&ctx, &mut kc, args).unwrap());
-    // The same, storing its output rounded for the attention output (round_output).
-    let y = ctx.storage("y", prepared_bytes(3 * 64)).unwrap();
-    let args = MatvecArgs {
-        matrix: MatrixOf::Slot,
-        slots: 3,
-        x_stride: (splits * part) as u32,
-        y_stride: 64,
-        merge: Some(&step),
-        round_output: true,
-        ..MatvecArgs::new(&w, &partials, &y, &route, false)
-    };
-    check("per-head Q4_K merging 13 splits, output rounded", matvec(&ctx, &mut kc, args).unwrap());
+    // Also storing its output rounded for the attention output (round_output).
+    for round_output in [false, true] {
+        let y = ctx.storage("y", 3 * 64 * 4).unwrap();
+        let args = MatvecArgs {
+            matrix: MatrixOf::Slot,
+            slots: 3,
+            x_stride: (splits * part) as u32,
+            y_stride: 64,
+            merge: Some(&step),
+            round_output,
+            ..MatvecArgs::new(&w, &partials, &y, &route, false)
+        };
+        check(
+            &format!("per-head Q4_K merging 13 splits, output rounded {round_output}"),
+            matvec(&ctx, &mut kc, args).unwrap(),
+        );
+    }
 
     // The experts: gate/up choosing its routes (sigmoid with a prepared input, softmax with the
     // norm folded), then the routed down pass summing them into the residual.
