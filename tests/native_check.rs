@@ -37,29 +37,34 @@ fn run(model: &Model, prompt: &[u32], kernels: KernelChoice) -> (Vec<f32>, Vec<u
     (logits, tokens, e.kernel_notes.clone())
 }
 
+/// The checkpoint (f32 inputs) and the Q8_0 file (int8 inputs: products storing their outputs
+/// rounded, compared quant by quant).
 #[test]
 fn broken_native_pipelines_are_rejected() {
     let r = load_reference();
-    let model = Model::open(&fixture_dir()).unwrap();
-    let (want_logits, want_tokens, _) = run(&model, &r.prompt_ids, KernelChoice::Wgsl);
+    for path in [fixture_dir(), fixture_dir().with_file_name("glm-tiny-q8_0.gguf")] {
+        let model = Model::open(&path).unwrap();
+        let (want_logits, want_tokens, _) = run(&model, &r.prompt_ids, KernelChoice::Wgsl);
+        let file = path.display();
 
-    // Unbroken: every native pipeline passes.
-    let (logits, tokens, notes) = run(&model, &r.prompt_ids, KernelChoice::Native);
-    assert!(notes.iter().any(|n| n.starts_with("native pipelines:")), "{notes:?}");
-    assert!(!notes.iter().any(|n| n.contains("disagrees")), "{notes:?}");
-    assert_close("native logits", &logits, &want_logits, 1e-5);
-    assert_eq!(tokens, want_tokens);
-
-    // The decode matvec broken, then the prefill matmul.
-    for kernel in ["matvec", "matmul"] {
-        std::env::set_var(FAULT_ENV, kernel);
+        // Unbroken: every native pipeline passes.
         let (logits, tokens, notes) = run(&model, &r.prompt_ids, KernelChoice::Native);
-        std::env::remove_var(FAULT_ENV);
-        let rejected: Vec<&String> = notes.iter().filter(|n| n.contains("disagrees")).collect();
-        assert!(!rejected.is_empty(), "{kernel}: nothing rejected: {notes:?}");
-        assert!(rejected.iter().all(|n| n.starts_with(&format!("native {kernel} at "))), "{rejected:?}");
-        eprintln!("{kernel}: {rejected:?}");
-        assert_close(&format!("{kernel} broken: logits"), &logits, &want_logits, 1e-5);
-        assert_eq!(tokens, want_tokens, "{kernel} broken: greedy tokens");
+        assert!(notes.iter().any(|n| n.starts_with("native pipelines:")), "{file}: {notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("disagrees")), "{file}: {notes:?}");
+        assert_close(&format!("{file}: native logits"), &logits, &want_logits, 1e-5);
+        assert_eq!(tokens, want_tokens, "{file}");
+
+        // The decode matvec broken, then the prefill matmul.
+        for kernel in ["matvec", "matmul"] {
+            std::env::set_var(FAULT_ENV, kernel);
+            let (logits, tokens, notes) = run(&model, &r.prompt_ids, KernelChoice::Native);
+            std::env::remove_var(FAULT_ENV);
+            let rejected: Vec<&String> = notes.iter().filter(|n| n.contains("disagrees")).collect();
+            assert!(!rejected.is_empty(), "{file}, {kernel}: nothing rejected: {notes:?}");
+            assert!(rejected.iter().all(|n| n.starts_with(&format!("native {kernel} at "))), "{rejected:?}");
+            eprintln!("{file}, {kernel}: {rejected:?}");
+            assert_close(&format!("{file}, {kernel} broken: logits"), &logits, &want_logits, 1e-5);
+            assert_eq!(tokens, want_tokens, "{file}, {kernel} broken: greedy tokens");
+        }
     }
 }

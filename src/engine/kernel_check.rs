@@ -10,6 +10,7 @@ use crate::gpu::{read_f32, Binding, Dispatch, GpuContext, GpuWeight, Kernel, Ker
 use crate::kernels::input_rows::InputRows;
 use crate::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
 use crate::kernels::matmul_coop::{matmul_coop, CoopTiling};
+use crate::kernels::matvec::PREP_WORDS;
 use crate::kernels::mla_attention::{
     cache_rows, mla_attention, partials_len, AttentionArgs, DecodeAttention, COOP_CONTEXT,
 };
@@ -316,14 +317,15 @@ pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]
             ctx.run(&[&Dispatch::new(twin.clone(), bound, d.groups)])?;
             continue;
         }
-        let written: Vec<&wgpu::Buffer> = d
+        let (written_at, written): (Vec<usize>, Vec<&wgpu::Buffer>) = d
             .bound
             .buffers
             .iter()
             .zip(&k.bindings)
-            .filter(|(_, b)| **b == Binding::ReadWrite)
-            .map(|(x, _)| x)
-            .collect();
+            .enumerate()
+            .filter(|(_, (_, b))| **b == Binding::ReadWrite)
+            .map(|(i, (x, _))| (i, x))
+            .unzip();
         let saved: Vec<wgpu::Buffer> =
             written.iter().map(|b| ctx.storage("saved output", b.size())).collect::<Result<_>>()?;
         copy(ctx, &written, &saved.iter().collect::<Vec<_>>());
@@ -345,7 +347,19 @@ pub fn native_twins(ctx: &GpuContext, kc: &KernelCache, dispatches: &[&Dispatch]
             label: d.label.clone(),
             kernel: k.name.clone(),
             source: k.source.clone(),
-            error: want.iter().zip(&got).map(|(a, b)| relative_difference(a, b)).fold(0.0, f32::max),
+            error: written_at
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(
+                    |(&i, (a, b))| {
+                        if d.rounded_output == Some(i) {
+                            rounded_difference(a, b)
+                        } else {
+                            relative_difference(a, b)
+                        }
+                    },
+                )
+                .fold(0.0, f32::max),
         });
     }
     Ok(checks)
@@ -364,6 +378,27 @@ fn read_all(ctx: &GpuContext, bufs: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>> {
     bufs.iter().map(|b| read_f32(ctx, b, 0, b.size() / 4)).collect()
 }
 
+/// A rounded output (chunks of `PREP_WORDS` words: 8 of int8 quants, Σ q, dx, two unused) against its
+/// twin's: 0 where every quant is within one step of the twin's, at the same dx, and the other words
+/// (but Σ q, which follows the quants) are the same; else infinite. Sums in another order may land
+/// on either side of a rounding boundary; a broken kernel rarely stays within a step.
+fn rounded_difference(a: &[f32], b: &[f32]) -> f32 {
+    let bytes = |w: &[f32]| w[..8].iter().flat_map(|v| v.to_bits().to_le_bytes()).map(|q| q as i8).collect::<Vec<_>>();
+    for (x, y) in a.chunks(PREP_WORDS).zip(b.chunks(PREP_WORDS)) {
+        let same = |i: usize| x.get(i).map(|v| v.to_bits()) == y.get(i).map(|v| v.to_bits());
+        if (0..x.len()).all(same) {
+            continue;
+        }
+        if x.len() < PREP_WORDS || !(9..PREP_WORDS).all(same) {
+            return f32::INFINITY;
+        }
+        if bytes(x).iter().zip(bytes(y)).any(|(p, q)| (*p as i32 - q as i32).abs() > 1) {
+            return f32::INFINITY;
+        }
+    }
+    0.0
+}
+
 /// max |a - b| / max |a| over one buffer; infinite where they differ in a NaN or infinity. Equal
 /// words count as equal whatever they hold (a buffer may hold integers, e.g. a prepared int8 input).
 fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -373,4 +408,38 @@ fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
     }
     let scale = a.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
     differ().fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(q: [i8; 32], dx: f32) -> Vec<f32> {
+        let mut w: Vec<f32> = q
+            .chunks(4)
+            .map(|b| f32::from_bits(u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])))
+            .collect();
+        w.push(f32::from_bits(q.iter().map(|&v| v as i32).sum::<i32>() as u32));
+        w.extend([dx, 0.0, 0.0]);
+        w
+    }
+
+    /// A rounded output may differ from its twin's by one step per quant, not more, and not in its scale.
+    #[test]
+    fn rounded_outputs_compare_within_a_step() {
+        let q: [i8; 32] = std::array::from_fn(|i| (i as i32 * 7 % 120 - 60) as i8);
+        let base = [chunk(q, 0.25), chunk([3; 32], 0.5), vec![1.0, 9.0]].concat();
+        let with = |k: usize, v: i8, dx: f32| {
+            let mut q2 = q;
+            q2[k] = v;
+            [chunk(q2, dx), chunk([3; 32], 0.5), vec![1.0, 9.0]].concat()
+        };
+        assert_eq!(rounded_difference(&base, &base), 0.0);
+        assert_eq!(rounded_difference(&base, &with(5, q[5] + 1, 0.25)), 0.0);
+        assert_eq!(rounded_difference(&base, &with(5, q[5] - 2, 0.25)), f32::INFINITY);
+        assert_eq!(rounded_difference(&base, &with(5, q[5], 0.5)), f32::INFINITY);
+        let mut tail = base.clone();
+        tail[2 * PREP_WORDS] = 0.5;
+        assert_eq!(rounded_difference(&base, &tail), f32::INFINITY);
+    }
 }

@@ -412,12 +412,15 @@ pub struct Dispatch {
     pub weight_bytes: u64,
     /// The decode positions it serves (all, unless a kernel has variants for short and long contexts).
     pub positions: std::ops::Range<usize>,
+    /// The binding it writes as int8-rounded chunks (a matvec's `round_output`), which start-up
+    /// checks compare by value.
+    pub rounded_output: Option<usize>,
 }
 
 impl Dispatch {
     pub fn new(kernel: Rc<Kernel>, bound: Bound, groups: [u32; 3]) -> Self {
         let label = kernel.name.clone();
-        Self { kernel, bound, groups, label, weight_bytes: 0, positions: 0..usize::MAX }
+        Self { kernel, bound, groups, label, weight_bytes: 0, positions: 0..usize::MAX, rounded_output: None }
     }
 
     /// Serves only the decode steps at `positions`.
