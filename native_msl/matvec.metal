@@ -152,7 +152,9 @@ inline void round_rows(threadgroup const float* staged, device float* y, constan
 #define DOT1(base) FORMAT1::dot(weights1, scales1, base, xin)
 #endif
 
-kernel void matvec(
+// As naga's MSL for the WGSL twin: the compiler must fit WG threads in a threadgroup (spilling
+// registers if it has to) instead of leaving the pipeline a smaller limit than the dispatch asks.
+[[max_total_threads_per_threadgroup(WG)]] kernel void matvec(
     constant Params& p [[buffer(0)]],
     device const float4* x [[buffer(1)]],
     device float* y [[buffer(2)]],
