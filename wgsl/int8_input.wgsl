@@ -38,6 +38,16 @@ fn round_to_int8(xs: array<vec4<f32>, 8>) -> Int8Input {
     return r;
 }
 
+// The first 10 words of a prepared input's chunk (matvec.wgsl: PREP_WORDS words per chunk, the last
+// ones unused), as the f32 bits its buffers store: the 8 int8 words, Σ q, dx.
+fn prepared_words(q: Int8Input) -> array<f32, 10> {
+    return array<f32, 10>(
+        bitcast<f32>(q.xq[0]), bitcast<f32>(q.xq[1]), bitcast<f32>(q.xq[2]), bitcast<f32>(q.xq[3]),
+        bitcast<f32>(q.xq[4]), bitcast<f32>(q.xq[5]), bitcast<f32>(q.xq[6]), bitcast<f32>(q.xq[7]),
+        bitcast<f32>(q.qsum), q.dx,
+    );
+}
+
 // The includer's chunk as the rounding takes it. Kernels whose chunks are shorter (weights that take
 // f32 inputs) round only in branches their constants rule out, which must still type-check.
 fn chunk32(xs: array<vec4<f32>, CHUNK_V4>) -> array<vec4<f32>, 8> {

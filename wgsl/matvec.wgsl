@@ -145,11 +145,10 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
                 }
             }
             let q = round_to_int8(xs);
-            for (var i = 0u; i < 8u; i++) { // unroll
-                y1[c * PREP_WORDS + i] = bitcast<f32>(q.xq[i]);
+            let words = prepared_words(q);
+            for (var i = 0u; i < 10u; i++) { // unroll
+                y1[c * PREP_WORDS + i] = words[i];
             }
-            y1[c * PREP_WORDS + 8u] = bitcast<f32>(q.qsum);
-            y1[c * PREP_WORDS + 9u] = q.dx;
         }
         return;
     }

@@ -17,11 +17,10 @@ fn round_rows(tid: u32, group: u32, slot: u32) {
         }
         let q = round_to_int8(xs);
         let out = (slot * (p.rows / 32u) + group * per_group + tid) * PREP_WORDS;
-        for (var i = 0u; i < 8u; i++) { // unroll
-            y[out + i] = bitcast<f32>(q.xq[i]);
+        let words = prepared_words(q);
+        for (var i = 0u; i < 10u; i++) { // unroll
+            y[out + i] = words[i];
         }
-        y[out + 8u] = bitcast<f32>(q.qsum);
-        y[out + 9u] = q.dx;
     }
     if tid == 0u && group == 0u && slot == 0u {
         y[p.n_slots * (p.rows / 32u) * PREP_WORDS] = 1.0;

@@ -19,11 +19,10 @@ fn main(@builtin(local_invocation_index) tid: u32) {
             xs[i] = v * gnorm[c * 8u + i];
         }
         let q = round_to_int8(xs);
-        for (var i = 0u; i < 8u; i++) { // unroll
-            y[c * PREP_WORDS + i] = bitcast<f32>(q.xq[i]);
+        let words = prepared_words(q);
+        for (var i = 0u; i < 10u; i++) { // unroll
+            y[c * PREP_WORDS + i] = words[i];
         }
-        y[c * PREP_WORDS + 8u] = bitcast<f32>(q.qsum);
-        y[c * PREP_WORDS + 9u] = q.dx;
     }
     let total = workgroup_sum(sumsq, tid);
     if tid == 0u {
