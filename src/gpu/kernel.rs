@@ -439,6 +439,12 @@ impl Dispatch {
         self
     }
 
+    /// Writes binding `binding` as int8-rounded chunks, where `rounded`.
+    pub fn rounding(mut self, binding: usize, rounded: bool) -> Self {
+        self.rounded_output = rounded.then_some(binding);
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
         pass.set_bind_group(0, &self.bound.group, &[]);

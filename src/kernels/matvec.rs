@@ -470,9 +470,8 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let per_matrix = a.w.bytes() / a.w.n_matrices() as u64;
     let matrices = if a.matrix == MatrixOf::Routed { a.slots as u64 } else { a.w.n_matrices() as u64 };
     let bytes = per_matrix * matrices * if a.up.is_some() { 2 } else { 1 } + a.stacked.map_or(0, |s| s.w.bytes());
-    let mut d = Dispatch::new(kernel, bind_group, [gx, gy, gz]).reading(bytes);
-    d.rounded_output = a.round_output.then_some(2);
-    Ok(d)
+    // y (binding 2) holds the rounded output.
+    Ok(Dispatch::new(kernel, bind_group, [gx, gy, gz]).reading(bytes).rounding(2, a.round_output))
 }
 
 #[cfg(test)]
