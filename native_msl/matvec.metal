@@ -5,7 +5,7 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, ROUND, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
 // (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
 // each.
 
@@ -116,24 +116,37 @@ inline void merge_splits(threadgroup float4* merged, device const float4* x, con
 }
 
 // ROUND: the workgroup's staged outputs (whole 32-row chunks) stored as a prepared input, one thread
-// per chunk, slots back to back, then a norm scale of 1 (wgsl/matvec_round.wgsl).
-inline void round_rows(threadgroup const float* staged, device float* y, constant Params& p, uint tid, uint group,
-                       uint slot) {
+// per chunk, slots back to back, then a norm scale of 1; ROUND_NORM: times the reader's norm weights,
+// Σ x² in word 10; with STACK, W0's only (wgsl/matvec_round.wgsl).
+inline void round_rows(threadgroup const float* staged, device float* y, device const float4* out_norm,
+                       constant Params& p, uint tid, uint group, uint slot, bool second) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (second) {
+        return;
+    }
     uint per_group = TEAMS * ROWS / 32;
     if (tid < per_group) {
+        uint chunk = group * per_group + tid;
         float4 xs[8];
+        float sumsq = 0.0f;
         for (uint i = 0; i < 8; i++) {
             uint at = tid * 32 + i * 4;
             xs[i] = float4(staged[at], staged[at + 1], staged[at + 2], staged[at + 3]);
+            if (ROUND_NORM) {
+                sumsq += dot(xs[i], xs[i]);
+                xs[i] *= out_norm[chunk * 8 + i];
+            }
         }
         Int8Input q = round_to_int8(xs);
-        uint out = (slot * (p.rows / 32) + group * per_group + tid) * PREP_WORDS;
+        uint out = (slot * (p.rows / 32) + chunk) * PREP_WORDS;
         for (uint i = 0; i < 8; i++) {
             y[out + i] = as_type<float>(q.xq[i]);
         }
         y[out + 8] = as_type<float>(q.qsum);
         y[out + 9] = q.dx;
+        if (ROUND_NORM) {
+            y[out + 10] = sumsq;
+        }
     }
     if (tid == 0 && group == 0 && slot == 0) {
         y[p.n_slots * (p.rows / 32) * PREP_WORDS] = 1.0f;
@@ -167,8 +180,9 @@ inline void round_rows(threadgroup const float* staged, device float* y, constan
     device float* y1 [[buffer(9)]],
     device const float* router_logits [[buffer(10)]],
     device const float* router_bias [[buffer(11)]],
+    device const float4* out_norm [[buffer(12)]],
 #if MERGE
-    constant Step& step [[buffer(12)]],
+    constant Step& step [[buffer(13)]],
 #endif
     uint tid [[thread_index_in_threadgroup]],
     uint3 wid [[threadgroup_position_in_grid]]) {
@@ -225,6 +239,9 @@ inline void round_rows(threadgroup const float* staged, device float* y, constan
             uint4 hi = as_type<uint4>(x[at + 1]);
             float4 t = x[at + 2];
             xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
+            if (NORM) {
+                v[NV - 1] += t.z;
+            }
         } else {
             for (uint i = 0; i < CHUNK_V4; i++) {
 #if MERGE
@@ -264,7 +281,7 @@ inline void round_rows(threadgroup const float* staged, device float* y, constan
     reduce_team(v, red, tid, lane);
     if (lane == 0) {
         float scale = NORM ? rsqrt(v[NV - 1] / float(p.chunks * CHUNK_V4 * 4) + EPS) : 1.0f;
-        if (PREPARED) {
+        if (PREPARED && !NORM) {
             scale = x[(p.n_slots - 1) * p.x_stride + p.chunks * (PREP_WORDS / 4)].x;
         }
         for (uint r = 0; r < ROWS; r++) {
@@ -274,22 +291,22 @@ inline void round_rows(threadgroup const float* staged, device float* y, constan
                 if (GLU) {
                     out = out / (1.0f + exp(-out)) * v[ROWS + r] * scale;
                 }
-#if ROUND
-                staged[team * ROWS + r] = out;
-#else
                 uint o = slot * p.y_stride + row;
                 if (STACK && second) {
                     y1[row] = out;
+                } else if (ROUND) {
+#if ROUND
+                    staged[team * ROWS + r] = out;
+#endif
                 } else if (OUT == 0) {
                     y[o] = out;
                 } else {
                     y[o] += out;
                 }
-#endif
             }
         }
     }
 #if ROUND
-    round_rows(staged, y, p, tid, group, slot);
+    round_rows(staged, y, out_norm, p, tid, group, slot, second);
 #endif
 }

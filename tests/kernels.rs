@@ -1066,6 +1066,110 @@ fn matvec_round_output_feeds_a_prepared_product() {
     report("matvec rounding its output", worst);
 }
 
+/// The attention's q_a + kv_a pass storing q_a's output rounded for the absorbed query: a stacked
+/// product (its own input norm folded) rounding W0's output times the next product's norm weights,
+/// with each chunk's Σ y²; then the next stacked product over it, taking the rms from those sums.
+#[test]
+fn matvec_round_norm_feeds_a_normed_prepared_product() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(22);
+    let mut worst = 0f64;
+    let (cols, rows0, rows1, next0, next1) = (256, 256, 40, 37, 11);
+    let engine = Tiling::for_shape(ctx, 1, 1, false);
+    let tilings = [
+        None,
+        Some(Tiling { lanes: 8, teams: 16, rows: 2, reduce: Reduce::Shared }),
+        Some(Tiling { lanes: 64, teams: 4, rows: 8, ..engine }),
+    ];
+    for t in int8_formats() {
+        let w0 = Weight::new(ctx, &mut rng, t, &[rows0, cols], 1.0);
+        let w1 = Weight::new(ctx, &mut rng, t, &[rows1, cols], 1.0);
+        let (v0, v1) =
+            (Weight::new(ctx, &mut rng, t, &[next0, rows0], 1.0), Weight::new(ctx, &mut rng, t, &[next1, rows0], 1.0));
+        let x = uniform(&mut rng, cols, 30.0);
+        let (g_in, g_out) = (uniform(&mut rng, cols, 2.0), uniform(&mut rng, rows0, 2.0));
+        let (xg, inv) = norm_parts(&x, &g_in);
+        let xk = kernel_input(t, MatrixOf::Single, &xg);
+        let want0: Vec<f64> = (0..rows0).map(|r| inv * dot(w0.row(0, r), &xk)).collect();
+        let want1: Vec<f64> = (0..rows1).map(|r| inv * dot(w1.row(0, r), &xk)).collect();
+        let (xb, gib, gob) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "g in", &g_in), buf_f32(ctx, "g out", &g_out));
+        let rb = buf_u32(ctx, "route", &route_words(&[], &[]));
+        for tiling in tilings {
+            let (y0, y1) = (vec![NAN_BITS; (prepared_bytes(rows0) / 4) as usize + 3], vec![NAN_BITS; rows1 + 3]);
+            let (yb0, yb1) = (buf_u32(ctx, "y0", &y0), buf_u32(ctx, "y1", &y1));
+            let args = MatvecArgs {
+                stacked: Some(Stacked { w: &w1.gpu, y: &yb1 }),
+                norm: Some(InputNorm { weight: &gib, eps: NORM_EPS }),
+                round_output: true,
+                round_norm: Some(&gob),
+                ..MatvecArgs::new(&w0.gpu, &xb, &yb0, &rb, true)
+            };
+            let d = match tiling {
+                None => matvec(ctx, &mut kc, args).unwrap(),
+                Some(tiling) => matvec_tiled(ctx, &mut kc, args, tiling).unwrap(),
+            };
+            run(ctx, &[&d]);
+            let (got0, got1) = (read_u32(ctx, &yb0, y0.len()), read_u32(ctx, &yb1, y1.len()));
+            let name = format!(
+                "{} q_a + kv_a rounding q_a for a normed product [{}]",
+                t.name(),
+                tiling.map_or("engine tiling".to_string(), |t| format!("{t:?}"))
+            );
+            worst = worst.max(check(&format!("{name} second"), &floats(&got1[..rows1]), &want1, REL_TOL));
+            check_untouched(&name, &got1[rows1..], &y1[rows1..]);
+            // Each chunk: W0's outputs times g_out, rounded; Σ y² of the outputs before g_out.
+            let mut values = Vec::with_capacity(rows0);
+            for (c, want) in want0.chunks(32).enumerate() {
+                let (q, dx) = prepared_chunk(&name, &got0, c);
+                let dx = dx as f64;
+                let amax = q.iter().map(|q| q.abs()).max().unwrap();
+                assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
+                for (i, (&q, &v)) in q.iter().zip(want).enumerate() {
+                    let vg = v * g_out[32 * c + i] as f64;
+                    assert!(
+                        (q as f64 * dx - vg).abs() <= 0.5001 * dx,
+                        "{name}: value {} is {q} x {dx}, want {vg}",
+                        32 * c + i
+                    );
+                    values.push((q as f64 * dx) as f32);
+                }
+                let sumsq: f64 = want.iter().map(|v| v * v).sum();
+                let got = f32::from_bits(got0[12 * c + 10]) as f64;
+                assert!((got - sumsq).abs() <= 1e-4 * sumsq, "{name}: chunk {c} sum of squares {got}, want {sumsq}");
+                check_untouched(&name, &got0[12 * c + 11..12 * c + 12], &[NAN_BITS]);
+            }
+            check_untouched(&name, &got0[12 * rows0 / 32 + 1..], &y0[12 * rows0 / 32 + 1..]);
+
+            // The next product, normalised by the rms of W0's outputs.
+            let inv_next = 1.0 / (want0.iter().map(|v| v * v).sum::<f64>() / rows0 as f64 + NORM_EPS as f64).sqrt();
+            let (z0, z1) = (vec![NAN_BITS; next0 + 3], vec![NAN_BITS; next1 + 3]);
+            let (zb0, zb1) = (buf_u32(ctx, "z0", &z0), buf_u32(ctx, "z1", &z1));
+            let d = matvec(
+                ctx,
+                &mut kc,
+                MatvecArgs {
+                    stacked: Some(Stacked { w: &v1.gpu, y: &zb1 }),
+                    norm: Some(InputNorm { weight: &gob, eps: NORM_EPS }),
+                    prepared: true,
+                    ..MatvecArgs::new(&v0.gpu, &yb0, &zb0, &rb, true)
+                },
+            )
+            .unwrap();
+            run(ctx, &[&d]);
+            let (got0, got1) = (read_u32(ctx, &zb0, z0.len()), read_u32(ctx, &zb1, z1.len()));
+            let want0: Vec<f64> = (0..next0).map(|r| inv_next * dot(v0.row(0, r), &values)).collect();
+            let want1: Vec<f64> = (0..next1).map(|r| inv_next * dot(v1.row(0, r), &values)).collect();
+            let name = format!("{name}, then the normed product over it");
+            worst = worst.max(check(&format!("{name} first"), &floats(&got0[..next0]), &want0, REL_TOL));
+            worst = worst.max(check(&format!("{name} second"), &floats(&got1[..next1]), &want1, REL_TOL));
+            check_untouched(&name, &got0[next0..], &z0[next0..]);
+            check_untouched(&name, &got1[next1..], &z1[next1..]);
+        }
+    }
+    report("matvec rounding its output for a normed product", worst);
+}
+
 // ---------------------------------------------------------------------------------------------
 // rms_norm, embed, capture
 // ---------------------------------------------------------------------------------------------

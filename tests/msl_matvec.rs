@@ -1,6 +1,7 @@
 //! The Metal matvec kernel (native_msl/matvec.metal with route_choice.metal, inputs.metal and
 //! formats.metal) run whole on the CPU against its WGSL twin on the test adapter: for each variant the
-//! engine builds (every weight format, norm folded, stacked q_a + kv_a, dense gate/up, per-head,
+//! engine builds (every weight format, norm folded, stacked q_a + kv_a (also rounding q_a's output for
+//! the normalised query over it), dense gate/up, per-head,
 //! per-head merging the attention's splits, residual add, experts chosen in the pass from sigmoid or softmax logits with a prepared or a
 //! normalised input, routed sum), the WGSL
 //! dispatch runs on the GPU, and native_msl/check/matvec_harness.cpp runs the kernel's Metal source on
@@ -126,6 +127,28 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         ..MatvecArgs::new(&wa, &x, &ya, &route, true)
     };
     check("stacked Q8_0 + Q4_K, norm, int8", matvec(&ctx, &mut kc, args).unwrap());
+    // The same storing q_a's output rounded for the absorbed query (its norm applied), then the
+    // query's stacked product over it, taking the rms from the chunks' sums of squares.
+    let (wa, q_norm) = (weight(&ctx, &mut rng, GgmlType::Q8_0, &[64, cols]), floats(&ctx, &mut rng, 64, 2.0));
+    let rounded_qa = ctx.storage("rounded qa", prepared_bytes(64)).unwrap();
+    let args = MatvecArgs {
+        stacked: Some(Stacked { w: &wb, y: &yb }),
+        norm: norm(&gnorm),
+        round_output: true,
+        round_norm: Some(&q_norm),
+        ..MatvecArgs::new(&wa, &x, &rounded_qa, &route, true)
+    };
+    check("stacked Q8_0 + Q4_K, norm, int8, W0 rounded for a norm", matvec(&ctx, &mut kc, args).unwrap());
+    let (q_lat, q_rope) =
+        (weight(&ctx, &mut rng, GgmlType::Q8_0, &[45, 64]), weight(&ctx, &mut rng, GgmlType::Q8_0, &[9, 64]));
+    let (y_lat, y_rope) = (ctx.storage("y lat", 45 * 4).unwrap(), ctx.storage("y rope", 9 * 4).unwrap());
+    let args = MatvecArgs {
+        stacked: Some(Stacked { w: &q_rope, y: &y_rope }),
+        norm: norm(&q_norm),
+        prepared: true,
+        ..MatvecArgs::new(&q_lat, &rounded_qa, &y_lat, &route, true)
+    };
+    check("stacked Q8_0 over a prepared input, norm from its chunks", matvec(&ctx, &mut kc, args).unwrap());
 
     // Every weight format in a plain product, with int8 inputs where the format takes them.
     for t in GgmlType::SUPPORTED {

@@ -16,13 +16,17 @@
 // would see it, in y1 for later passes over the same input: a workgroup of its own after the
 // product's writes it, off the product's path, and workgroup 0 the norm's scale), PREPARED (x is
 // such a stored input: no norm or rounding left to do; both matrices take int8 inputs; with slots,
-// one per slot, back to back), ROUND (store y as such an input, rounded by 32 rows, for a later
-// PREPARED product: matvec_round.wgsl, included only then, and the lines marked for ROUND).
+// one per slot, back to back; with NORM, its producer applied the norm's weights and stored each
+// chunk's Σ x² in its word 10, whose sum gives the rms), ROUND (store y as such an input, rounded by
+// 32 rows, for a later PREPARED product: matvec_round.wgsl, included only then, and the lines marked
+// for ROUND; ROUND_NORM: for one with NORM, with `out_norm` its norm's weights; with STACK only W0's
+// output).
 // MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, which each workgroup merges first
 // (matvec_merge.wgsl, included only then, and the lines marked for MERGE; the lines marked for
 // !MERGE only without: its workgroup array, even unused, cost 2 % tok/s on the H200).
 // A prepared input is PREP_WORDS (host constant) words per chunk: the 8 int8 words, Σ q (i32 bits),
-// the scale dx, two unused; after the last slot's chunks the norm's scale 1 / rms (1 without a norm).
+// the scale dx, Σ x² (ROUND_NORM), one unused; after the last slot's chunks the norm's scale 1 / rms
+// (1 without a norm).
 // The reduction snippet (subgroup or shared memory) defines reduce_team; int8_input.wgsl the rounding; the format snippets define
 // dot_input0 / dot_input1 over a ChunkInput.
 
@@ -52,6 +56,8 @@ struct Params {
 // MATRIX = 3: the router's logits and bias.
 @group(0) @binding(10) var<storage, read> router_logits: array<f32>;
 @group(0) @binding(11) var<storage, read> router_bias: array<f32>;
+// ROUND_NORM: the weights of the norm of the product that reads y.
+@group(0) @binding(12) var<storage, read> out_norm: array<vec4<f32>>;
 
 const WG: u32 = LANES * TEAMS;
 
@@ -103,6 +109,9 @@ fn load_item(it: u32, slot: u32, sumsq: ptr<function, f32>) -> Item {
         let hi = bitcast<vec4<u32>>(x[at + 1u]);
         let t = x[at + 2u];
         r.xin.q = Int8Input(array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w), bitcast<i32>(t.x), t.y);
+        if NORM {
+            *sumsq += t.z;
+        }
     } else {
         for (var i = 0u; i < CHUNK_V4; i++) { // unroll
             var xi = merged[c * CHUNK_V4 + i]; // if MERGE
@@ -169,7 +178,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
     }
     var scale = 1.0;
-    if PREPARED {
+    if PREPARED && !NORM {
         scale = x[(p.n_slots - 1u) * p.x_stride + p.chunks * (PREP_WORDS / 4u)].x;
     }
     if MATRIX == 3u {
@@ -204,7 +213,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     if lane == 0u {
         store_rows(v, acc_in, scale, team, row0, rows, slot, second, group);
     }
-    round_rows(tid, group, slot); // if ROUND
+    round_rows(tid, group, slot, second); // if ROUND
 }
 
 // Lane 0 of each team: its rows' outputs from the team's sums.
@@ -234,10 +243,10 @@ fn store_rows(
                 out = out / (1.0 + exp(-out)) * v[ROWS + r] * scale;
             }
             let o = slot * p.y_stride + row;
-            if ROUND {
-                staged[team * ROWS + r] = out; // if ROUND
-            } else if STACK && second {
+            if STACK && second {
                 y1[row] = out;
+            } else if ROUND {
+                staged[team * ROWS + r] = out; // if ROUND
             } else if OUT == 0u {
                 y[o] = out;
             } else {

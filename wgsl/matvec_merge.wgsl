@@ -5,7 +5,7 @@
 // Host constants: MERGED_V4 (the context's vec4s), MERGE_UNROLL.
 
 // The step, whose position and split length give the number of splits.
-@group(0) @binding(12) var<uniform> step: Step;
+@group(0) @binding(13) var<uniform> step: Step;
 
 var<workgroup> merged: array<vec4<f32>, MERGED_V4>;
 

@@ -20,7 +20,7 @@
 #undef thread
 
 // The merging variant binds the step too.
-#define BUFFERS (MERGE ? 13 : 12)
+#define BUFFERS (MERGE ? 14 : 13)
 
 static std::barrier<>* group_barrier;
 static thread_local uint thread_id;
@@ -78,8 +78,9 @@ int main() {
                                reinterpret_cast<const float4*>(b[8].data()), reinterpret_cast<float*>(b[9].data()),
                                reinterpret_cast<const float*>(b[10].data()),
                                reinterpret_cast<const float*>(b[11].data()),
+                               reinterpret_cast<const float4*>(b[12].data()),
 #if MERGE
-                               *reinterpret_cast<Step*>(b[12].data()),
+                               *reinterpret_cast<Step*>(b[13].data()),
 #endif
                                t, uint3(x, y, z));
                     });

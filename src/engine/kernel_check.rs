@@ -378,10 +378,11 @@ fn read_all(ctx: &GpuContext, bufs: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>> {
     bufs.iter().map(|b| read_f32(ctx, b, 0, b.size() / 4)).collect()
 }
 
-/// A rounded output (chunks of `PREP_WORDS` words: 8 of int8 quants, Σ q, dx, two unused) against its
-/// twin's: 0 where every quant is within one step of the twin's, at the same dx, and the other words
-/// (but Σ q, which follows the quants) are the same; else infinite. Sums in another order may land
-/// on either side of a rounding boundary; a broken kernel rarely stays within a step.
+/// A rounded output (chunks of `PREP_WORDS` words: 8 of int8 quants, Σ q, dx, Σ x² or unused, one
+/// unused) against its twin's: 0 where every quant is within one step of the twin's, at the same dx,
+/// Σ x² within 1e-5 of it, and the other words (but Σ q, which follows the quants) are the same; else
+/// infinite. Sums in another order may land on either side of a rounding boundary; a broken kernel
+/// rarely stays within a step.
 fn rounded_difference(a: &[f32], b: &[f32]) -> f32 {
     let bytes = |w: &[f32]| w[..8].iter().flat_map(|v| v.to_bits().to_le_bytes()).map(|q| q as i8).collect::<Vec<_>>();
     for (x, y) in a.chunks(PREP_WORDS).zip(b.chunks(PREP_WORDS)) {
@@ -389,7 +390,8 @@ fn rounded_difference(a: &[f32], b: &[f32]) -> f32 {
         if (0..x.len()).all(same) {
             continue;
         }
-        if x.len() < PREP_WORDS || !(9..PREP_WORDS).all(same) {
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+        if x.len() < PREP_WORDS || !same(9) || !same(11) || !(same(10) || close(x[10], y[10])) {
             return f32::INFINITY;
         }
         if bytes(x).iter().zip(bytes(y)).any(|(p, q)| (*p as i32 - q as i32).abs() > 1) {
@@ -420,11 +422,12 @@ mod tests {
             .map(|b| f32::from_bits(u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])))
             .collect();
         w.push(f32::from_bits(q.iter().map(|&v| v as i32).sum::<i32>() as u32));
-        w.extend([dx, 0.0, 0.0]);
+        w.extend([dx, 100.0, 0.0]);
         w
     }
 
-    /// A rounded output may differ from its twin's by one step per quant, not more, and not in its scale.
+    /// A rounded output may differ from its twin's by one step per quant, not more, and not in its scale
+    /// (nor its sum of squares beyond rounding).
     #[test]
     fn rounded_outputs_compare_within_a_step() {
         let q: [i8; 32] = std::array::from_fn(|i| (i as i32 * 7 % 120 - 60) as i8);
@@ -438,6 +441,12 @@ mod tests {
         assert_eq!(rounded_difference(&base, &with(5, q[5] + 1, 0.25)), 0.0);
         assert_eq!(rounded_difference(&base, &with(5, q[5] - 2, 0.25)), f32::INFINITY);
         assert_eq!(rounded_difference(&base, &with(5, q[5], 0.5)), f32::INFINITY);
+        // Σ x² (word 10) as a sum in another order may leave it, not more.
+        let mut sumsq = base.clone();
+        sumsq[10] = 100.0004;
+        assert_eq!(rounded_difference(&base, &sumsq), 0.0);
+        sumsq[10] = 100.01;
+        assert_eq!(rounded_difference(&base, &sumsq), f32::INFINITY);
         let mut tail = base.clone();
         tail[2 * PREP_WORDS] = 0.5;
         assert_eq!(rounded_difference(&base, &tail), f32::INFINITY);

@@ -170,7 +170,7 @@ impl Activations {
             tokens: ctx.storage("tokens", f(o.ctx_len + 1))?,
             x: ctx.storage("x", f(c.hidden))?,
             xn: ctx.storage("xn", f(c.hidden))?,
-            qa: ctx.storage("qa", f(c.q_lora_rank))?,
+            qa: ctx.storage("qa", f(c.q_lora_rank).max(prepared_bytes(c.q_lora_rank)))?,
             q_rope: ctx.storage("q_rope", f(c.n_heads * c.qk_rope))?,
             ckv: ctx.storage("ckv", f(c.kv_width()))?,
             q_lat: ctx.storage("q_lat", f(c.n_heads * c.kv_lora_rank))?,
@@ -726,6 +726,10 @@ fn record(
         // q_a and kv_a read the same normalised input: one pass, stacked, where their formats chunk
         // rows alike (always for quantized files).
         let stack = l.q_a.chunks_per_row() == l.kv_a.chunks_per_row();
+        // q_a's output is the query's input, stored rounded (with the query's norm applied) where the
+        // query's matrices take int8 inputs.
+        let q_norm = InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS };
+        let query_prepared = round_for(&l.q_lat, c.q_lora_rank) && round_for(&l.q_rope, c.q_lora_rank);
         body.push(
             matvec(
                 ctx,
@@ -733,6 +737,8 @@ fn record(
                 MatvecArgs {
                     stacked: stack.then_some(Stacked { w: &l.kv_a, y: &b.ckv }),
                     norm: Some(InputNorm { weight: &l.attn_norm, eps: c.rms_eps }),
+                    round_output: query_prepared,
+                    round_norm: query_prepared.then_some(q_norm.weight),
                     ..MatvecArgs::new(&l.q_a, &b.x, &b.qa, &b.route, o.int8_activations)
                 },
             )?
@@ -751,7 +757,8 @@ fn record(
                 kc,
                 MatvecArgs {
                     stacked: Some(Stacked { w: &l.q_rope, y: &b.q_rope }),
-                    norm: Some(InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS }),
+                    norm: Some(q_norm),
+                    prepared: query_prepared,
                     ..MatvecArgs::new(&l.q_lat, &b.qa, &b.q_lat, &b.route, o.int8_activations)
                 },
             )?

@@ -137,12 +137,17 @@ pub struct MatvecArgs<'a> {
     pub prepare: Option<&'a wgpu::Buffer>,
     /// `x` is an input stored by an earlier pass's `prepare` (one input for all slots, `x_stride`
     /// 0) or `round_output` (one per slot, back to back: `x_stride` = [`prepared_floats`] of a row);
-    /// both matrices take int8 inputs.
+    /// both matrices take int8 inputs. With `norm`, one stored by a `round_output` with `round_norm`:
+    /// the norm's weights are applied, and its rms comes from the chunks' sums of squares.
     pub prepared: bool,
     /// Store y rounded to int8 by 32 rows, as a prepared input for the product that reads it next
     /// (slots back to back: `y_stride` = rows; the buffer [`prepared_bytes`] of all slots' rows), which
     /// then skips rounding it in each of its workgroups. Workgroups own whole 32-row chunks.
     pub round_output: bool,
+    /// With `round_output`: the RMSNorm weights of the product that reads y (prepared, with `norm`),
+    /// applied before the rounding, each chunk's Σ y² (before them) stored beside it. With `stacked`,
+    /// only `w`'s output is rounded.
+    pub round_norm: Option<&'a wgpu::Buffer>,
     /// `x` is the decode attention's partials, `x_stride` floats per head (one slot each), whose
     /// splits each workgroup merges first; the step uniform gives their number.
     pub merge: Option<&'a wgpu::Buffer>,
@@ -175,6 +180,7 @@ impl<'a> MatvecArgs<'a> {
             prepare: None,
             prepared: false,
             round_output: false,
+            round_norm: None,
             merge: None,
         }
     }
@@ -237,6 +243,7 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("PREPARE", Const::Bool(a.prepare.is_some())),
         ("PREPARED", Const::Bool(a.prepared)),
         ("ROUND", Const::Bool(a.round_output)),
+        ("ROUND_NORM", Const::Bool(a.round_norm.is_some())),
         ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
         ("MERGE", Const::Bool(a.merge.is_some())),
@@ -358,7 +365,10 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             a.w.ggml_type.name(),
             second.ggml_type.name()
         );
-        ensure!(a.norm.is_none(), "a prepared input is already normalised");
+        ensure!(
+            a.norm.is_none() || (a.x_stride == 0 && a.slots == 1),
+            "a prepared input with a norm (rounded by a pass that applied its weights) is one input of one slot"
+        );
         ensure!(
             a.x_stride == 0 || a.x_stride == prepared_floats(a.w.row_len()),
             "a prepared input is one input of every slot (stride 0) or one per slot back to back (stride {}), not \
@@ -374,10 +384,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     if a.round_output {
         let rows = a.w.rows() as u32;
         ensure!(
-            a.out == Output::Store
-                && a.stacked.is_none()
-                && a.prepare.is_none()
-                && (a.slots == 1 || a.y_stride == rows),
+            a.out == Output::Store && a.prepare.is_none() && (a.slots == 1 || a.y_stride == rows),
             "a product that rounds its output stores one product per slot, its slots back to back"
         );
         ensure!(
@@ -393,6 +400,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             a.y.size()
         );
     }
+    ensure!(a.round_norm.is_none() || a.round_output, "a norm for a rounded output needs the output rounded");
     ensure!(
         !(a.norm.is_some() && a.out == Output::AddRoutedSum),
         "an input norm cannot apply to per-slot inputs that are summed"
@@ -439,10 +447,11 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
         Binding::ReadWrite,
         Binding::Read,
         Binding::Read,
+        Binding::Read,
         Binding::Uniform,
     ];
     // The step only where the splits are merged.
-    let bindings = &bindings[..if a.merge.is_some() { 13 } else { 12 }];
+    let bindings = &bindings[..if a.merge.is_some() { 14 } else { 13 }];
     let (own, formats) = consts(&a, tiling);
     let msl = msl_source(&own, formats);
     let kernel = cache.get_with_msl(ctx, "matvec", source(&a, tiling), msl, bindings)?;
@@ -461,7 +470,9 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
     // Without a choice the router bindings are never read either.
     let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
-    let buffers = [&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias];
+    let out_norm = a.round_norm.unwrap_or(a.x);
+    let buffers =
+        [&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias, out_norm];
     let bind_group = match a.merge {
         Some(step) => kernel.bind(ctx, &[&buffers[..], &[step]].concat()),
         None => kernel.bind(ctx, &buffers),
@@ -550,9 +561,10 @@ mod tests {
                 ("STACK", Const::Bool(stack)),
                 ("INT8", Const::Bool(int8)),
                 ("PREPARE", Const::Bool(false)),
-                ("PREPARED", Const::Bool(int8 && glu && k % 2 == 0)),
+                ("PREPARED", Const::Bool(int8 && ((glu && k % 2 == 0) || (stack && norm && k % 2 == 1)))),
                 ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
-                ("ROUND", Const::Bool(out == 0 && !stack && (glu || matrix == 1))),
+                ("ROUND", Const::Bool(out == 0 && (glu || matrix == 1 || (stack && norm)))),
+                ("ROUND_NORM", Const::Bool(stack && norm)),
                 ("EPS", Const::F32(1e-5)),
                 ("MERGE", Const::Bool(merge)),
                 ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
