@@ -299,6 +299,15 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // depth 0: 128 threads 291.1 tok/s, 64 288.3, 256 290.9; 4 rows 280.4).
         tiling.teams = (128 / tiling.lanes).max(1);
     }
+    if a.prepared && a.up.is_none() && a.w.rows() >= 8192 {
+        // Tall products over a prepared input (the absorbed query, the LM head): with no rounding
+        // left per team, more teams per workgroup pay. H200, Q4_K_M tok/s at depth 0 with the
+        // query's tiling as (lanes, teams, rows): 32 x 1 x 4 (the shape's rule) 340.0 / 342.1, 32 x 4 x 2
+        // 346.6 / 346.5, 32 x 8 x 2 347.7, 32 x 2 x 2 344.7, 16 x 8 x 2 344.2, 32 x 8 x 1 342.2; the LM head
+        // with it in the profile: 32 x 2 x 8 (the shape's rule) 82.3 us, 32 x 4 x 2 67.6, 32 x 2 x 2 69.0,
+        // 16 x 32 x 1 73.8, 64 x 2 x 2 77.3 (BENCHMARKS.md session 14).
+        tiling = Tiling { lanes: tiling.lanes.min(32), teams: 4, rows: 2, ..tiling };
+    }
     if a.round_output {
         // Workgroups of 32 rows. Gate/up pairs over a prepared input in 32 teams of up to 16
         // lanes, one row each (512 threads), where the adapter allows; others in more teams of the
