@@ -7,8 +7,8 @@
 //! or different experts) to read ≥ 512 MiB, so the L2 cache cannot serve them as it would a single
 //! matrix read over and over: the numbers are HBM numbers, with one dispatch per copy as in a token.
 //! Inputs and outputs take the engine's forms: where the engine's product reads an input rounded
-//! to int8 by the pass before (the attention output, the experts, the LM head) so does this one, and
-//! the experts' gate/up stores its output rounded; tilings such a pass cannot take (rounded outputs
+//! to int8 by the pass before (the absorbed query, the attention output, the experts, the LM head) so
+//! does this one, and the experts' gate/up and q_a store their outputs rounded; tilings such a pass cannot take (rounded outputs
 //! need whole 32-row chunks per workgroup) or the adapter refuses (threads) are skipped.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -38,9 +38,11 @@ enum Use {
 /// (name, rows, cols, use, whether the engine's pass reads an input rounded by the pass before):
 /// the real model's matrices.
 const SHAPES: [(&str, usize, usize, Use, bool); 7] = [
+    // Storing its output rounded for the absorbed query, with the query's norm applied.
     ("attn_q_a 768x2048", 768, 2048, Use::Dense, false),
-    // The absorbed query: q_lat and the rope rows (stacked in one pass in the engine).
-    ("attn_q_b_k_b 11520x768", 11520, 768, Use::Dense, false),
+    // The absorbed query (q_lat and the rope rows, stacked in one pass in the engine), over q_a's
+    // rounded output.
+    ("attn_q_b_k_b 11520x768", 11520, 768, Use::Dense, true),
     ("attn_output 2048x5120", 2048, 5120, Use::Dense, true),
     ("shexp gate 1536x2048", 1536, 2048, Use::Dense, false),
     // Over the router pass's prepared input, storing its output rounded for the down pass.
@@ -124,7 +126,9 @@ fn sweep(c: &mut Criterion) {
             let x8 = ctx.storage("x int8", prepared_bytes(x_len)).unwrap();
             let norm = InputNorm { weight: &ones, eps: 1e-5 };
             ctx.run(&[&prepare_input(&ctx, &mut KernelCache::new(false), x_len, norm, &x, &x8).unwrap()]).unwrap();
-            let round_output = u == Use::ExpertsGateUp;
+            let round_output = u == Use::ExpertsGateUp || name.starts_with("attn_q_a");
+            let out_norm = ctx.storage_init("out norm", bytemuck::cast_slice(&vec![1f32; rows])).unwrap();
+            let round_norm = (u == Use::Dense && round_output).then_some(&out_norm);
             let y = ctx.storage("y", (rows * slots * 4) as u64).unwrap();
             let mut group = c.benchmark_group(format!("matvec {name} {}", t.name()));
             group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(600)).sample_size(10);
@@ -151,6 +155,7 @@ fn sweep(c: &mut Criterion) {
                         y_stride: rows as u32,
                         prepared,
                         round_output,
+                        round_norm,
                         ..MatvecArgs::new(
                             &gate[i % gate.len()],
                             if prepared { &x8 } else { &x },
