@@ -1784,14 +1784,15 @@ fn router_pass_prepares_the_expert_input() {
 }
 
 /// `prepare_input` (the LM head's input): x ⊙ g rounded as the CPU rounds it, bit for bit, with 1 / rms
-/// after the chunks; a product over it equals the product with the norm folded in.
+/// after the chunks; a product over it, stored or added (at 4,096 values, 128 chunks, the attention
+/// output's tiling; at 8,195 rows, the LM head's), equals the product with the norm folded in.
 #[test]
 fn prepare_input_rounds_the_normalised_input_once() {
     let ctx = gpu();
     let mut kc = KernelCache::default();
     let mut rng = seeded(23);
     let mut worst = 0f64;
-    for cols in [32, 256, 2080, 2304] {
+    for cols in [32, 256, 2080, 2304, 4096] {
         let x = uniform(&mut rng, cols, 30.0);
         let g = uniform(&mut rng, cols, 2.0);
         let (xg, inv) = norm_parts(&x, &g);
@@ -1808,22 +1809,29 @@ fn prepare_input_rounds_the_normalised_input_once() {
         }
 
         for t in int8_formats().filter(|t| cols.is_multiple_of(t.block_elems())) {
-            let w = Weight::new(ctx, &mut rng, t, &[45, cols], 1.0);
+            let rows = if cols == 256 && t == GgmlType::Q8_0 { 8195 } else { 45 };
+            let w = Weight::new(ctx, &mut rng, t, &[rows, cols], 1.0);
             let route = buf_u32(ctx, "route", &route_words(&[], &[]));
-            let y0 = vec![NAN_BITS; 48];
-            let y = buf_u32(ctx, "y", &y0);
-            let d = matvec(
-                ctx,
-                &mut kc,
-                MatvecArgs { prepared: true, ..MatvecArgs::new(&w.gpu, &prepared, &y, &route, true) },
-            )
-            .unwrap();
-            run(ctx, &[&d]);
-            let got = read_u32(ctx, &y, y0.len());
-            let want = products_want(&w, None, &[0], 45, &activations::round_to_int8(&xg), inv);
-            let name = format!("{} product over the {name}", t.name());
-            worst = worst.max(check(&name, &floats(&got[..45]), &want, REL_TOL));
-            check_untouched(&name, &got[45..], &y0[45..]);
+            let product = products_want(&w, None, &[0], rows, &activations::round_to_int8(&xg), inv);
+            for out in [Output::Store, Output::Add] {
+                let base = uniform(&mut rng, rows, 4.0);
+                let y0 = [bits(&base), vec![NAN_BITS; 3]].concat();
+                let y = buf_u32(ctx, "y", &y0);
+                let d = matvec(
+                    ctx,
+                    &mut kc,
+                    MatvecArgs { prepared: true, out, ..MatvecArgs::new(&w.gpu, &prepared, &y, &route, true) },
+                )
+                .unwrap();
+                run(ctx, &[&d]);
+                let got = read_u32(ctx, &y, y0.len());
+                let add = out == Output::Add;
+                let want: Vec<f64> =
+                    product.iter().zip(&base).map(|(p, b)| p + if add { *b as f64 } else { 0.0 }).collect();
+                let name = format!("{} product of {rows} rows over the {name}, added {add}", t.name());
+                worst = worst.max(check(&name, &floats(&got[..rows]), &want, REL_TOL));
+                check_untouched(&name, &got[rows..], &y0[rows..]);
+            }
         }
     }
     report("prepare_input and a product over it", worst);

@@ -308,6 +308,12 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // 16 x 32 x 1 73.8, 64 x 2 x 2 77.3 (BENCHMARKS.md session 14).
         tiling = Tiling { lanes: tiling.lanes.min(32), teams: 4, rows: 2, ..tiling };
     }
+    if a.prepared && a.out == Output::Add && a.matrix == MatrixOf::Single && items >= 128 {
+        // The attention output: H200, Q4_K_M tok/s at depth 0, 256 lanes x 1 x 4 rows (the shape's
+        // rule) 349.3 / 349.0, x 2 rows 352.4 / 352.1, 64 x 2 x 1 351.6 / 351.7, 64 x 1 x 1 350.4, 128 x 1 x 2
+        // 348.1 (BENCHMARKS.md session 14).
+        tiling.rows = tiling.rows.min(2);
+    }
     if a.round_output {
         // Workgroups of 32 rows. Gate/up pairs over a prepared input in 32 teams of up to 16
         // lanes, one row each (512 threads), where the adapter allows; others in more teams of the
