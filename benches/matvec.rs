@@ -48,7 +48,7 @@ const SHAPES: [(&str, usize, usize, Use, bool); 7] = [
     // Over the router pass's prepared input, storing its output rounded for the down pass.
     ("exps gate+up 4 of 64 1536x2048", 1536, 2048, Use::ExpertsGateUp, true),
     ("exps down 4 of 64 2048x1536", 2048, 1536, Use::ExpertsDown, true),
-    // The LM head: one dispatch per token, but the largest read (252 MB at Q6_K).
+    // The LM head: one dispatch per token, but the largest read (263 MB at Q6_K as repacked).
     ("output 151552x2048", 151552, 2048, Use::Dense, true),
 ];
 
