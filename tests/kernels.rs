@@ -250,6 +250,24 @@ fn prepared_chunk(name: &str, words: &[u32], c: usize) -> (Vec<i32>, f32) {
     (q, f32::from_bits(w[9]))
 }
 
+/// Chunk `c` of an output stored rounded: a power-of-two scale that puts its largest quant in
+/// [64, 127], each value within half a step of `want` (the chunk's 32 values); its values as rounded.
+fn check_rounded_chunk(name: &str, words: &[u32], c: usize, want: &[f64]) -> Vec<f32> {
+    let (q, dx) = prepared_chunk(name, words, c);
+    let dx = dx as f64;
+    let amax = q.iter().map(|q| q.abs()).max().unwrap();
+    assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
+    q.iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (&q, &v))| {
+            let err = (q as f64 * dx - v).abs();
+            assert!(err <= 0.5001 * dx, "{name}: value {} is {q} x {dx}, want {v}", 32 * c + i);
+            (q as f64 * dx) as f32
+        })
+        .collect()
+}
+
 /// A prepared input of `xg` (x ⊙ g) with the norm's scale `inv`: rounded as the CPU rounds, bit for
 /// bit, and the scale after the chunks.
 fn check_prepared(name: &str, words: &[u32], xg: &[f32], inv: f64) {
@@ -1010,15 +1028,7 @@ fn matvec_round_output_feeds_a_prepared_product() {
                 );
                 let mut values = Vec::with_capacity(n);
                 for (c, want) in want.chunks(32).enumerate() {
-                    let (q, dx) = prepared_chunk(&name, &got, c);
-                    let dx = dx as f64;
-                    let amax = q.iter().map(|q| q.abs()).max().unwrap();
-                    assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
-                    for (i, (&q, &v)) in q.iter().zip(want).enumerate() {
-                        let err = (q as f64 * dx - v).abs();
-                        assert!(err <= 0.5001 * dx, "{name}: value {} is {q} x {dx}, want {v}", 32 * c + i);
-                        values.push((q as f64 * dx) as f32);
-                    }
+                    values.extend(check_rounded_chunk(&name, &got, c, want));
                     check_untouched(&name, &got[12 * c + 10..12 * c + 12], &[NAN_BITS; 2]);
                 }
                 assert_eq!(f32::from_bits(got[12 * n / 32]), 1.0, "{name}: norm scale");
@@ -1121,19 +1131,8 @@ fn matvec_round_norm_feeds_a_normed_prepared_product() {
             // Each chunk: W0's outputs times g_out, rounded; Σ y² of the outputs before g_out.
             let mut values = Vec::with_capacity(rows0);
             for (c, want) in want0.chunks(32).enumerate() {
-                let (q, dx) = prepared_chunk(&name, &got0, c);
-                let dx = dx as f64;
-                let amax = q.iter().map(|q| q.abs()).max().unwrap();
-                assert!((64..=127).contains(&amax) && dx.log2().fract() == 0.0, "{name}: chunk {c} scale {dx}");
-                for (i, (&q, &v)) in q.iter().zip(want).enumerate() {
-                    let vg = v * g_out[32 * c + i] as f64;
-                    assert!(
-                        (q as f64 * dx - vg).abs() <= 0.5001 * dx,
-                        "{name}: value {} is {q} x {dx}, want {vg}",
-                        32 * c + i
-                    );
-                    values.push((q as f64 * dx) as f32);
-                }
+                let want_g: Vec<f64> = want.iter().zip(&g_out[32 * c..]).map(|(v, &g)| v * g as f64).collect();
+                values.extend(check_rounded_chunk(&name, &got0, c, &want_g));
                 let sumsq: f64 = want.iter().map(|v| v * v).sum();
                 let got = f32::from_bits(got0[12 * c + 10]) as f64;
                 assert!((got - sumsq).abs() <= 1e-4 * sumsq, "{name}: chunk {c} sum of squares {got}, want {sumsq}");
