@@ -5,7 +5,7 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, SHARED_IN, IN_CHUNKS, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
 // (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
 // each.
 
@@ -115,6 +115,28 @@ inline void merge_splits(threadgroup float4* merged, device const float4* x, con
     threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
+// SHARED_IN: the input normalised and rounded once for the workgroup's teams, as a prepared input's
+// chunks (words 0-10 in three uint4s), Σ x² before the norm's weights (wgsl/matvec.wgsl).
+inline void round_shared_input(threadgroup uint4* shared_in, device const float4* x, device const float4* gnorm,
+                               uint tid) {
+    for (uint c = tid; c < IN_CHUNKS; c += WG) {
+        float4 xs[8];
+        float sumsq = 0.0f;
+        for (uint i = 0; i < 8; i++) {
+            xs[i] = x[c * 8 + i];
+            if (NORM) {
+                sumsq += dot(xs[i], xs[i]);
+                xs[i] *= gnorm[c * 8 + i];
+            }
+        }
+        Int8Input q = round_to_int8(xs);
+        shared_in[3 * c] = uint4(q.xq[0], q.xq[1], q.xq[2], q.xq[3]);
+        shared_in[3 * c + 1] = uint4(q.xq[4], q.xq[5], q.xq[6], q.xq[7]);
+        shared_in[3 * c + 2] = uint4(as_type<uint>(q.qsum), as_type<uint>(q.dx), as_type<uint>(sumsq), 0u);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
 // ROUND: the workgroup's staged outputs (whole 32-row chunks) stored as a prepared input, one thread
 // per chunk, slots back to back, then a norm scale of 1; ROUND_NORM: times the reader's norm weights,
 // Σ x² in word 10; with STACK, W0's only (wgsl/matvec_round.wgsl).
@@ -196,6 +218,9 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
 #if ROUND
     threadgroup_array float staged[TEAMS * ROWS];
 #endif
+#if SHARED_IN
+    threadgroup_array uint4 shared_in[3 * IN_CHUNKS];
+#endif
     RouteTables chosen = {route_key, route_score, route_expert};
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);
@@ -219,6 +244,9 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
 #if MERGE
     merge_splits(merged, x, p, step, tid, slot);
 #endif
+#if SHARED_IN
+    round_shared_input(shared_in, x, gnorm, tid);
+#endif
     // v[r]: row r (gate), v[ROWS + r]: row r of W1 (up), v[NV - 1]: sum of x² (NORM).
     float v[NV] = {};
     uint items = OUT == 2 ? p.chunks * p.n_slots : p.chunks;
@@ -233,11 +261,17 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
         }
         ChunkInput xin;
         xin.xsum = 0.0f;
-        if (PREPARED) {
+        if (PREPARED || SHARED_IN) {
+#if SHARED_IN
+            uint4 lo = shared_in[3 * c];
+            uint4 hi = shared_in[3 * c + 1];
+            float4 t = as_type<float4>(shared_in[3 * c + 2]);
+#else
             uint at = s * p.x_stride + c * (PREP_WORDS / 4);
             uint4 lo = as_type<uint4>(x[at]);
             uint4 hi = as_type<uint4>(x[at + 1]);
             float4 t = x[at + 2];
+#endif
             xin.q = Int8Input{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, as_type<int>(t.x), t.y};
             if (NORM) {
                 v[NV - 1] += t.z;

@@ -21,6 +21,9 @@
 // 32 rows, for a later PREPARED product: matvec_round.wgsl, included only then, and the lines marked
 // for ROUND; ROUND_NORM: for one with NORM, with `out_norm` its norm's weights; with STACK only W0's
 // output).
+// SHARED_IN: the workgroup normalises and rounds x once into workgroup memory (IN_CHUNKS chunks, in
+// the prepared form below), which its teams then read as a PREPARED input (one input, both matrices
+// int8; the lines marked for SHARED_IN only then).
 // MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, which each workgroup merges first
 // (matvec_merge.wgsl, included only then, and the lines marked for MERGE; the lines marked for
 // !MERGE only without: its workgroup array, even unused, cost 2 % tok/s on the H200).
@@ -60,6 +63,30 @@ struct Params {
 @group(0) @binding(12) var<storage, read> out_norm: array<vec4<f32>>;
 
 const WG: u32 = LANES * TEAMS;
+
+// SHARED_IN: the input as a prepared input's chunks (words 0-10 in three vec4s).
+var<workgroup> shared_in: array<vec4<u32>, 3u * IN_CHUNKS>; // if SHARED_IN
+
+// Each thread one 32-value chunk at a time (a prepared input's chunking), Σ x² before the norm's
+// weights as ROUND_NORM stores it.
+fn round_shared_input(tid: u32) {
+    for (var c = tid; c < IN_CHUNKS; c += WG) { // if SHARED_IN
+        var xs: array<vec4<f32>, 8>; // if SHARED_IN
+        var sumsq = 0.0; // if SHARED_IN
+        for (var i = 0u; i < 8u; i++) { // if SHARED_IN
+            xs[i] = x[c * 8u + i]; // if SHARED_IN
+            if NORM { // if SHARED_IN
+                sumsq += dot(xs[i], xs[i]); // if SHARED_IN
+                xs[i] *= gnorm[c * 8u + i]; // if SHARED_IN
+            } // if SHARED_IN
+        } // if SHARED_IN
+        let q = round_to_int8(xs); // if SHARED_IN
+        shared_in[3u * c] = vec4<u32>(q.xq[0], q.xq[1], q.xq[2], q.xq[3]); // if SHARED_IN
+        shared_in[3u * c + 1u] = vec4<u32>(q.xq[4], q.xq[5], q.xq[6], q.xq[7]); // if SHARED_IN
+        shared_in[3u * c + 2u] = vec4<u32>(bitcast<u32>(q.qsum), bitcast<u32>(q.dx), bitcast<u32>(sumsq), 0u); // if SHARED_IN
+    } // if SHARED_IN
+    workgroupBarrier();
+}
 
 // One chunk of the input: f32 values and their sum; with INT8 also the chunk rounded to int8
 // (int8_input.wgsl).
@@ -103,11 +130,20 @@ fn load_item(it: u32, slot: u32, sumsq: ptr<function, f32>) -> Item {
     }
     let s = r.s;
     let c = r.c;
-    if PREPARED {
-        let at = s * p.x_stride + c * (PREP_WORDS / 4u);
-        let lo = bitcast<vec4<u32>>(x[at]);
-        let hi = bitcast<vec4<u32>>(x[at + 1u]);
-        let t = x[at + 2u];
+    if PREPARED || SHARED_IN {
+        var lo: vec4<u32>;
+        var hi: vec4<u32>;
+        var t: vec4<f32>;
+        if SHARED_IN {
+            lo = shared_in[3u * c]; // if SHARED_IN
+            hi = shared_in[3u * c + 1u]; // if SHARED_IN
+            t = bitcast<vec4<f32>>(shared_in[3u * c + 2u]); // if SHARED_IN
+        } else {
+            let at = s * p.x_stride + c * (PREP_WORDS / 4u);
+            lo = bitcast<vec4<u32>>(x[at]);
+            hi = bitcast<vec4<u32>>(x[at + 1u]);
+            t = x[at + 2u];
+        }
         r.xin.q = Int8Input(array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w), bitcast<i32>(t.x), t.y);
         if NORM {
             *sumsq += t.z;
@@ -178,6 +214,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         }
     }
     var scale = 1.0;
+    round_shared_input(tid); // if SHARED_IN
     if PREPARED && !NORM {
         scale = x[(p.n_slots - 1u) * p.x_stride + p.chunks * (PREP_WORDS / 4u)].x;
     }

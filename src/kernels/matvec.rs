@@ -220,6 +220,25 @@ fn int8_input(a: &MatvecArgs, w: &GpuWeight) -> bool {
     a.int8 && a.matrix != MatrixOf::Slot && activations::takes_int8_input(w.ggml_type)
 }
 
+/// Chunks of input a workgroup holds rounded for its teams: 6 KB of workgroup memory (48 bytes a
+/// chunk), within WebGPU's 16 KB beside the reduction's and the route choice's.
+const SHARED_IN_MAX_CHUNKS: usize = 128;
+
+/// Whether the workgroup normalises and rounds its input once into workgroup memory, which its
+/// teams then read as a prepared input, rather than each team all of it itself: one input rounded
+/// in the pass for both matrices (q_a + kv_a, the dense gate/up). H200, Q4_K_M at depth 0, q_a +
+/// kv_a at 64 x 8 x 4: 352.0 -> 367.8 tok/s (BENCHMARKS.md session 15).
+fn shared_input(a: &MatvecArgs) -> bool {
+    int8_input(a, a.w)
+        && int8_input(a, a.second())
+        && !a.prepared
+        && a.prepare.is_none()
+        && a.merge.is_none()
+        && a.matrix == MatrixOf::Single
+        && a.slots == 1
+        && a.w.chunks_per_row() <= SHARED_IN_MAX_CHUNKS
+}
+
 /// A weight binding's format, and whether its product takes int8 inputs.
 type Operand = (GgmlType, bool);
 
@@ -244,6 +263,8 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("PREPARED", Const::Bool(a.prepared)),
         ("ROUND", Const::Bool(a.round_output)),
         ("ROUND_NORM", Const::Bool(a.round_norm.is_some())),
+        ("SHARED_IN", Const::Bool(shared_input(a))),
+        ("IN_CHUNKS", Const::U32(if shared_input(a) { a.w.chunks_per_row() as u32 } else { 1 })),
         ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
         ("EPS", Const::F32(a.norm.map_or(0.0, |n| n.eps))),
         ("MERGE", Const::Bool(a.merge.is_some())),
@@ -317,7 +338,7 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
     if a.round_output {
         // Workgroups of 32 rows. Gate/up pairs over a prepared input in 32 teams of up to 16
         // lanes, one row each (512 threads), where the adapter allows; a single product rounding its
-        // own input (q_a) as below; others (v_b, the dense gate/up) in more teams of the same lanes
+        // own input once per workgroup (q_a) as below; others (v_b, the dense gate/up) in more teams of the same lanes
         // and rows, at most 256 threads (a team rounding its input itself rounds all of it, so 32
         // teams would round it 32 times: the dense gate/up took 2.4x as long). H200, Q4_K_M tok/s
         // at depth 0 with the down pass over the rounded output (BENCHMARKS.md session 13): routed
@@ -325,14 +346,15 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1
         // 323.1.
         let max_threads = ctx.limits.max_compute_invocations_per_workgroup;
-        let rounds_input = int8_input(&a, a.w) && !a.prepared;
         if a.up.is_some() && a.prepared && max_threads >= 512 {
             tiling = Tiling { lanes: tiling.lanes.min(16), teams: 32, rows: 1, ..tiling };
-        } else if a.up.is_none() && rounds_input {
-            // Each lane rounds one chunk of the input (all 64 lanes), in up to 512 threads: q_a + kv_a
-            // 64 x 8 x 4 341.2 tok/s, 64 x 4 x 8 340.1, 64 x 16 x 2 325.0, 32 x 16 x 2 322.1, 32 x 8 x 4 330.5,
-            // 16 x 16 x 2 312.3 (H200, Q4_K_M, depth 0; 338.5 with q_a's output unrounded).
-            let threads = max_threads.min(512);
+        } else if a.up.is_none() && shared_input(&a) {
+            // Each lane rounds one chunk of its workgroup's shared input (all 64 lanes), in up to
+            // 1,024 threads: q_a + kv_a 64 x 16 x 2 374.2 / 374.4 / 374.8 tok/s, 32 x 32 x 1 373.8, 32 x 16
+            // x 2 369.1, 16 x 32 x 1 369.2, 64 x 8 x 4 368.0 / 367.8, 128 x 8 x 4 366.5, 32 x 8 x 4 357.3, 64 x
+            // 4 x 8 351.9 (H200, Q4_K_M, depth 0, BENCHMARKS.md session 15; each team rounding the input
+            // itself, 64 x 8 x 4 was best at 341.2).
+            let threads = max_threads.min(1024);
             let lanes = tiling.lanes.min(64).min(threads / 4);
             let teams = (threads / lanes).min(PREP_CHUNK as u32);
             tiling = Tiling { lanes, teams, rows: PREP_CHUNK as u32 / teams, ..tiling };
@@ -573,6 +595,9 @@ mod tests {
             let rows = 2u32;
             // The per-head product of f32 inputs also as the one merging the attention's splits.
             let merge = matrix == 1 && !norm && !glu && !stack && !int8;
+            let prepared = int8 && ((glu && k % 2 == 0) || (stack && norm && k % 2 == 1));
+            // One input of one matrix rounded in the pass: once per workgroup in every other variant.
+            let shared_in = int8 && !prepared && matrix == 0 && k % 2 == 0;
             let consts = [
                 ("LANES", Const::U32(lanes)),
                 ("TEAMS", Const::U32((64 / lanes).max(1))),
@@ -586,10 +611,12 @@ mod tests {
                 ("STACK", Const::Bool(stack)),
                 ("INT8", Const::Bool(int8)),
                 ("PREPARE", Const::Bool(false)),
-                ("PREPARED", Const::Bool(int8 && ((glu && k % 2 == 0) || (stack && norm && k % 2 == 1)))),
+                ("PREPARED", Const::Bool(prepared)),
                 ("PREP_WORDS", Const::U32(PREP_WORDS as u32)),
                 ("ROUND", Const::Bool(out == 0 && (glu || matrix == 1 || (stack && norm)))),
                 ("ROUND_NORM", Const::Bool(stack && norm)),
+                ("SHARED_IN", Const::Bool(shared_in)),
+                ("IN_CHUNKS", Const::U32(if shared_in { 16 } else { 1 })),
                 ("EPS", Const::F32(1e-5)),
                 ("MERGE", Const::Bool(merge)),
                 ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
