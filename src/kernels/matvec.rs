@@ -226,7 +226,8 @@ const SHARED_IN_MAX_CHUNKS: usize = 128;
 
 /// Whether the workgroup normalises and rounds its input once into workgroup memory, which its
 /// teams then read as a prepared input, rather than each team all of it itself: one input rounded
-/// in the pass for both matrices (q_a + kv_a, the dense gate/up). H200, Q4_K_M at depth 0, q_a +
+/// in the pass for both matrices (q_a + kv_a, the dense gate/up; formats that take int8 inputs chunk
+/// rows by 32, as a prepared input does). H200, Q4_K_M at depth 0, q_a +
 /// kv_a at 64 x 8 x 4: 352.0 -> 367.8 tok/s (BENCHMARKS.md session 15).
 fn shared_input(a: &MatvecArgs) -> bool {
     int8_input(a, a.w)
