@@ -5,7 +5,7 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, SHARED_IN, IN_CHUNKS, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, SHARED_IN, IN_CHUNKS, PARTIALS, PART_EXP, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
 // (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
 // each.
 
@@ -137,6 +137,36 @@ inline void round_shared_input(threadgroup uint4* shared_in, device const float4
     threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
+// PARTIALS: the workgroup's rows of the new y (32) enter the router of the experts after it: per expert
+// e, Σ_j router[e, j] · norm[j] · y_j by 8 slices of the rows, then Σ y_j², stored in y1 per workgroup
+// (wgsl/matvec.wgsl).
+inline void store_router_partials(threadgroup const float* rows, threadgroup float* sums, device const float* router,
+                                  device const float* norm, device float* out, constant Params& p, uint tid,
+                                  uint group) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    uint per = TEAMS * ROWS / 8;
+    for (uint i = tid; i < 8 * (PART_EXP + 1); i += WG) {
+        uint e = i / 8;
+        uint k = i % 8;
+        float acc = 0.0f;
+        for (uint j = 0; j < per; j++) {
+            uint r = k * per + j;
+            uint row = group * TEAMS * ROWS + r;
+            float v = rows[r];
+            acc += e < PART_EXP ? router[e * p.rows + row] * norm[row] * v : v * v;
+        }
+        sums[i] = acc;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (tid <= PART_EXP) {
+        float acc = 0.0f;
+        for (uint k = 0; k < 8; k++) {
+            acc += sums[tid * 8 + k];
+        }
+        out[group * (PART_EXP + 1) + tid] = acc;
+    }
+}
+
 // ROUND: the workgroup's staged outputs (whole 32-row chunks) stored as a prepared input, one thread
 // per chunk, slots back to back, then a norm scale of 1; ROUND_NORM: times the reader's norm weights,
 // Σ x² in word 10; with STACK, W0's only (wgsl/matvec_round.wgsl).
@@ -221,7 +251,16 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
 #if SHARED_IN
     threadgroup_array uint4 shared_in[3 * IN_CHUNKS];
 #endif
-    RouteTables chosen = {route_key, route_score, route_expert};
+#if FOLDED
+    threadgroup_array float fold_sums[FOLD_SLICES * (N_EXP + 1)];
+    RouteTables chosen = {route_key, route_score, route_expert, fold_sums};
+#else
+    RouteTables chosen = {route_key, route_score, route_expert, nullptr};
+#endif
+#if PARTIALS
+    threadgroup_array float part_rows[TEAMS * ROWS];
+    threadgroup_array float part_sums[8 * (PART_EXP + 1)];
+#endif
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);
         if (tid == 0 && wid.x == 0 && wid.y == 0 && wid.z == 0) {
@@ -336,11 +375,17 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
                     y[o] = out;
                 } else {
                     y[o] += out;
+#if PARTIALS
+                    part_rows[team * ROWS + r] = y[o];
+#endif
                 }
             }
         }
     }
 #if ROUND
     round_rows(staged, y, out_norm, p, tid, group, slot, second);
+#endif
+#if PARTIALS
+    store_router_partials(part_rows, part_sums, router_logits, router_bias, y1, p, tid, group);
 #endif
 }

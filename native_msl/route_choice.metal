@@ -1,6 +1,7 @@
 // The top-k expert choice of wgsl/route_choice.wgsl for matvec.metal (MATRIX 3), with the same
 // operations in the same order, so both pick the same experts with the same weights.
-// Host #defines: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT.
+// Host #defines: WG, N_EXP, TOPK, SOFTMAX, NORM_TOPK, SCALE, SHARED_SLOT, FOLDED, FOLD_SLICES, FOLD_GROUPS,
+// FOLD_HIDDEN, FOLD_EPS (FOLDED: the logits are the attention output's partial sums, as in the WGSL).
 
 // Keys four to a vector, so ranking reads and compares four at a time; past the last expert, below
 // every key (so never picked).
@@ -12,18 +13,50 @@ struct RouteTables {
     threadgroup float4* key;   // N_EXP4
     threadgroup float* score;  // N_EXP
     threadgroup uint* expert;  // TOPK + 1
+    threadgroup float* fold;   // FOLDED: FOLD_SLICES * (N_EXP + 1)
 };
+
+// FOLDED: the partial sums totalled by slices of the groups, one thread per slice and expert.
+inline void sum_router_partials(RouteTables t, device const float* partials, uint tid) {
+    for (uint i = tid; i < FOLD_SLICES * (N_EXP + 1); i += WG) {
+        uint k = i / (N_EXP + 1);
+        uint e = i % (N_EXP + 1);
+        float s = 0.0f;
+        for (uint w = k * (FOLD_GROUPS / FOLD_SLICES); w < (k + 1) * (FOLD_GROUPS / FOLD_SLICES); w++) {
+            s += partials[w * (N_EXP + 1) + e];
+        }
+        t.fold[i] = s;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
+// Expert e's logit: the router's own, or with FOLDED the slices' totals times 1 / rms.
+inline float route_logit(RouteTables t, device const float* logits, uint at, uint e) {
+    if (!FOLDED) {
+        return logits[at + e];
+    }
+    float s = 0.0f;
+    float q = 0.0f;
+    for (uint k = 0; k < FOLD_SLICES; k++) {
+        s += t.fold[k * (N_EXP + 1) + e];
+        q += t.fold[k * (N_EXP + 1) + N_EXP];
+    }
+    return s * rsqrt(q / float(FOLD_HIDDEN) + FOLD_EPS);
+}
 
 // Fills t.expert from the logits at `at` (store_route makes the weights). Every thread of the
 // threadgroup calls it (barriers).
 inline void choose_route(RouteTables t, device const float* logits, device const float* bias, uint tid, uint at) {
     // Softmax scores need the max and the sum over all logits first; sigmoid scores (GLM's) do
     // not, so their keys are made straight from the loads, one barrier before the ranking.
+    if (FOLDED) {
+        sum_router_partials(t, logits, tid);
+    }
     float m = -3.0e38f;
     float total = 0.0f;
     if (SOFTMAX) {
         for (uint e = tid; e < N_EXP; e += WG) {
-            t.score[e] = logits[at + e];
+            t.score[e] = route_logit(t, logits, at, e);
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         for (uint j = 0; j < N_EXP; j++) {
@@ -37,7 +70,7 @@ inline void choose_route(RouteTables t, device const float* logits, device const
     for (uint e = tid; e < 4 * N_EXP4; e += WG) {
         float key = NO_KEY;
         if (e < N_EXP) {
-            float l = logits[at + e];
+            float l = route_logit(t, logits, at, e);
             float s = SOFTMAX ? exp(l - m) / total : 1.0f / (1.0f + exp(-l));
             t.score[e] = s;
             // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above NO_KEY).

@@ -22,11 +22,11 @@ use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAtt
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
-use glm_wgpu::kernels::router::{router, RouteChoice};
+use glm_wgpu::kernels::router::{router, FoldedLogits, RouteChoice};
 use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
-    matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs,
-    Output, Reduce, Stacked, Step, Tiling,
+    matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute,
+    InputNorm, MatrixOf, MatvecArgs, Output, Reduce, RouterPartials, Stacked, Step, Tiling, PARTIAL_ROWS,
 };
 use glm_wgpu::model::{Gating, ModelConfig, TensorData, LORA_NORM_EPS};
 use glm_wgpu::quant::{self, activations, GgmlType};
@@ -328,7 +328,12 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
         up: c.up.map(|u| &u.gpu),
         norm: nb.as_ref().map(|weight| InputNorm { weight, eps: NORM_EPS }),
         matrix: c.matrix,
-        choose: router.as_ref().map(|(choice, logits, bias)| ChooseRoute { choice: *choice, logits, bias }),
+        choose: router.as_ref().map(|(choice, logits, bias)| ChooseRoute {
+            choice: *choice,
+            logits,
+            bias,
+            folded: None,
+        }),
         out: c.out,
         slots: c.slots as u32,
         x_stride: c.x_stride as u32,
@@ -1172,6 +1177,84 @@ fn matvec_round_norm_feeds_a_normed_prepared_product() {
 // ---------------------------------------------------------------------------------------------
 // rms_norm, embed, capture
 // ---------------------------------------------------------------------------------------------
+
+/// The router folded into the attention output: each 32-row workgroup's partial sums (Σ_j W_r[e, j]
+/// g_j y_j per expert and Σ y_j²) against the CPU from the new y it stored, then the gate/up pass
+/// choosing from them picks the experts, with the weights, that it picks from the router's own
+/// logits (computed on the CPU from the same y), and stores the same products.
+#[test]
+fn router_folded_into_the_attention_output_chooses_as_the_router() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(31);
+    let (hidden, cols, experts, ffn) = (512, 384, 16, 64);
+    let w_o = Weight::new(ctx, &mut rng, GgmlType::Q8_0, &[hidden, cols], 0.1);
+    let router_w = Weight::new(ctx, &mut rng, GgmlType::F32, &[experts, hidden], 0.5);
+    let g = uniform(&mut rng, hidden, 1.5);
+    let (x, y0) = (uniform(&mut rng, cols, 1.0), uniform(&mut rng, hidden, 1.0));
+    let (xb, yb, gb) = (buf_f32(ctx, "x", &x), buf_f32(ctx, "y", &y0), buf_f32(ctx, "ffn norm", &g));
+    let route = buf_u32(ctx, "route", &[0; 16]);
+    let partials = ctx.storage("partials", router_partials_bytes(hidden, experts)).unwrap();
+    let args = MatvecArgs {
+        out: Output::Add,
+        router_partials: Some(RouterPartials { router: &router_w.gpu, norm: &gb, out: &partials }),
+        ..MatvecArgs::new(&w_o.gpu, &xb, &yb, &route, true)
+    };
+    run(ctx, &[&matvec(ctx, &mut kc, args).unwrap()]);
+    let y = floats(&read_u32(ctx, &yb, hidden));
+    let got = floats(&read_u32(ctx, &partials, (hidden / PARTIAL_ROWS) * (experts + 1)));
+    let mut want = Vec::new();
+    for group in 0..hidden / PARTIAL_ROWS {
+        let rows = group * PARTIAL_ROWS..(group + 1) * PARTIAL_ROWS;
+        for e in 0..experts {
+            want.push(rows.clone().map(|j| router_w.deq[e * hidden + j] as f64 * g[j] as f64 * y[j] as f64).sum());
+        }
+        want.push(rows.map(|j| y[j] as f64 * y[j] as f64).sum());
+    }
+    report("router partials", check("router partials", &got, &want, 1e-5));
+
+    // The gate/up pass over the new y, its norm folded: choosing from the partials, and from the
+    // logits the router pass would store.
+    let inv = 1.0 / (y.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / hidden as f64 + NORM_EPS as f64).sqrt();
+    let logits: Vec<f32> = (0..experts)
+        .map(|e| {
+            ((0..hidden).map(|j| router_w.deq[e * hidden + j] as f64 * g[j] as f64 * y[j] as f64).sum::<f64>() * inv)
+                as f32
+        })
+        .collect();
+    let cfg = ModelConfig { n_experts: experts, n_experts_used: 4, ..config() };
+    let choice = RouteChoice::new(&cfg, false).unwrap();
+    let (gate, up) = (
+        Weight::new(ctx, &mut rng, GgmlType::Q4K, &[experts, ffn, hidden], 0.1),
+        Weight::new(ctx, &mut rng, GgmlType::Q4K, &[experts, ffn, hidden], 0.1),
+    );
+    let bias = buf_f32(ctx, "bias", &uniform(&mut rng, experts, 0.1));
+    let logits_b = buf_f32(ctx, "logits", &logits);
+    let folded = FoldedLogits { groups: (hidden / PARTIAL_ROWS) as u32, hidden: hidden as u32, eps: NORM_EPS };
+    let mut outs = Vec::new();
+    for (logits, folded) in [(&logits_b, None), (&partials, Some(folded))] {
+        let (act, route) = (ctx.storage("act", (4 * ffn * 4) as u64).unwrap(), buf_u32(ctx, "route", &[0; 16]));
+        let args = MatvecArgs {
+            up: Some(&up.gpu),
+            norm: Some(InputNorm { weight: &gb, eps: NORM_EPS }),
+            matrix: MatrixOf::Routed,
+            choose: Some(ChooseRoute { choice, logits, bias: &bias, folded }),
+            slots: 4,
+            y_stride: ffn as u32,
+            ..MatvecArgs::new(&gate.gpu, &yb, &act, &route, true)
+        };
+        run(ctx, &[&matvec(ctx, &mut kc, args).unwrap()]);
+        outs.push((read_u32(ctx, &route, 16), floats(&read_u32(ctx, &act, 4 * ffn))));
+    }
+    let ((route_a, act_a), (route_b, act_b)) = (&outs[0], &outs[1]);
+    assert_eq!(route_a[..4], route_b[..4], "experts chosen from the partials vs from the router's logits");
+    let (wa, wb) = (floats(&route_a[8..12]), floats(&route_b[8..12]));
+    for (a, b) in wa.iter().zip(&wb) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "route weights {wa:?} vs {wb:?}");
+    }
+    let want: Vec<f64> = act_a.iter().map(|v| *v as f64).collect();
+    report("gate/up after a folded router", check("gate/up after a folded router", act_b, &want, 1e-5));
+}
 
 #[test]
 fn rms_norm_matches_cpu() {

@@ -1,7 +1,8 @@
 //! The Metal matvec kernel (native_msl/matvec.metal with route_choice.metal, inputs.metal and
 //! formats.metal) run whole on the CPU against its WGSL twin on the test adapter: for each variant the
 //! engine builds (every weight format, norm folded, stacked q_a + kv_a (also rounding q_a's output for
-//! the normalised query over it), dense gate/up, per-head,
+//! the normalised query over it), dense gate/up, the attention output storing router partials and the
+//! experts choosing from them, per-head,
 //! per-head merging the attention's splits, residual add, experts chosen in the pass from sigmoid or softmax logits with a prepared or a
 //! normalised input, routed sum), the WGSL
 //! dispatch runs on the GPU, and native_msl/check/matvec_harness.cpp runs the kernel's Metal source on
@@ -13,9 +14,10 @@
 mod common;
 
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
-use glm_wgpu::kernels::router::RouteChoice;
+use glm_wgpu::kernels::router::{FoldedLogits, RouteChoice};
 use glm_wgpu::kernels::{
-    matvec, prepared_bytes, prepared_floats, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
+    matvec, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs,
+    Output, RouterPartials, Stacked, Step, PARTIAL_ROWS,
 };
 use glm_wgpu::model::{Gating, ModelConfig, TensorData};
 use glm_wgpu::quant::{self, activations, GgmlType};
@@ -176,6 +178,48 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         check(&format!("{} add, int8 {int8}", t.name()), matvec(&ctx, &mut kc, args).unwrap());
     }
 
+    // The attention output with the router folded into it (partial router sums of 8 groups of 32
+    // rows), then an experts' gate/up pass choosing from them, its norm folded.
+    let hidden = 8 * PARTIAL_ROWS;
+    let tiny = ModelConfig {
+        n_experts: 16,
+        n_experts_used: 4,
+        ..ModelConfig::from_hf_file(&common::fixture_dir().join("config.json")).unwrap()
+    };
+    let w = weight(&ctx, &mut rng, GgmlType::Q8_0, &[hidden, cols]);
+    let router = weight(&ctx, &mut rng, GgmlType::F32, &[tiny.n_experts, hidden]);
+    let (y, ffn_norm) = (floats(&ctx, &mut rng, hidden, 1.0), floats(&ctx, &mut rng, hidden, 2.0));
+    let partials = ctx.storage("partials", router_partials_bytes(hidden, tiny.n_experts)).unwrap();
+    let args = MatvecArgs {
+        out: Output::Add,
+        router_partials: Some(RouterPartials { router: &router, norm: &ffn_norm, out: &partials }),
+        ..MatvecArgs::new(&w, &x, &y, &route, true)
+    };
+    // The GPU run inside the check leaves the partials of the new y for the choice below.
+    check("Q8_0 add, router partials", matvec(&ctx, &mut kc, args).unwrap());
+    let (gate, up) = (
+        weight(&ctx, &mut rng, GgmlType::Q8_0, &[tiny.n_experts + 1, 32, hidden]),
+        weight(&ctx, &mut rng, GgmlType::Q8_0, &[tiny.n_experts + 1, 32, hidden]),
+    );
+    let bias = floats(&ctx, &mut rng, tiny.n_experts, 0.5);
+    let act = ctx.storage("act", 5 * 32 * 4).unwrap();
+    let folded = FoldedLogits { groups: 8, hidden: hidden as u32, eps: 1e-5 };
+    let args = MatvecArgs {
+        up: Some(&up),
+        matrix: MatrixOf::Routed,
+        choose: Some(ChooseRoute {
+            choice: RouteChoice::new(&tiny, true).unwrap(),
+            logits: &partials,
+            bias: &bias,
+            folded: Some(folded),
+        }),
+        slots: 5,
+        y_stride: 32,
+        norm: norm(&ffn_norm),
+        ..MatvecArgs::new(&gate, &y, &act, &route, true)
+    };
+    check("experts gate/up Q8_0 choosing from router partials", matvec(&ctx, &mut kc, args).unwrap());
+
     // Per-head products (k_b): matrix i for slot i, f32 inputs.
     let heads = floats(&ctx, &mut rng, 3 * 96, 1.0);
     let w = weight(&ctx, &mut rng, GgmlType::Q8_0, &[3, 64, 96]);
@@ -249,7 +293,7 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         let args = MatvecArgs {
             up: Some(&up),
             matrix: MatrixOf::Routed,
-            choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias }),
+            choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: None }),
             slots: 5,
             y_stride: rows as u32,
             norm: (!prepared_input).then_some(InputNorm { weight: &gnorm, eps: 1e-5 }),
@@ -271,7 +315,7 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
     let args = MatvecArgs {
         up: Some(&up),
         matrix: MatrixOf::Routed,
-        choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias }),
+        choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: None }),
         slots: 5,
         y_stride: 64,
         prepared: true,

@@ -23,11 +23,12 @@ use crate::kernels::{
     },
     mla_attention_coop, mla_attention_prefill_coop, prepare_input, prepared_bytes, prepared_floats,
     rms_norm::rms_norm,
-    router::RouteChoice,
-    ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, Stacked, Step,
+    router::{FoldedLogits, RouteChoice, FOLD_SLICES},
+    router_partials_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, RouterPartials, Stacked, Step,
+    PARTIAL_ROWS,
 };
 use crate::model::{Model, ModelConfig, LORA_NORM_EPS};
-use crate::quant::activations;
+use crate::quant::{activations, GgmlType};
 use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -130,6 +131,8 @@ struct Activations {
     act: wgpu::Buffer,
     act_shared: wgpu::Buffer,
     router_logits: wgpu::Buffer,
+    /// The attention output's partial router sums, where the router is folded into it.
+    router_partials: wgpu::Buffer,
     /// The FFN input normalised and rounded to int8 by the router pass, for the expert passes.
     ffn_int8: wgpu::Buffer,
     /// The final hidden state normalised and rounded to int8, for the LM head.
@@ -179,6 +182,7 @@ impl Activations {
             act: ctx.storage("act", f(act))?,
             act_shared: ctx.storage("act_shared", f(c.moe_ffn * c.n_shared_experts.max(1)))?,
             router_logits: ctx.storage("router_logits", f(c.n_experts.max(1)))?,
+            router_partials: ctx.storage("router_partials", router_partials_bytes(c.hidden, c.n_experts).max(4))?,
             ffn_int8: ctx.storage("ffn_int8", prepared_bytes(c.hidden))?,
             head_int8: ctx.storage("head_int8", prepared_bytes(c.hidden))?,
             route: ctx.storage("route", f(16))?,
@@ -718,6 +722,21 @@ fn record(
             },
         )
     };
+    // Whether the layer's router is folded into its attention output (RouterPartials): an f32 router
+    // whose experts, and shared expert, are one routed gate/up pass over int8 inputs, which then
+    // normalises and rounds its input itself. H200, Q4_K_M: 373.0 -> 375.9 tok/s at depth 0, 304.3 ->
+    // 310.2 at 4096, Q8_0 326.1 -> 331.4; 46 launches fewer (BENCHMARKS.md session 15).
+    let folds = |l: &weights::LayerWeights| match &l.ffn {
+        FeedForward::Moe(m) => {
+            o.int8_activations
+                && m.router.ggml_type == GgmlType::F32
+                && m.shared.apart().is_none()
+                && activations::takes_int8_input(m.experts.gate.ggml_type)
+                && c.hidden.is_multiple_of(PARTIAL_ROWS * FOLD_SLICES as usize)
+                && c.n_experts < 256
+        }
+        FeedForward::Dense(_) => false,
+    };
     // Where each layer's merging v_b launches.
     let mut merging_v_b = Vec::new();
     for (i, l) in w.layers.iter().enumerate() {
@@ -799,6 +818,12 @@ fn record(
                 MatvecArgs {
                     out: Output::Add,
                     prepared: round_for(&l.o, c.v_head),
+                    router_partials: match &l.ffn {
+                        FeedForward::Moe(m) if folds(l) => {
+                            Some(RouterPartials { router: &m.router, norm: &l.ffn_norm, out: &b.router_partials })
+                        }
+                        _ => None,
+                    },
                     ..MatvecArgs::new(&l.o, &b.attn_out, &b.x, &b.route, o.int8_activations)
                 },
             )?
@@ -869,24 +894,37 @@ fn record(
                 let k = c.n_experts_used as u32 + appended as u32;
                 // The router pass also prepares the experts' int8 input, so they skip the norm and
                 // the rounding, where they take int8 inputs.
-                let prepared = o.int8_activations
+                let fold = folds(l);
+                let prepared = !fold
+                    && o.int8_activations
                     && activations::takes_int8_input(m.experts.gate.ggml_type)
                     && m.shared.apart().is_none_or(|s| activations::takes_int8_input(s.gate.ggml_type));
-                body.push(
-                    matvec(
-                        ctx,
-                        kc,
-                        MatvecArgs {
-                            norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
-                            prepare: prepared.then_some(&b.ffn_int8),
-                            ..MatvecArgs::new(&m.router, &b.x, &b.router_logits, &b.route, o.int8_activations)
-                        },
-                    )?
-                    .labeled("moe_router_logits"),
-                );
+                if !fold {
+                    body.push(
+                        matvec(
+                            ctx,
+                            kc,
+                            MatvecArgs {
+                                norm: Some(InputNorm { weight: &l.ffn_norm, eps: c.rms_eps }),
+                                prepare: prepared.then_some(&b.ffn_int8),
+                                ..MatvecArgs::new(&m.router, &b.x, &b.router_logits, &b.route, o.int8_activations)
+                            },
+                        )?
+                        .labeled("moe_router_logits"),
+                    );
+                }
                 // The expert gate/up pass chooses the experts itself and stores the route for the down pass.
-                let choose =
-                    ChooseRoute { choice: RouteChoice::new(c, appended)?, logits: &b.router_logits, bias: &m.bias };
+                let folded = fold.then_some(FoldedLogits {
+                    groups: (c.hidden / PARTIAL_ROWS) as u32,
+                    hidden: c.hidden as u32,
+                    eps: c.rms_eps,
+                });
+                let choose = ChooseRoute {
+                    choice: RouteChoice::new(c, appended)?,
+                    logits: if fold { &b.router_partials } else { &b.router_logits },
+                    bias: &m.bias,
+                    folded,
+                };
                 body.push(
                     glu(kc, &m.experts, MatrixOf::Routed, Some(choose), k, prepared, &b.act)?
                         .labeled("moe_gate_up_exps"),

@@ -2,7 +2,7 @@
 //! with an optional RMSNorm of the input folded in.
 
 use super::format;
-use super::router::{RouteChoice, ROUTE_CHOICE};
+use super::router::{FoldedLogits, RouteChoice, FOLD_SLICES, ROUTE_CHOICE};
 use super::team_reduce::Reduce;
 use crate::gpu::native;
 use crate::gpu::{compose, grid, Binding, Const, Dispatch, GpuContext, GpuWeight, KernelCache};
@@ -85,8 +85,31 @@ pub enum MatrixOf {
 #[derive(Clone, Copy)]
 pub struct ChooseRoute<'a> {
     pub choice: RouteChoice,
+    /// The router's logits, or with `folded` the partial sums a `router_partials` pass stored.
     pub logits: &'a wgpu::Buffer,
     pub bias: &'a wgpu::Buffer,
+    pub folded: Option<FoldedLogits>,
+}
+
+/// The router of the experts after an added product (the attention output), folded into it: each
+/// workgroup of 32 rows stores its rows' share of every expert's logit and of the sum of squares
+/// for the norm (`wgsl/matvec.wgsl`'s PARTIALS), which the gate/up pass's route choice totals.
+#[derive(Clone, Copy)]
+pub struct RouterPartials<'a> {
+    /// f32 weights, one row per expert.
+    pub router: &'a GpuWeight,
+    /// The experts' input norm's weights.
+    pub norm: &'a wgpu::Buffer,
+    /// [`router_partials_bytes`].
+    pub out: &'a wgpu::Buffer,
+}
+
+/// Rows of y per group of router partials.
+pub const PARTIAL_ROWS: usize = 32;
+
+/// The size of the partial sums of a router of `experts` over `hidden` values.
+pub fn router_partials_bytes(hidden: usize, experts: usize) -> u64 {
+    (hidden / PARTIAL_ROWS * (experts + 1) * 4) as u64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +174,8 @@ pub struct MatvecArgs<'a> {
     /// `x` is the decode attention's partials, `x_stride` floats per head (one slot each), whose
     /// splits each workgroup merges first; the step uniform gives their number.
     pub merge: Option<&'a wgpu::Buffer>,
+    /// With `out` = Add, a single matrix: also the router partials of the new y.
+    pub router_partials: Option<RouterPartials<'a>>,
 }
 
 impl<'a> MatvecArgs<'a> {
@@ -182,6 +207,7 @@ impl<'a> MatvecArgs<'a> {
             round_output: false,
             round_norm: None,
             merge: None,
+            router_partials: None,
         }
     }
 
@@ -226,7 +252,8 @@ const SHARED_IN_MAX_CHUNKS: usize = 128;
 
 /// Whether the workgroup normalises and rounds its input once into workgroup memory, which its
 /// teams then read as a prepared input, rather than each team all of it itself: one input rounded
-/// in the pass for both matrices (q_a + kv_a, the dense gate/up; formats that take int8 inputs chunk
+/// in the pass for both matrices, the same for every slot (q_a + kv_a, the dense gate/up, the routed
+/// gate/up after a folded router; formats that take int8 inputs chunk
 /// rows by 32, as a prepared input does). H200, Q4_K_M at depth 0, q_a +
 /// kv_a at 64 x 8 x 4: 352.0 -> 367.8 tok/s (BENCHMARKS.md session 15).
 fn shared_input(a: &MatvecArgs) -> bool {
@@ -235,8 +262,9 @@ fn shared_input(a: &MatvecArgs) -> bool {
         && !a.prepared
         && a.prepare.is_none()
         && a.merge.is_none()
-        && a.matrix == MatrixOf::Single
-        && a.slots == 1
+        && a.x_stride == 0
+        && a.out != Output::AddRoutedSum
+        && a.matrix != MatrixOf::Slot
         && a.w.chunks_per_row() <= SHARED_IN_MAX_CHUNKS
 }
 
@@ -272,7 +300,9 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("MERGED_V4", Const::U32(if a.merge.is_some() { a.w.row_len() as u32 / 4 } else { 1 })),
         ("MERGE_UNROLL", Const::U32(MERGE_UNROLL)),
     ];
-    consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice)));
+    consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice), a.choose.and_then(|c| c.folded)));
+    consts.push(("PARTIALS", Const::Bool(a.router_partials.is_some())));
+    consts.push(("PART_EXP", Const::U32(a.router_partials.map_or(1, |r| r.router.rows() as u32))));
     (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
 }
 
@@ -347,7 +377,7 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1
         // 323.1.
         let max_threads = ctx.limits.max_compute_invocations_per_workgroup;
-        if a.up.is_some() && a.prepared && max_threads >= 512 {
+        if a.up.is_some() && (a.prepared || shared_input(&a)) && max_threads >= 512 {
             tiling = Tiling { lanes: tiling.lanes.min(16), teams: 32, rows: 1, ..tiling };
         } else if a.up.is_none() && shared_input(&a) {
             // Each lane rounds one chunk of its workgroup's shared input (all 64 lanes), in up to
@@ -363,6 +393,13 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
             tiling.teams = (PREP_CHUNK as u32 / tiling.rows).max(1);
             tiling.lanes = tiling.lanes.min(256 / tiling.teams);
         }
+    }
+    if a.router_partials.is_some() {
+        // Workgroups of 32 rows, one row a team: H200, Q4_K_M tok/s at depth 0, 32 x 32 x 1 375.9, 64 x 16 x 2
+        // 371.4, 32 x 16 x 2 361.5 (373.2 / 372.7 with the router's own pass; BENCHMARKS.md session 15).
+        let threads = ctx.limits.max_compute_invocations_per_workgroup.min(1024);
+        let teams = PARTIAL_ROWS as u32;
+        tiling = Tiling { lanes: (threads / teams).min(32), teams, rows: 1, ..tiling };
     }
     matvec_tiled(ctx, cache, a, tiling)
 }
@@ -481,6 +518,39 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
                 && !a.prepared),
         "a pass that merges the attention's splits is one stored product per head"
     );
+    if let Some(r) = a.router_partials {
+        let rows = a.w.rows();
+        ensure!(
+            a.out == Output::Add
+                && a.matrix == MatrixOf::Single
+                && a.slots == 1
+                && a.stacked.is_none()
+                && !a.round_output,
+            "router partials follow one added product"
+        );
+        ensure!(
+            r.router.ggml_type == GgmlType::F32 && r.router.row_len() == rows && r.router.n_matrices() == 1,
+            "router partials need an f32 router over the product's {rows} rows, not {} {:?}",
+            r.router.ggml_type.name(),
+            r.router.shape
+        );
+        ensure!(
+            rows.is_multiple_of(PARTIAL_ROWS)
+                && (tiling.teams * tiling.rows) as usize == PARTIAL_ROWS
+                && (rows / PARTIAL_ROWS).is_multiple_of(FOLD_SLICES as usize)
+                && r.out.size() >= router_partials_bytes(rows, r.router.rows())
+                && r.router.rows() < (tiling.lanes * tiling.teams) as usize,
+            "router partials by {PARTIAL_ROWS} rows: {rows} rows, {tiling:?}, {} bytes",
+            r.out.size()
+        );
+    }
+    if let Some(f) = a.choose.and_then(|c| c.folded) {
+        ensure!(
+            a.norm.is_some() && f.hidden as usize == a.w.row_len() && f.groups.is_multiple_of(FOLD_SLICES),
+            "a choice from router partials needs the experts' norm folded and {} groups of whole slices",
+            f.groups
+        );
+    }
     ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
     let bindings = [
         Binding::Uniform,
@@ -518,6 +588,9 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     let y1 = a.stacked.map(|s| s.y).or(a.prepare).unwrap_or(a.y);
     // Without a choice the router bindings are never read either.
     let (logits, bias) = a.choose.map_or((a.x, a.x), |c| (c.logits, c.bias));
+    // The partials' pass binds the router and norm weights there, and stores the sums as y1.
+    let (logits, bias) = a.router_partials.map_or((logits, bias), |r| (&r.router.words, r.norm));
+    let y1 = a.router_partials.map_or(y1, |r| r.out);
     let out_norm = a.round_norm.unwrap_or(a.x);
     let buffers =
         [&uniform, a.x, a.y, a.route, &a.w.words, &a.w.scales, &up.words, &up.scales, norm, y1, logits, bias, out_norm];
@@ -618,6 +691,9 @@ mod tests {
                 ("ROUND_NORM", Const::Bool(stack && norm)),
                 ("SHARED_IN", Const::Bool(shared_in)),
                 ("IN_CHUNKS", Const::U32(if shared_in { 16 } else { 1 })),
+                // The attention output with the router folded into it, in every other variant.
+                ("PARTIALS", Const::Bool(matrix == 0 && out == 1 && !stack && k % 2 == 0)),
+                ("PART_EXP", Const::U32(if k % 4 == 0 { 64 } else { 16 })),
                 ("EPS", Const::F32(1e-5)),
                 ("MERGE", Const::Bool(merge)),
                 ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
@@ -631,7 +707,9 @@ mod tests {
                 scale: 1.8,
                 shared_slot: k % 2 == 1,
             });
-            let consts = [&consts[..], &RouteChoice::consts(choice)].concat();
+            // Every other choice from router partials.
+            let folded = (k % 2 == 1).then_some(FoldedLogits { groups: 64, hidden: 2048, eps: 1e-5 });
+            let consts = [&consts[..], &RouteChoice::consts(choice, folded)].concat();
             let operand = |t| (t, int8 && activations::takes_int8_input(t));
             let src = msl_source(&consts, [operand(t0), operand(t1)]).expect("the formats have MSL");
             let path = dir.join(format!("matvec{k}.metal"));

@@ -38,7 +38,9 @@ impl RouteChoice {
 
     /// The snippet's host constants (the includer sets WG); `None` gives the inert ones of a kernel
     /// that includes it without choosing.
-    pub fn consts(choice: Option<RouteChoice>) -> Vec<(&'static str, Const)> {
+    /// `folded`: the choice sums partial logits instead of reading the router's own.
+    pub fn consts(choice: Option<RouteChoice>, folded: Option<FoldedLogits>) -> Vec<(&'static str, Const)> {
+        let f = folded.unwrap_or(FoldedLogits { groups: 0, hidden: 1, eps: 0.0 });
         let c = choice.unwrap_or(RouteChoice {
             n_experts: 1,
             topk: 1,
@@ -55,8 +57,25 @@ impl RouteChoice {
             ("NORM_TOPK", Const::Bool(c.norm_topk)),
             ("SCALE", Const::F32(c.scale)),
             ("SHARED_SLOT", Const::Bool(c.shared_slot)),
+            ("FOLDED", Const::Bool(folded.is_some())),
+            ("FOLD_SLICES", Const::U32(FOLD_SLICES)),
+            ("FOLD_GROUPS", Const::U32(f.groups)),
+            ("FOLD_HIDDEN", Const::U32(f.hidden)),
+            ("FOLD_EPS", Const::F32(f.eps)),
         ]
     }
+}
+
+/// Slices of the partial logits' groups that the folded choice totals in parallel.
+pub const FOLD_SLICES: u32 = 8;
+
+/// A choice whose logits are the attention output's partial sums (`MatvecArgs::router_partials`):
+/// `groups` groups (of 32 rows) over `hidden` values, the experts' input norm's `eps`.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldedLogits {
+    pub groups: u32,
+    pub hidden: u32,
+    pub eps: f32,
 }
 
 pub fn router(
@@ -67,7 +86,7 @@ pub fn router(
     tokens: u32,
     [logits, bias, route]: [&wgpu::Buffer; 3],
 ) -> Result<Dispatch> {
-    let mut consts = RouteChoice::consts(Some(RouteChoice::new(c, shared_slot)?));
+    let mut consts = RouteChoice::consts(Some(RouteChoice::new(c, shared_slot)?), None);
     consts.push(("WG", Const::U32(64)));
     let source = compose(&consts, &[include_str!("../../wgsl/router.wgsl"), ROUTE_CHOICE].concat());
     let kernel = kc.get(ctx, "router", source, &[Binding::Read, Binding::Read, Binding::ReadWrite])?;
