@@ -367,17 +367,19 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         tiling.rows = tiling.rows.min(2);
     }
     if a.round_output {
-        // Workgroups of 32 rows. Gate/up pairs over a prepared input in 32 teams of up to 16
-        // lanes, one row each (512 threads), where the adapter allows; a single product rounding its
-        // own input once per workgroup (q_a) as below; others (v_b, the dense gate/up) in more teams of the same lanes
-        // and rows, at most 256 threads (a team rounding its input itself rounds all of it, so 32
-        // teams would round it 32 times: the dense gate/up took 2.4x as long). H200, Q4_K_M tok/s
+        // Workgroups of 32 rows. Gate/up pairs over a prepared input, or routed ones rounding their
+        // input once per workgroup (after a folded router), in 32 teams of up to 16 lanes, one row
+        // each (512 threads), where the adapter allows; a single product rounding its own input once
+        // per workgroup (q_a) as below; others (v_b, the dense gate/up) in more teams of the same
+        // lanes and rows, at most 256 threads (a team rounding its input itself rounds all of it, so
+        // 32 teams would round it 32 times: the dense gate/up took 2.4x as long). H200, Q4_K_M tok/s
         // at depth 0 with the down pass over the rounded output (BENCHMARKS.md session 13): routed
         // gate/up 16 x 32 x 1 332.8, 32 x 16 x 2 331.8, 64 x 8 x 4 330.5, 32 x 32 x 1 320.3, 64 x 4 x 8
         // 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1
         // 323.1.
         let max_threads = ctx.limits.max_compute_invocations_per_workgroup;
-        if a.up.is_some() && (a.prepared || shared_input(&a)) && max_threads >= 512 {
+        let routed_once = a.matrix == MatrixOf::Routed && shared_input(&a);
+        if a.up.is_some() && (a.prepared || routed_once) && max_threads >= 512 {
             tiling = Tiling { lanes: tiling.lanes.min(16), teams: 32, rows: 1, ..tiling };
         } else if a.up.is_none() && shared_input(&a) {
             // Each lane rounds one chunk of its workgroup's shared input (all 64 lanes), in up to
