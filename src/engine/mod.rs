@@ -831,7 +831,8 @@ fn record(
         );
 
         // Feed-forward.
-        // `prepared`: the input the router pass prepared, else x with the norm folded in. The output
+        // `prepared`: the input the router pass prepared, else x with the norm folded in (rounded once
+        // per workgroup where it takes int8 inputs: after a folded router). The output
         // is stored rounded for the down projection where that takes int8 inputs.
         let glu = |kc: &mut KernelCache,
                    f: &weights::Ffn,
@@ -892,8 +893,9 @@ fn record(
             FeedForward::Moe(m) => {
                 let appended = matches!(m.shared, SharedExpert::Appended);
                 let k = c.n_experts_used as u32 + appended as u32;
-                // The router pass also prepares the experts' int8 input, so they skip the norm and
-                // the rounding, where they take int8 inputs.
+                // The router pass, where the router is not folded into the attention output, also
+                // prepares the experts' int8 input, so they skip the norm and the rounding, where they
+                // take int8 inputs.
                 let fold = folds(l);
                 let prepared = !fold
                     && o.int8_activations
