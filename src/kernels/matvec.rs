@@ -253,9 +253,9 @@ const SHARED_IN_MAX_CHUNKS: usize = 128;
 /// Whether the workgroup normalises and rounds its input once into workgroup memory, which its
 /// teams then read as a prepared input, rather than each team all of it itself: one input rounded
 /// in the pass for both matrices, the same for every slot (q_a + kv_a, the dense gate/up, the routed
-/// gate/up after a folded router; formats that take int8 inputs chunk
-/// rows by 32, as a prepared input does). H200, Q4_K_M at depth 0, q_a +
-/// kv_a at 64 x 8 x 4: 352.0 -> 367.8 tok/s (BENCHMARKS.md session 15).
+/// gate/up after a folded router; formats that take int8 inputs chunk rows by 32, as a prepared input
+/// does). H200, Q4_K_M at depth 0, q_a + kv_a at 64 x 8 x 4: 352.0 -> 367.8 tok/s (BENCHMARKS.md
+/// session 15).
 fn shared_input(a: &MatvecArgs) -> bool {
     int8_input(a, a.w)
         && int8_input(a, a.second())
@@ -371,8 +371,9 @@ pub fn matvec(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs) -> Resul
         // input once per workgroup (after a folded router), in 32 teams of up to 16 lanes, one row
         // each (512 threads), where the adapter allows; a single product rounding its own input once
         // per workgroup (q_a) as below; others (v_b, the dense gate/up) in more teams of the same
-        // lanes and rows, at most 256 threads (a team rounding its input itself rounds all of it, so
-        // 32 teams would round it 32 times: the dense gate/up took 2.4x as long). H200, Q4_K_M tok/s
+        // lanes and rows, at most 256 threads (when each team rounded its input itself, 32 teams
+        // rounded it 32 times: the dense gate/up took 2.4x as long; it now rounds it once, and 512
+        // threads are unmeasured for its single launch). H200, Q4_K_M tok/s
         // at depth 0 with the down pass over the rounded output (BENCHMARKS.md session 13): routed
         // gate/up 16 x 32 x 1 332.8, 32 x 16 x 2 331.8, 64 x 8 x 4 330.5, 32 x 32 x 1 320.3, 64 x 4 x 8
         // 319.8, 32 x 8 x 4 321.5; v_b 16 x 16 x 2 331.8, 16 x 32 x 2 330.9, 8 x 32 x 2 327.1, 16 x 32 x 1
