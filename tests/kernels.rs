@@ -22,7 +22,7 @@ use glm_wgpu::kernels::mla_attention_prefill::{mla_attention_prefill, PrefillAtt
 use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
-use glm_wgpu::kernels::router::{router, FoldedLogits, RouteChoice};
+use glm_wgpu::kernels::router::{router, RouteChoice};
 use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
     matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute,
@@ -332,7 +332,7 @@ fn run_matvec(ctx: &GpuContext, kc: &mut KernelCache, c: &MatvecCase) -> Vec<(St
             choice: *choice,
             logits,
             bias,
-            folded: None,
+            folded: false,
         }),
         out: c.out,
         slots: c.slots as u32,
@@ -1230,9 +1230,8 @@ fn router_folded_into_the_attention_output_chooses_as_the_router() {
     );
     let bias = buf_f32(ctx, "bias", &uniform(&mut rng, experts, 0.1));
     let logits_b = buf_f32(ctx, "logits", &logits);
-    let folded = FoldedLogits { groups: (hidden / PARTIAL_ROWS) as u32, hidden: hidden as u32, eps: NORM_EPS };
     let mut outs = Vec::new();
-    for (logits, folded) in [(&logits_b, None), (&partials, Some(folded))] {
+    for (logits, folded) in [(&logits_b, false), (&partials, true)] {
         let (act, route) = (ctx.storage("act", (4 * ffn * 4) as u64).unwrap(), buf_u32(ctx, "route", &[0; 16]));
         let args = MatvecArgs {
             up: Some(&up.gpu),

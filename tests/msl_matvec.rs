@@ -14,7 +14,7 @@
 mod common;
 
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
-use glm_wgpu::kernels::router::{FoldedLogits, RouteChoice};
+use glm_wgpu::kernels::router::RouteChoice;
 use glm_wgpu::kernels::{
     matvec, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs,
     Output, RouterPartials, Stacked, Step, PARTIAL_ROWS,
@@ -203,7 +203,6 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
     );
     let bias = floats(&ctx, &mut rng, tiny.n_experts, 0.5);
     let act = ctx.storage("act", 5 * 32 * 4).unwrap();
-    let folded = FoldedLogits { groups: 8, hidden: hidden as u32, eps: 1e-5 };
     let args = MatvecArgs {
         up: Some(&up),
         matrix: MatrixOf::Routed,
@@ -211,7 +210,7 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
             choice: RouteChoice::new(&tiny, true).unwrap(),
             logits: &partials,
             bias: &bias,
-            folded: Some(folded),
+            folded: true,
         }),
         slots: 5,
         y_stride: 32,
@@ -293,7 +292,7 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
         let args = MatvecArgs {
             up: Some(&up),
             matrix: MatrixOf::Routed,
-            choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: None }),
+            choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: false }),
             slots: 5,
             y_stride: rows as u32,
             norm: (!prepared_input).then_some(InputNorm { weight: &gnorm, eps: 1e-5 }),
@@ -315,7 +314,7 @@ fn metal_matvec_on_the_cpu_matches_wgsl() {
     let args = MatvecArgs {
         up: Some(&up),
         matrix: MatrixOf::Routed,
-        choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: None }),
+        choose: Some(ChooseRoute { choice, logits: &logits, bias: &bias, folded: false }),
         slots: 5,
         y_stride: 64,
         prepared: true,

@@ -23,7 +23,7 @@ use crate::kernels::{
     },
     mla_attention_coop, mla_attention_prefill_coop, prepare_input, prepared_bytes, prepared_floats,
     rms_norm::rms_norm,
-    router::{FoldedLogits, RouteChoice, FOLD_SLICES},
+    router::{RouteChoice, FOLD_SLICES},
     router_partials_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, RouterPartials, Stacked, Step,
     PARTIAL_ROWS,
 };
@@ -745,6 +745,7 @@ fn record(
         // q_a and kv_a read the same normalised input: one pass, stacked, where their formats chunk
         // rows alike (always for quantized files).
         let stack = l.q_a.chunks_per_row() == l.kv_a.chunks_per_row();
+        let fold = folds(l);
         // q_a's output is the query's input, stored rounded (with the query's norm applied) where the
         // query's matrices take int8 inputs.
         let q_norm = InputNorm { weight: &l.q_a_norm, eps: LORA_NORM_EPS };
@@ -819,7 +820,7 @@ fn record(
                     out: Output::Add,
                     prepared: round_for(&l.o, c.v_head),
                     router_partials: match &l.ffn {
-                        FeedForward::Moe(m) if folds(l) => {
+                        FeedForward::Moe(m) if fold => {
                             Some(RouterPartials { router: &m.router, norm: &l.ffn_norm, out: &b.router_partials })
                         }
                         _ => None,
@@ -896,7 +897,6 @@ fn record(
                 // The router pass, where the router is not folded into the attention output, also
                 // prepares the experts' int8 input, so they skip the norm and the rounding, where they
                 // take int8 inputs.
-                let fold = folds(l);
                 let prepared = !fold
                     && o.int8_activations
                     && activations::takes_int8_input(m.experts.gate.ggml_type)
@@ -916,16 +916,11 @@ fn record(
                     );
                 }
                 // The expert gate/up pass chooses the experts itself and stores the route for the down pass.
-                let folded = fold.then_some(FoldedLogits {
-                    groups: (c.hidden / PARTIAL_ROWS) as u32,
-                    hidden: c.hidden as u32,
-                    eps: c.rms_eps,
-                });
                 let choose = ChooseRoute {
                     choice: RouteChoice::new(c, appended)?,
                     logits: if fold { &b.router_partials } else { &b.router_logits },
                     bias: &m.bias,
-                    folded,
+                    folded: fold,
                 };
                 body.push(
                     glu(kc, &m.experts, MatrixOf::Routed, Some(choose), k, prepared, &b.act)?

@@ -85,10 +85,11 @@ pub enum MatrixOf {
 #[derive(Clone, Copy)]
 pub struct ChooseRoute<'a> {
     pub choice: RouteChoice,
-    /// The router's logits, or with `folded` the partial sums a `router_partials` pass stored.
+    /// The router's logits, or with `folded` the partial sums a `router_partials` pass stored over
+    /// this pass's input (whose norm the pass folds in).
     pub logits: &'a wgpu::Buffer,
     pub bias: &'a wgpu::Buffer,
-    pub folded: Option<FoldedLogits>,
+    pub folded: bool,
 }
 
 /// The router of the experts after an added product (the attention output), folded into it: each
@@ -300,7 +301,13 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
         ("MERGED_V4", Const::U32(if a.merge.is_some() { a.w.row_len() as u32 / 4 } else { 1 })),
         ("MERGE_UNROLL", Const::U32(MERGE_UNROLL)),
     ];
-    consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice), a.choose.and_then(|c| c.folded)));
+    // A choice from router partials: their groups, the input's length and its norm's eps are this pass's.
+    let folded = a.choose.is_some_and(|c| c.folded).then(|| FoldedLogits {
+        groups: (a.w.row_len() / PARTIAL_ROWS) as u32,
+        hidden: a.w.row_len() as u32,
+        eps: a.norm.map_or(0.0, |n| n.eps),
+    });
+    consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice), folded));
     consts.push(("PARTIALS", Const::Bool(a.router_partials.is_some())));
     consts.push(("PART_EXP", Const::U32(a.router_partials.map_or(1, |r| r.router.rows() as u32))));
     (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
@@ -547,11 +554,14 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             r.out.size()
         );
     }
-    if let Some(f) = a.choose.and_then(|c| c.folded) {
+    if a.choose.is_some_and(|c| c.folded) {
+        let len = a.w.row_len();
         ensure!(
-            a.norm.is_some() && f.hidden as usize == a.w.row_len() && f.groups.is_multiple_of(FOLD_SLICES),
-            "a choice from router partials needs the experts' norm folded and {} groups of whole slices",
-            f.groups
+            a.norm.is_some()
+                && len.is_multiple_of(PARTIAL_ROWS)
+                && (len / PARTIAL_ROWS).is_multiple_of(FOLD_SLICES as usize),
+            "a choice from router partials needs the experts' norm folded and an input of whole slices of \
+             {PARTIAL_ROWS}-row groups, not {len} values"
         );
     }
     ensure!(a.x_stride.is_multiple_of(4), "matvec input stride {} is not a multiple of 4", a.x_stride);
