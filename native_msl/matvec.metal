@@ -5,7 +5,7 @@
 // partial sums meet through simd_sum (teams of 32 or more lanes) or simdgroup shuffles (fewer), and
 // threadgroup memory beyond a simdgroup.
 // Host #defines: LANES, TEAMS, ROWS, NV, CHUNK_V4, MATRIX, GLU, OUT, NORM, STACK, INT8, PREPARE,
-// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, SHARED_IN, IN_CHUNKS, PARTIALS, PART_EXP, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
+// PREPARED, PREP_WORDS, ROUND, ROUND_NORM, SHARED_IN, IN_CHUNKS, PARTIALS, PART_EXP, PART_SLICES, MERGE, MERGED_V4, MERGE_UNROLL, INT8_0, INT8_1, EPS, FORMAT0, FORMAT1
 // (formats.metal structs of the two weight bindings), and route_choice.metal's; see matvec.wgsl for
 // each.
 
@@ -138,16 +138,16 @@ inline void round_shared_input(threadgroup uint4* shared_in, device const float4
 }
 
 // PARTIALS: the workgroup's rows of the new y (32) enter the router of the experts after it: per expert
-// e, Σ_j router[e, j] · norm[j] · y_j by 8 slices of the rows, then Σ y_j², stored in y1 per workgroup
+// e, Σ_j router[e, j] · norm[j] · y_j by PART_SLICES slices of the rows, then Σ y_j², stored in y1 per workgroup
 // (wgsl/matvec.wgsl).
 inline void store_router_partials(threadgroup const float* rows, threadgroup float* sums, device const float* router,
                                   device const float* norm, device float* out, constant Params& p, uint tid,
                                   uint group) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    uint per = TEAMS * ROWS / 8;
-    for (uint i = tid; i < 8 * (PART_EXP + 1); i += WG) {
-        uint e = i / 8;
-        uint k = i % 8;
+    uint per = TEAMS * ROWS / PART_SLICES;
+    for (uint i = tid; i < PART_SLICES * (PART_EXP + 1); i += WG) {
+        uint e = i / PART_SLICES;
+        uint k = i % PART_SLICES;
         float acc = 0.0f;
         for (uint j = 0; j < per; j++) {
             uint r = k * per + j;
@@ -160,8 +160,8 @@ inline void store_router_partials(threadgroup const float* rows, threadgroup flo
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (tid <= PART_EXP) {
         float acc = 0.0f;
-        for (uint k = 0; k < 8; k++) {
-            acc += sums[tid * 8 + k];
+        for (uint k = 0; k < PART_SLICES; k++) {
+            acc += sums[tid * PART_SLICES + k];
         }
         out[group * (PART_EXP + 1) + tid] = acc;
     }
@@ -259,7 +259,7 @@ inline void round_rows(threadgroup const float* staged, device float* y, device 
 #endif
 #if PARTIALS
     threadgroup_array float part_rows[TEAMS * ROWS];
-    threadgroup_array float part_sums[8 * (PART_EXP + 1)];
+    threadgroup_array float part_sums[PART_SLICES * (PART_EXP + 1)];
 #endif
     if (MATRIX == 3) {
         choose_route(chosen, router_logits, router_bias, tid, 0);

@@ -70,8 +70,8 @@ inline void choose_route(RouteTables t, device const float* logits, device const
     for (uint e = tid; e < 4 * N_EXP4; e += WG) {
         float key = NO_KEY;
         if (e < N_EXP) {
-            float l = route_logit(t, logits, at, e);
-            float s = SOFTMAX ? exp(l - m) / total : 1.0f / (1.0f + exp(-l));
+            // Softmax logits were made above (this thread's, into t.score).
+            float s = SOFTMAX ? exp(t.score[e] - m) / total : 1.0f / (1.0f + exp(-route_logit(t, logits, at, e)));
             t.score[e] = s;
             // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead (above NO_KEY).
             float k = s + bias[e];

@@ -1222,37 +1222,45 @@ fn router_folded_into_the_attention_output_chooses_as_the_router() {
                 as f32
         })
         .collect();
-    let cfg = ModelConfig { n_experts: experts, n_experts_used: 4, ..config() };
-    let choice = RouteChoice::new(&cfg, false).unwrap();
     let (gate, up) = (
         Weight::new(ctx, &mut rng, GgmlType::Q4K, &[experts, ffn, hidden], 0.1),
         Weight::new(ctx, &mut rng, GgmlType::Q4K, &[experts, ffn, hidden], 0.1),
     );
     let bias = buf_f32(ctx, "bias", &uniform(&mut rng, experts, 0.1));
     let logits_b = buf_f32(ctx, "logits", &logits);
-    let mut outs = Vec::new();
-    for (logits, folded) in [(&logits_b, false), (&partials, true)] {
-        let (act, route) = (ctx.storage("act", (4 * ffn * 4) as u64).unwrap(), buf_u32(ctx, "route", &[0; 16]));
-        let args = MatvecArgs {
-            up: Some(&up.gpu),
-            norm: Some(InputNorm { weight: &gb, eps: NORM_EPS }),
-            matrix: MatrixOf::Routed,
-            choose: Some(ChooseRoute { choice, logits, bias: &bias, folded }),
-            slots: 4,
-            y_stride: ffn as u32,
-            ..MatvecArgs::new(&gate.gpu, &yb, &act, &route, true)
-        };
-        run(ctx, &[&matvec(ctx, &mut kc, args).unwrap()]);
-        outs.push((read_u32(ctx, &route, 16), floats(&read_u32(ctx, &act, 4 * ffn))));
+    // GLM's sigmoid scores, and softmax ones (which total each expert's slices once for the max and sum).
+    for gating in [Gating::Sigmoid, Gating::Softmax] {
+        let cfg = ModelConfig { n_experts: experts, n_experts_used: 4, gating, ..config() };
+        let choice = RouteChoice::new(&cfg, false).unwrap();
+        let mut outs = Vec::new();
+        for (logits, folded) in [(&logits_b, false), (&partials, true)] {
+            let (act, route) = (ctx.storage("act", (4 * ffn * 4) as u64).unwrap(), buf_u32(ctx, "route", &[0; 16]));
+            let args = MatvecArgs {
+                up: Some(&up.gpu),
+                norm: Some(InputNorm { weight: &gb, eps: NORM_EPS }),
+                matrix: MatrixOf::Routed,
+                choose: Some(ChooseRoute { choice, logits, bias: &bias, folded }),
+                slots: 4,
+                y_stride: ffn as u32,
+                ..MatvecArgs::new(&gate.gpu, &yb, &act, &route, true)
+            };
+            run(ctx, &[&matvec(ctx, &mut kc, args).unwrap()]);
+            outs.push((read_u32(ctx, &route, 16), floats(&read_u32(ctx, &act, 4 * ffn))));
+        }
+        let ((route_a, act_a), (route_b, act_b)) = (&outs[0], &outs[1]);
+        assert_eq!(
+            route_a[..4],
+            route_b[..4],
+            "{gating:?}: experts chosen from the partials vs from the router's logits"
+        );
+        let (wa, wb) = (floats(&route_a[8..12]), floats(&route_b[8..12]));
+        for (a, b) in wa.iter().zip(&wb) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{gating:?}: route weights {wa:?} vs {wb:?}");
+        }
+        let want: Vec<f64> = act_a.iter().map(|v| *v as f64).collect();
+        let name = format!("gate/up after a folded router, {gating:?}");
+        report(&name, check(&name, act_b, &want, 1e-5));
     }
-    let ((route_a, act_a), (route_b, act_b)) = (&outs[0], &outs[1]);
-    assert_eq!(route_a[..4], route_b[..4], "experts chosen from the partials vs from the router's logits");
-    let (wa, wb) = (floats(&route_a[8..12]), floats(&route_b[8..12]));
-    for (a, b) in wa.iter().zip(&wb) {
-        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "route weights {wa:?} vs {wb:?}");
-    }
-    let want: Vec<f64> = act_a.iter().map(|v| *v as f64).collect();
-    report("gate/up after a folded router", check("gate/up after a folded router", act_b, &want, 1e-5));
 }
 
 #[test]

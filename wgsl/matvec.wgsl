@@ -28,7 +28,8 @@
 // the route choice of the experts after it (route_choice.wgsl's FOLDED), PART_EXP + 1 sums over its rows
 // j of the new y: Σ_j router[e, j] · norm[j] · y_j for each expert e and Σ_j y_j², with the router's f32
 // weights bound as `router_logits` and the experts' input norm as `router_bias`: the router's product
-// without its own pass (lines marked for PARTIALS only then).
+// without its own pass, each sum over PART_SLICES slices of the rows in parallel, then totalled
+// (lines marked for PARTIALS only then).
 // MERGE (MATRIX = 1): x holds mla_attention.wgsl's splits, which each workgroup merges first
 // (matvec_merge.wgsl, included only then, and the lines marked for MERGE; the lines marked for
 // !MERGE only without: its workgroup array, even unused, cost 2 % tok/s on the H200).
@@ -259,19 +260,19 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
     store_router_partials(tid, group); // if PARTIALS
 }
 
-// PARTIALS: the workgroup's new y, and the sums of 8 slices of its rows per expert (then Σ y²).
+// PARTIALS: the workgroup's new y, and the sums of PART_SLICES slices of its rows per expert (then Σ y²).
 var<workgroup> part_rows: array<f32, TEAMS * ROWS>; // if PARTIALS
 
-var<workgroup> part_sums: array<f32, 8u * (PART_EXP + 1u)>; // if PARTIALS
+var<workgroup> part_sums: array<f32, PART_SLICES * (PART_EXP + 1u)>; // if PARTIALS
 
 fn store_router_partials(tid: u32, group: u32) {
     workgroupBarrier();
-    for (var i = tid; i < 8u * (PART_EXP + 1u); i += WG) { // if PARTIALS
-        let e = i / 8u; // if PARTIALS
-        let k = i % 8u; // if PARTIALS
+    for (var i = tid; i < PART_SLICES * (PART_EXP + 1u); i += WG) { // if PARTIALS
+        let e = i / PART_SLICES; // if PARTIALS
+        let k = i % PART_SLICES; // if PARTIALS
         var acc = 0.0; // if PARTIALS
-        for (var j = 0u; j < TEAMS * ROWS / 8u; j++) { // if PARTIALS
-            let r = k * (TEAMS * ROWS / 8u) + j; // if PARTIALS
+        for (var j = 0u; j < TEAMS * ROWS / PART_SLICES; j++) { // if PARTIALS
+            let r = k * (TEAMS * ROWS / PART_SLICES) + j; // if PARTIALS
             let row = group * TEAMS * ROWS + r; // if PARTIALS
             let v = part_rows[r]; // if PARTIALS
             if e < PART_EXP { // if PARTIALS
@@ -285,8 +286,8 @@ fn store_router_partials(tid: u32, group: u32) {
     workgroupBarrier();
     if tid <= PART_EXP { // if PARTIALS
         var acc = 0.0; // if PARTIALS
-        for (var k = 0u; k < 8u; k++) { // if PARTIALS
-            acc += part_sums[tid * 8u + k]; // if PARTIALS
+        for (var k = 0u; k < PART_SLICES; k++) { // if PARTIALS
+            acc += part_sums[tid * PART_SLICES + k]; // if PARTIALS
         } // if PARTIALS
         y1[group * (PART_EXP + 1u) + tid] = acc; // if PARTIALS
     } // if PARTIALS

@@ -80,10 +80,12 @@ fn choose_route(tid: u32, at: u32) {
     for (var e = tid; e < 4u * N_EXP4; e += WG) {
         var key = NO_KEY;
         if e < N_EXP {
-            let l = route_logit(at, e);
-            var s = 1.0 / (1.0 + exp(-l));
+            // Softmax logits were made above (this invocation's, into route_score).
+            var s: f32;
             if SOFTMAX {
-                s = exp(l - m) / total;
+                s = exp(route_score[e] - m) / total;
+            } else {
+                s = 1.0 / (1.0 + exp(-route_logit(at, e)));
             }
             route_score[e] = s;
             // A NaN key would rank ambiguously and leave a slot unpicked: it ranks last instead

@@ -107,6 +107,8 @@ pub struct RouterPartials<'a> {
 
 /// Rows of y per group of router partials.
 pub const PARTIAL_ROWS: usize = 32;
+/// Slices of a group's rows whose per-expert sums run in parallel, then are totalled.
+const PARTIAL_SLICES: u32 = 8;
 
 /// The size of the partial sums of a router of `experts` over `hidden` values.
 pub fn router_partials_bytes(hidden: usize, experts: usize) -> u64 {
@@ -310,6 +312,7 @@ fn consts(a: &MatvecArgs, t: Tiling) -> (Vec<(&'static str, Const)>, [Operand; 2
     consts.extend(RouteChoice::consts(a.choose.map(|c| c.choice), folded));
     consts.push(("PARTIALS", Const::Bool(a.router_partials.is_some())));
     consts.push(("PART_EXP", Const::U32(a.router_partials.map_or(1, |r| r.router.rows() as u32))));
+    consts.push(("PART_SLICES", Const::U32(PARTIAL_SLICES)));
     (consts, [(a.w.ggml_type, int8_0), (second.ggml_type, int8_1)])
 }
 
@@ -707,6 +710,7 @@ mod tests {
                 // The attention output with the router folded into it, in every other variant.
                 ("PARTIALS", Const::Bool(matrix == 0 && out == 1 && !stack && k % 2 == 0)),
                 ("PART_EXP", Const::U32(if k % 4 == 0 { 64 } else { 16 })),
+                ("PART_SLICES", Const::U32(PARTIAL_SLICES)),
                 ("EPS", Const::F32(1e-5)),
                 ("MERGE", Const::Bool(merge)),
                 ("MERGED_V4", Const::U32(if merge { 128 } else { 1 })),
