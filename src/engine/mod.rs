@@ -23,9 +23,9 @@ use crate::kernels::{
     },
     mla_attention_coop, mla_attention_prefill_coop, prepare_input, prepared_bytes, prepared_floats,
     rms_norm::rms_norm,
-    router::{RouteChoice, FOLD_SLICES},
-    router_partials_bytes, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, RouterPartials, Stacked, Step,
-    PARTIAL_ROWS,
+    router::RouteChoice,
+    router_partials_bytes, router_partials_fit, ChooseRoute, InputNorm, MatrixOf, MatvecArgs, Output, RouterPartials,
+    Stacked, Step,
 };
 use crate::model::{Model, ModelConfig, LORA_NORM_EPS};
 use crate::quant::{activations, GgmlType};
@@ -732,7 +732,7 @@ fn record(
                 && m.router.ggml_type == GgmlType::F32
                 && m.shared.apart().is_none()
                 && activations::takes_int8_input(m.experts.gate.ggml_type)
-                && c.hidden.is_multiple_of(PARTIAL_ROWS * FOLD_SLICES as usize)
+                && router_partials_fit(c.hidden)
                 && c.n_experts < 256
         }
         FeedForward::Dense(_) => false,

@@ -110,6 +110,12 @@ pub const PARTIAL_ROWS: usize = 32;
 /// Slices of a group's rows whose per-expert sums run in parallel, then are totalled.
 const PARTIAL_SLICES: u32 = 8;
 
+/// Whether router partials over `len` values are whole groups of PARTIAL_ROWS rows, in whole slices
+/// of FOLD_SLICES groups (what the folded choice totals).
+pub fn router_partials_fit(len: usize) -> bool {
+    len.is_multiple_of(PARTIAL_ROWS) && (len / PARTIAL_ROWS).is_multiple_of(FOLD_SLICES as usize)
+}
+
 /// The size of the partial sums of a router of `experts` over `hidden` values.
 pub fn router_partials_bytes(hidden: usize, experts: usize) -> u64 {
     (hidden / PARTIAL_ROWS * (experts + 1) * 4) as u64
@@ -548,9 +554,8 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
             r.router.shape
         );
         ensure!(
-            rows.is_multiple_of(PARTIAL_ROWS)
+            router_partials_fit(rows)
                 && (tiling.teams * tiling.rows) as usize == PARTIAL_ROWS
-                && (rows / PARTIAL_ROWS).is_multiple_of(FOLD_SLICES as usize)
                 && r.out.size() >= router_partials_bytes(rows, r.router.rows())
                 && r.router.rows() < (tiling.lanes * tiling.teams) as usize,
             "router partials by {PARTIAL_ROWS} rows: {rows} rows, {tiling:?}, {} bytes",
@@ -560,9 +565,7 @@ pub fn matvec_tiled(ctx: &GpuContext, cache: &mut KernelCache, a: MatvecArgs, ti
     if a.choose.is_some_and(|c| c.folded) {
         let len = a.w.row_len();
         ensure!(
-            a.norm.is_some()
-                && len.is_multiple_of(PARTIAL_ROWS)
-                && (len / PARTIAL_ROWS).is_multiple_of(FOLD_SLICES as usize),
+            a.norm.is_some() && router_partials_fit(len),
             "a choice from router partials needs the experts' norm folded and an input of whole slices of \
              {PARTIAL_ROWS}-row groups, not {len} values"
         );

@@ -22,8 +22,8 @@ pub mod router;
 pub mod team_reduce;
 
 pub use matvec::{
-    matvec, matvec_tiled, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute, InputNorm, MatrixOf,
-    MatvecArgs, Output, RouterPartials, Stacked, Tiling, PARTIAL_ROWS,
+    matvec, matvec_tiled, prepared_bytes, prepared_floats, router_partials_bytes, router_partials_fit, ChooseRoute,
+    InputNorm, MatrixOf, MatvecArgs, Output, RouterPartials, Stacked, Tiling, PARTIAL_ROWS,
 };
 pub use prepare_input::prepare_input;
 pub use team_reduce::Reduce;
