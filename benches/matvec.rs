@@ -10,9 +10,15 @@
 //! to int8 by the pass before (the absorbed query, the attention output, the experts, the LM head) so
 //! does this one, and the experts' gate/up and q_a store their outputs rounded; tilings such a pass cannot take (rounded outputs
 //! need whole 32-row chunks per workgroup) or the adapter refuses (threads) are skipped.
+//!
+//! Beside the tilings, `read` and `copy` are the rooflines at the same size (`wgsl/stream.wgsl`):
+//! per launch of the engine's tiling, one dispatch reading (or moving: half read, half written) as
+//! many bytes as the product reads, in one pass with the same barriers. A product far below
+//! 4.24 TB/s but near `read` is bound by its dispatch's size, not by its kernel.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
+use glm_wgpu::kernels::stream::{stream, Stream};
 use glm_wgpu::kernels::{
     matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, InputNorm, MatrixOf, MatvecArgs, Output,
     Tiling,
@@ -138,6 +144,7 @@ fn sweep(c: &mut Criterion) {
                     (format!("lanes{lanes}_rows{rows}_wg{wg}"), Some(Tiling { lanes, rows, teams: wg / lanes, reduce }))
                 }));
             let mut skipped = Vec::new();
+            let mut engine_bytes = Vec::new();
             for (label, tiling) in tilings {
                 let mut kc = KernelCache::new(false);
                 let n = if u == Use::Dense { gate.len() } else { routes.len() };
@@ -177,25 +184,68 @@ fn sweep(c: &mut Criterion) {
                         continue;
                     }
                 };
-                let bytes: u64 = launches.iter().map(|d| d.weight_bytes).sum();
-                group.throughput(Throughput::Bytes(bytes));
-                group.bench_function(BenchmarkId::from_parameter(&label), |b| {
-                    b.iter_custom(|iters| {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            ctx.submit(&launches);
-                        }
-                        ctx.wait().unwrap();
-                        start.elapsed()
-                    })
-                });
+                if tiling.is_none() {
+                    engine_bytes = launches.iter().map(|d| d.weight_bytes).collect();
+                }
+                let bytes = launches.iter().map(|d| d.weight_bytes).sum();
+                bench_launches(&ctx, &mut group, &label, &launches, bytes);
             }
+            stream_rooflines(&ctx, &mut group, &engine_bytes);
             group.finish();
             if !skipped.is_empty() {
                 eprintln!("{name} {}: not for this pass or adapter: {}", t.name(), skipped.join(", "));
             }
         }
     }
+}
+
+/// The roofline at the engine's bytes per launch: `read` reads each launch's bytes, `copy` moves them
+/// (half read, half written), each launch from a region of its own of a 512 MiB source, so that HBM
+/// serves them as it serves the weights.
+fn stream_rooflines(
+    ctx: &GpuContext,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    launch_bytes: &[u64],
+) {
+    let most = launch_bytes.iter().max().unwrap() / 16;
+    let src_words = (BYTES_PER_ITER / 16).max(2 * most);
+    let src = ctx.storage("stream source", src_words * 16).unwrap();
+    let dst = ctx.storage("stream destination", most * 16).unwrap();
+    let mut kc = KernelCache::new(false);
+    for (how, label, share) in [(Stream::Read, "read", 1), (Stream::Copy, "copy", 2)] {
+        let mut start = 0;
+        let launches: Vec<Dispatch> = launch_bytes
+            .iter()
+            .map(|&bytes| {
+                let words = bytes / 16 / share;
+                start = (start + words) % (src_words - words + 1);
+                stream(ctx, &mut kc, how, words, start, &src, &dst).unwrap()
+            })
+            .collect();
+        let moved = launch_bytes.iter().map(|&b| b / 16 / share * 16 * share).sum();
+        bench_launches(ctx, group, label, &launches, moved);
+    }
+}
+
+/// Times `launches` recorded into one pass, reporting `bytes` moved per pass.
+fn bench_launches(
+    ctx: &GpuContext,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    launches: &[Dispatch],
+    bytes: u64,
+) {
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(BenchmarkId::from_parameter(label), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                ctx.submit(launches);
+            }
+            ctx.wait().unwrap();
+            start.elapsed()
+        })
+    });
 }
 
 criterion_group!(benches, sweep);

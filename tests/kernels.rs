@@ -23,6 +23,7 @@ use glm_wgpu::kernels::moe_group::{moe_group, Grouping};
 use glm_wgpu::kernels::moe_sum::moe_sum;
 use glm_wgpu::kernels::rms_norm::rms_norm;
 use glm_wgpu::kernels::router::{router, RouteChoice};
+use glm_wgpu::kernels::stream::{stream, Stream, PER_THREAD, SENTINEL, WG};
 use glm_wgpu::kernels::{matmul_coop, mla_attention_coop};
 use glm_wgpu::kernels::{
     matvec, matvec_tiled, prepare_input, prepared_bytes, prepared_floats, router_partials_bytes, ChooseRoute,
@@ -1369,6 +1370,45 @@ fn capture_copies_into_slot() {
         check_untouched(&name, &dst[offset + n..], &dst0[offset + n..]);
     }
     report("capture (bit-exact)", 0.0);
+}
+
+#[test]
+fn stream_copies_or_reads_the_words_from_its_offset() {
+    let ctx = gpu();
+    let mut kc = KernelCache::default();
+    let mut rng = seeded(9);
+    let wg = WG as usize;
+    // Words of 4 u32; a partial last workgroup, exactly one, several, and an offset source.
+    for (words, offset) in [(1usize, 0usize), (5, 3), (1024, 0), (1025, 7), (3000, 1000)] {
+        let mut src: Vec<u32> = (0..(offset + words + 2) * 4).map(|_| rng.random()).collect();
+        let dst0 = vec![NAN_BITS; (words + 3) * 4];
+        let name = format!("stream {words} words from {offset}");
+        let go = |kc: &mut KernelCache, how, src: &[u32]| {
+            let (sb, db) = (buf_u32(ctx, "src", src), buf_u32(ctx, "dst", &dst0));
+            run(ctx, &[&stream(ctx, kc, how, words as u64, offset as u64, &sb, &db).unwrap()]);
+            read_u32(ctx, &db, dst0.len())
+        };
+        let dst = go(&mut kc, Stream::Copy, &src);
+        check_untouched(&name, &dst[..words * 4], &src[offset * 4..(offset + words) * 4]);
+        check_untouched(&name, &dst[words * 4..], &dst0[words * 4..]);
+        // A read stores nothing of random words, and the sentinel where thread 0's words (those
+        // before the end) fold to it: its last word set to make them so.
+        check_untouched(&name, &go(&mut kc, Stream::Read, &src), &dst0);
+        let mine: Vec<usize> = (0..PER_THREAD as usize).map(|k| k * wg).filter(|&i| i < words).collect();
+        let last = offset + mine[mine.len() - 1];
+        for c in 0..4 {
+            let others = mine[..mine.len() - 1].iter().fold(0, |f, &i| f ^ src[(offset + i) * 4 + c]);
+            src[last * 4 + c] = SENTINEL ^ others;
+        }
+        let dst = go(&mut kc, Stream::Read, &src);
+        check_untouched(&name, &dst[..4], &[SENTINEL; 4]);
+        check_untouched(&name, &dst[4..], &dst0[4..]);
+    }
+    // Past either end: an error, not a read out of range.
+    let (sb, db) = (buf_u32(ctx, "src", &[0; 64]), buf_u32(ctx, "dst", &[0; 64]));
+    assert!(stream(ctx, &mut kc, Stream::Copy, 16, 1, &sb, &db).is_err());
+    assert!(stream(ctx, &mut kc, Stream::Read, 17, 0, &sb, &db).is_err());
+    report("stream (bit-exact)", 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------

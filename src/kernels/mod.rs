@@ -19,6 +19,7 @@ pub mod prepare_input;
 pub mod random_weight;
 pub mod rms_norm;
 pub mod router;
+pub mod stream;
 pub mod team_reduce;
 
 pub use matvec::{
