@@ -6,7 +6,10 @@
 //! The inputs are prepared once (`input_rows`); only the products are timed, one dispatch per
 //! matrix copy or expert group, several per iteration so the timing is not one launch.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+mod common;
+
+use common::time_launches;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::input_rows::{input_rows, InputRows};
 use glm_wgpu::kernels::matmul::{matmul, MatmulArgs, MatmulInput, MatmulTiling, Tiles};
@@ -19,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHUNK: usize = 512;
 const EXPERTS: usize = 65;
@@ -127,7 +130,7 @@ fn sweep(c: &mut Criterion) {
                     matmul(&ctx, &mut kc, a, tiling).unwrap()
                 })
                 .collect();
-            time(&mut bench, &ctx, &label, &launches);
+            time_launches(&mut bench, &ctx, &label, &launches);
         }
         let coop_engine = CoopTiling::ENGINE;
         let coop_tilings = std::iter::once(("coop_engine".to_string(), coop_engine)).chain(COOP_TILINGS.iter().map(
@@ -145,30 +148,12 @@ fn sweep(c: &mut Criterion) {
                 })
                 .collect();
             match launches {
-                Ok(launches) => time(&mut bench, &ctx, &label, &launches),
+                Ok(launches) => time_launches(&mut bench, &ctx, &label, &launches),
                 Err(e) => eprintln!("{label}: {e:#}"),
             }
         }
         bench.finish();
     }
-}
-
-fn time(
-    bench: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
-    ctx: &GpuContext,
-    label: &str,
-    launches: &[Dispatch],
-) {
-    bench.bench_function(BenchmarkId::from_parameter(label), |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                ctx.submit(launches);
-            }
-            ctx.wait().unwrap();
-            start.elapsed()
-        })
-    });
 }
 
 criterion_group!(benches, sweep);

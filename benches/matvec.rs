@@ -16,7 +16,10 @@
 //! many bytes as the product reads, in one pass with the same barriers. A product far below
 //! 4.24 TB/s but near `read` is bound by its dispatch's size, not by its kernel.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+mod common;
+
+use common::time_launches;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glm_wgpu::gpu::{Dispatch, GpuContext, GpuWeight, KernelCache};
 use glm_wgpu::kernels::stream::{stream, Stream};
 use glm_wgpu::kernels::{
@@ -28,7 +31,7 @@ use glm_wgpu::quant::{self, GgmlType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How a shape is applied, as in the engine.
 #[derive(Clone, Copy, PartialEq)]
@@ -187,8 +190,8 @@ fn sweep(c: &mut Criterion) {
                 if tiling.is_none() {
                     engine_bytes = launches.iter().map(|d| d.weight_bytes).collect();
                 }
-                let bytes = launches.iter().map(|d| d.weight_bytes).sum();
-                bench_launches(&ctx, &mut group, &label, &launches, bytes);
+                group.throughput(Throughput::Bytes(launches.iter().map(|d| d.weight_bytes).sum()));
+                time_launches(&mut group, &ctx, &label, &launches);
             }
             stream_rooflines(&ctx, &mut group, &engine_bytes);
             group.finish();
@@ -222,30 +225,9 @@ fn stream_rooflines(
                 stream(ctx, &mut kc, how, words, start, &src, &dst).unwrap()
             })
             .collect();
-        let moved = launch_bytes.iter().map(|&b| b / 16 / share * 16 * share).sum();
-        bench_launches(ctx, group, label, &launches, moved);
+        group.throughput(Throughput::Bytes(launch_bytes.iter().map(|&b| b / 16 / share * 16 * share).sum()));
+        time_launches(group, ctx, label, &launches);
     }
-}
-
-/// Times `launches` recorded into one pass, reporting `bytes` moved per pass.
-fn bench_launches(
-    ctx: &GpuContext,
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    label: &str,
-    launches: &[Dispatch],
-    bytes: u64,
-) {
-    group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(BenchmarkId::from_parameter(label), |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                ctx.submit(launches);
-            }
-            ctx.wait().unwrap();
-            start.elapsed()
-        })
-    });
 }
 
 criterion_group!(benches, sweep);
