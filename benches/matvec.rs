@@ -116,6 +116,12 @@ fn routes(ctx: &GpuContext) -> Vec<wgpu::Buffer> {
         .collect()
 }
 
+/// A route buffer for one dense launch (never read there, but bound read-write: a launch that shares
+/// it with another waits for that one).
+fn fresh_route(ctx: &GpuContext) -> wgpu::Buffer {
+    ctx.storage("route", 64).unwrap()
+}
+
 fn sweep(c: &mut Criterion) {
     let ctx = GpuContext::new(None).expect("a GPU adapter");
     eprintln!("gpu: {}", ctx.describe());
@@ -138,7 +144,8 @@ fn sweep(c: &mut Criterion) {
             let round_output = u == Use::ExpertsGateUp || name.starts_with("attn_q_a");
             let out_norm = ctx.storage_init("out norm", bytemuck::cast_slice(&vec![1f32; rows])).unwrap();
             let round_norm = (u == Use::Dense && round_output).then_some(&out_norm);
-            let y = ctx.storage("y", (rows * slots * 4) as u64).unwrap();
+            let y_bytes = (rows * slots * 4) as u64;
+            let y = ctx.storage("y", y_bytes).unwrap();
             let mut group = c.benchmark_group(format!("matvec {name} {}", t.name()));
             group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(600)).sample_size(10);
             let reduce = Tiling::for_shape(&ctx, 1, 1, false).reduce;
@@ -151,7 +158,7 @@ fn sweep(c: &mut Criterion) {
             for (label, tiling) in tilings {
                 let mut kc = KernelCache::new(false);
                 let n = if u == Use::Dense { gate.len() } else { routes.len() };
-                let launch = |kc: &mut KernelCache, i: usize| {
+                let launch = |kc: &mut KernelCache, i: usize, y: &wgpu::Buffer, route: &wgpu::Buffer| {
                     let args = MatvecArgs {
                         up: up.as_ref().map(|up| &up[i % up.len()]),
                         matrix: if u == Use::Dense { MatrixOf::Single } else { MatrixOf::Routed },
@@ -166,32 +173,38 @@ fn sweep(c: &mut Criterion) {
                         prepared,
                         round_output,
                         round_norm,
-                        ..MatvecArgs::new(
-                            &gate[i % gate.len()],
-                            if prepared { &x8 } else { &x },
-                            &y,
-                            &routes[i % routes.len()],
-                            true,
-                        )
+                        ..MatvecArgs::new(&gate[i % gate.len()], if prepared { &x8 } else { &x }, y, route, true)
                     };
                     match tiling {
                         None => matvec(&ctx, kc, args),
                         Some(tiling) => matvec_tiled(&ctx, kc, args, tiling),
                     }
                 };
-                let launches: Vec<Dispatch> = match (0..n).map(|i| launch(&mut kc, i)).collect() {
-                    Ok(launches) => launches,
-                    Err(e) if tiling.is_none() => panic!("{name} {}: the engine's tiling fails: {e:#}", t.name()),
-                    Err(_) => {
-                        skipped.push(label);
-                        continue;
-                    }
-                };
-                if tiling.is_none() {
-                    engine_bytes = launches.iter().map(|d| d.weight_bytes).collect();
-                }
+                let launches: Vec<Dispatch> =
+                    match (0..n).map(|i| launch(&mut kc, i, &y, &routes[i % routes.len()])).collect() {
+                        Ok(launches) => launches,
+                        Err(e) if tiling.is_none() => panic!("{name} {}: the engine's tiling fails: {e:#}", t.name()),
+                        Err(_) => {
+                            skipped.push(label);
+                            continue;
+                        }
+                    };
                 group.throughput(Throughput::Bytes(launches.iter().map(|d| d.weight_bytes).sum()));
                 time_launches(&mut group, &ctx, &label, &launches);
+                if tiling.is_none() {
+                    engine_bytes = launches.iter().map(|d| d.weight_bytes).collect();
+                    // The same launches with outputs and routes of their own: no barrier between them,
+                    // so they run side by side as far as the GPU allows.
+                    let apart: Vec<Dispatch> = (0..n)
+                        .map(|i| {
+                            let y = ctx.storage("y", y_bytes).unwrap();
+                            let route =
+                                if u == Use::Dense { fresh_route(&ctx) } else { routes[i % routes.len()].clone() };
+                            launch(&mut kc, i, &y, &route).unwrap()
+                        })
+                        .collect();
+                    time_launches(&mut group, &ctx, "engine_overlapped", &apart);
+                }
             }
             stream_rooflines(&ctx, &mut group, &engine_bytes);
             group.finish();
@@ -215,14 +228,21 @@ fn stream_rooflines(
     let src = ctx.storage("stream source", src_words * 16).unwrap();
     let dst = ctx.storage("stream destination", most * 16).unwrap();
     let mut kc = KernelCache::new(false);
-    for (how, label, share) in [(Stream::Read, "read", 1), (Stream::Copy, "copy", 2)] {
+    let runs = [
+        (Stream::Read, "read", 1, false),
+        (Stream::Copy, "copy", 2, false),
+        (Stream::Read, "read_overlapped", 1, true),
+    ];
+    for (how, label, share, apart) in runs {
         let mut start = 0;
         let launches: Vec<Dispatch> = launch_bytes
             .iter()
             .map(|&bytes| {
                 let words = bytes / 16 / share;
                 start = (start + words) % (src_words - words + 1);
-                stream(ctx, &mut kc, how, words, start, &src, &dst).unwrap()
+                // A destination of its own (never written by a read) lifts the barrier between launches.
+                let own = apart.then(|| ctx.storage("stream destination", words * 16).unwrap());
+                stream(ctx, &mut kc, how, words, start, &src, own.as_ref().unwrap_or(&dst)).unwrap()
             })
             .collect();
         group.throughput(Throughput::Bytes(launch_bytes.iter().map(|&b| b / 16 / share * 16 * share).sum()));
