@@ -14,7 +14,10 @@
 //! Beside the tilings, `read` and `copy` are the rooflines at the same size (`wgsl/stream.wgsl`):
 //! per launch of the engine's tiling, one dispatch reading (or moving: half read, half written) as
 //! many bytes as the product reads, in one pass with the same barriers. A product far below
-//! 4.24 TB/s but near `read` is bound by its dispatch's size, not by its kernel.
+//! 4.24 TB/s but near `read` is bound by its dispatch's size, not by its kernel. `engine_overlapped`
+//! and `read_overlapped` time the same launches with outputs of their own, so no barrier separates
+//! them and the GPU may run them side by side: the kernel's streaming rate apart from each launch's
+//! ramp and drain (noisier between runs than the serialised numbers).
 
 mod common;
 
